@@ -1,0 +1,103 @@
+"""Image archive files: streaming decompression and transport detection.
+
+A compose ships ``.tar.xz`` (sometimes ``.tar.gz``) docker-archives or OCI archives, and
+uncompressed ``.ociarchive`` files. The compressed bytes are decompressed while they are
+downloaded (skopeo then reads a plain tar in place instead of making its own temporary copy)
+and the transport is detected from the tar's members, never from the file name.
+"""
+
+from __future__ import annotations
+
+import lzma
+import tarfile
+import zlib
+from pathlib import Path
+from typing import Protocol
+
+from .errors import ComposeError
+
+XZ_MAGIC = b"\xfd7zXZ\x00"
+GZIP_MAGIC = b"\x1f\x8b"
+MAGIC_LENGTH = len(XZ_MAGIC)
+
+DOCKER_ARCHIVE = "docker-archive"
+OCI_ARCHIVE = "oci-archive"
+
+
+class Decoder(Protocol):
+    name: str
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class _Plain:
+    name = "tar"
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+
+class _Streams:
+    """Decompresses concatenated xz or gzip streams; raises ValueError on bad or short data."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._decoder = self._new()
+
+    def _new(self) -> lzma.LZMADecompressor | zlib._Decompress:
+        if self.name == "xz":
+            return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            try:
+                out.append(self._decoder.decompress(data))
+            except (lzma.LZMAError, zlib.error) as error:
+                raise ValueError(f"corrupt {self.name} data: {error}") from None
+            if not self._decoder.eof:
+                break
+            data = self._decoder.unused_data
+            if data:
+                self._decoder = self._new()
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        if not self._decoder.eof:
+            raise ValueError(f"truncated {self.name} data")
+        return b""
+
+
+def decoder_for(head: bytes) -> Decoder:
+    """Choose by magic bytes: xz, gzip, or a plain tar."""
+    if head.startswith(XZ_MAGIC):
+        return _Streams("xz")
+    if head.startswith(GZIP_MAGIC):
+        return _Streams("gzip")
+    return _Plain()
+
+
+def detect_transport(tar_path: Path, *, where: str) -> str:
+    """``docker-archive`` or ``oci-archive`` for an uncompressed tar, from its members.
+
+    An OCI layout (``oci-layout`` + ``index.json``) wins over ``manifest.json``: the "hybrid"
+    archives newer ``docker save`` writes carry both and work with either transport.
+    """
+    names: set[str] = set()
+    try:
+        with tarfile.open(tar_path, mode="r:") as archive:
+            for member in archive:
+                names.add(member.name.removeprefix("./"))
+    except (tarfile.TarError, OSError) as error:
+        raise ComposeError(f"{where}: not a tar archive ({error})") from None
+    if {"oci-layout", "index.json"} <= names:
+        return OCI_ARCHIVE
+    if "manifest.json" in names:
+        return DOCKER_ARCHIVE
+    raise ComposeError(f"{where}: neither a docker-archive nor an OCI archive")

@@ -1,0 +1,137 @@
+"""``fedora-container-sync``: the command line.
+
+``replay [--config FILE] [--dry-run] MESSAGE_FILE`` runs saved bus messages through the same code
+path as the consumer. Exit codes: 0 everything published, 3 finished but a tag was held,
+1 something could not be published, 2 bad usage, config or message file. Every failure is one
+line on stderr; the summary goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import SyncError, UsageError
+from .report import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, ComposeReport, render
+
+PROG = "fedora-container-sync"
+_log = logging.getLogger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    replay = commands.add_parser(
+        "replay",
+        help="publish the composes named by saved fedora-messaging messages",
+        description="Handle saved messages (one JSON object per line, as written by "
+        "'fedora-messaging record') in order, exactly as the consumer would.",
+    )
+    replay.add_argument(
+        "--config",
+        metavar="FILE",
+        help="fedora-messaging TOML config (default: $FEDORA_MESSAGING_CONF, "
+        "then /etc/fedora-messaging/config.toml)",
+    )
+    replay.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="fetch and verify the compose, read the registries, print the plan; write nothing",
+    )
+    replay.add_argument("-v", "--verbose", action="store_true", help="log every step")
+    replay.add_argument("message_file", metavar="MESSAGE_FILE", help="message file, or - for stdin")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        _setup_logging(verbose=getattr(args, "verbose", False))
+        return _replay(args)
+    except UsageError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except SyncError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug: still one line, never a traceback
+        print(f"{PROG}: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .messages import needs_work, parse_compose_message, read_message_file
+    from .publish import handle_envelope, prepare_work_dir
+    from .settings import config_path, load_settings
+
+    settings = load_settings(config_path(args.config))
+    settings.check_credentials()
+    source = "<stdin>" if args.message_file == "-" else args.message_file
+    envelopes = read_message_file(_read_text(args.message_file), source=source)
+    # Check every message before doing anything: a bad file does no partial work.
+    for envelope in envelopes:
+        if needs_work(envelope):
+            try:
+                parse_compose_message(envelope.body, settings.compose_url_allowlist)
+            except SyncError as error:
+                raise UsageError(f"{source}: {error}") from None
+    prepare_work_dir(settings)
+    if not args.dry_run and shutil.which(settings.skopeo) is None:
+        raise UsageError(f"skopeo not found ({settings.skopeo}); install skopeo")
+
+    reports: list[ComposeReport] = []
+    for envelope in envelopes:
+        report = handle_envelope(envelope, settings, dry_run=args.dry_run)
+        if report is None:
+            status = envelope.status or "none"
+            print(f"ignored {envelope.label}: status {status} on {envelope.topic}")
+            continue
+        reports.append(report)
+        print(render([report]), flush=True)
+    codes = {report.exit_code for report in reports}
+    if EXIT_FAILED in codes:
+        return EXIT_FAILED
+    if EXIT_HELD in codes:
+        return EXIT_HELD
+    return EXIT_OK
+
+
+def _read_text(name: str) -> str:
+    if name == "-":
+        return sys.stdin.read()
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"message file {name}: not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"message file {name}: unreadable: {error}") from None
+
+
+def _setup_logging(*, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    # Libraries below us log at INFO per request; keep them quiet unless something is wrong.
+    for noisy in ("httpx", "httpcore", "fedora_messaging"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Fetching a compose over HTTP: its metadata and its image files (httpx).
+
+Translates every HTTP or network failure into our two branches: transient
+(:class:`TransientError`: connection problems, timeouts, 429, 5xx) and permanent
+(:class:`ComposeError`: 404, bad metadata, size or checksum mismatch). Redirects are followed
+only while they stay inside the allowlist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+from .archive import MAGIC_LENGTH, Decoder, decoder_for, detect_transport
+from .errors import ComposeError, MessageError, TransientError, one_line
+from .messages import check_location
+from .retry import call_with_retry
+from .selection import ImageArtifact
+from .settings import RetrySettings
+
+_log = logging.getLogger(__name__)
+
+_MAX_REDIRECTS = 5
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ComposeMetadata:
+    """The parsed ``composeinfo.json`` and ``images.json`` (productmd objects)."""
+
+    compose_id: str
+    release_version: str
+    info: Any
+    images: Any
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    """A downloaded, verified, uncompressed image archive and its skopeo transport."""
+
+    artifact: ImageArtifact
+    path: Path
+    transport: str
+
+    @property
+    def reference(self) -> str:
+        return f"{self.transport}:{self.path}"
+
+
+class ComposeFetcher:
+    """Reads one compose at ``location`` (the message's URL of the ``compose/`` directory)."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        location: str,
+        *,
+        compose_id: str,
+        allowlist: Iterable[str],
+        retry: RetrySettings,
+    ) -> None:
+        self._client = client
+        self._location = location.rstrip("/")
+        self._compose_id = compose_id
+        self._allowlist = list(allowlist)
+        self._retry = retry
+
+    def url(self, path: str) -> str:
+        return f"{self._location}/{path}"
+
+    def metadata(self) -> ComposeMetadata:
+        """Load and parse ``metadata/composeinfo.json`` and ``metadata/images.json``."""
+        from productmd.composeinfo import ComposeInfo
+        from productmd.images import Images
+
+        info = ComposeInfo()
+        images = Images()
+        for name, target in (("composeinfo.json", info), ("images.json", images)):
+            document = self._get_json(f"metadata/{name}")
+            try:
+                target.deserialize(document)
+            except Exception as error:  # productmd raises ValueError, KeyError, TypeError...
+                raise ComposeError(
+                    f"{self._compose_id}: metadata/{name} is not valid productmd metadata: "
+                    f"{one_line(error)}"
+                ) from None
+        compose_id = info.compose.id
+        if compose_id != self._compose_id:
+            raise ComposeError(
+                f"{self._compose_id}: composeinfo.json describes compose {compose_id}"
+            )
+        return ComposeMetadata(compose_id, str(info.release.version), info, images)
+
+    def download(self, artifact: ImageArtifact, dest_dir: Path) -> LocalImage:
+        """Stream one image file to ``dest_dir``, decompressing it and verifying size and sha256.
+
+        The result is a plain tar named after the archive's checksum.
+        """
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        final = dest_dir / f"{artifact.sha256}.tar"
+        where = f"{self._compose_id}: {artifact.path}"
+        call_with_retry(
+            lambda: self._download_once(artifact, final, where),
+            what=f"download of {artifact.path}",
+            policy=self._retry,
+        )
+        return LocalImage(artifact, final, detect_transport(final, where=where))
+
+    def _download_once(self, artifact: ImageArtifact, final: Path, where: str) -> None:
+        partial = final.with_name(final.name + ".part")
+        hasher = hashlib.sha256()
+        size = 0
+        decoder: Decoder | None = None
+        decode_error: str | None = None
+        head = b""
+        try:
+            with self._stream(artifact.path) as response, partial.open("wb") as out:
+                for chunk in response.iter_bytes(_CHUNK):
+                    hasher.update(chunk)
+                    size += len(chunk)
+                    if size > artifact.size:
+                        raise ComposeError(
+                            f"{where}: larger than the {artifact.size} bytes images.json lists"
+                        )
+                    if decode_error:
+                        continue
+                    if decoder is None:
+                        head += chunk
+                        if len(head) < MAGIC_LENGTH:
+                            continue
+                        decoder, chunk, head = decoder_for(head), head, b""
+                    try:
+                        out.write(decoder.feed(chunk))
+                    except ValueError as error:
+                        decode_error = str(error)
+                if not decode_error:
+                    try:
+                        if decoder is None:
+                            decoder = decoder_for(head)
+                            out.write(decoder.feed(head))
+                        out.write(decoder.finish())
+                    except ValueError as error:
+                        decode_error = str(error)
+            if size != artifact.size:
+                raise ComposeError(
+                    f"{where}: size mismatch: images.json lists {artifact.size} bytes, got {size}"
+                )
+            actual = hasher.hexdigest()
+            if actual != artifact.sha256:
+                raise ComposeError(
+                    f"{where}: sha256 mismatch: images.json lists {artifact.sha256}, got {actual}"
+                )
+            if decode_error:
+                raise ComposeError(f"{where}: {decode_error}")
+            os.replace(partial, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+
+    def _get_json(self, path: str) -> Any:
+        def once() -> Any:
+            with self._stream(path) as response:
+                body = response.read()
+            try:
+                document: Any = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise ComposeError(f"{self._compose_id}: {path} is not JSON: {error}") from None
+            return document
+
+        return call_with_retry(once, what=f"fetch of {path}", policy=self._retry)
+
+    @contextlib.contextmanager
+    def _stream(self, path: str) -> Iterator[httpx.Response]:
+        """GET ``path`` under the compose, following in-allowlist redirects; 2xx only."""
+        url = self.url(path)
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                with self._client.stream("GET", url, follow_redirects=False) as response:
+                    if response.is_redirect:
+                        url = self._redirect_target(url, response)
+                        continue
+                    self._raise_for_status(response, path)
+                    yield response
+                    return
+            except httpx.TimeoutException:
+                raise TransientError(f"{self._compose_id}: timed out fetching {path}") from None
+            except httpx.TransportError as error:
+                raise TransientError(
+                    f"{self._compose_id}: could not fetch {path}: {one_line(error)}"
+                ) from None
+        raise ComposeError(f"{self._compose_id}: too many redirects fetching {path}")
+
+    def _redirect_target(self, url: str, response: httpx.Response) -> str:
+        target = str(urljoin(url, response.headers.get("location", "")))
+        try:
+            check_location(target, self._allowlist, compose_id=self._compose_id)
+        except MessageError:
+            raise ComposeError(
+                f"{self._compose_id}: {url} redirects to {target}, outside compose_url_allowlist"
+            ) from None
+        return target
+
+    def _raise_for_status(self, response: httpx.Response, path: str) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        what = f"{self._compose_id}: {path}: HTTP {status}"
+        if status == 429 or status >= 500:
+            raise TransientError(what, retry_after=_retry_after(response))
+        if status in (404, 410):
+            raise ComposeError(f"{self._compose_id}: {path} not found (HTTP {status})")
+        raise ComposeError(what)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

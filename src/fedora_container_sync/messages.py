@@ -1,0 +1,154 @@
+"""Pungi ``pungi.compose.status.change`` messages: what they say, and whether to act on them.
+
+Pure: parses a message body (a dict) into a :class:`ComposeMessage`, checks its location
+against the allowlist, and reads fedora-messaging's serialized message files (one JSON object
+per line, what ``fedora-messaging record`` writes).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import MessageError, UsageError
+from .settings import describe_validation_error
+
+TOPIC_SUFFIX = "pungi.compose.status.change"
+#: Statuses after which a compose's metadata is complete and its images may be published.
+ACTIONABLE_STATUSES = frozenset({"FINISHED", "FINISHED_INCOMPLETE"})
+
+
+class ComposeMessage(BaseModel):
+    """The fields of a Pungi status-change body this project relies on."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    status: str
+    compose_id: str
+    location: str
+    compose_type: str | None = None
+    compose_label: str | None = None
+    compose_date: str | None = None
+    compose_respin: int | None = None
+    release_short: str | None = None
+    release_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One serialized bus message: where it came from and its raw body."""
+
+    topic: str
+    body: Mapping[str, Any]
+    id: str | None = None
+
+    @property
+    def is_compose_status(self) -> bool:
+        return self.topic == TOPIC_SUFFIX or self.topic.endswith("." + TOPIC_SUFFIX)
+
+    @property
+    def status(self) -> str | None:
+        status = self.body.get("status")
+        return status if isinstance(status, str) else None
+
+    @property
+    def label(self) -> str:
+        """How to name this message in a log line."""
+        compose_id = self.body.get("compose_id")
+        return str(compose_id) if isinstance(compose_id, str) else (self.id or self.topic)
+
+
+def needs_work(envelope: Envelope) -> bool:
+    """True when the message is a compose status change to a status we publish on."""
+    return envelope.is_compose_status and envelope.status in ACTIONABLE_STATUSES
+
+
+def parse_compose_message(body: Mapping[str, Any], allowlist: Iterable[str]) -> ComposeMessage:
+    """Validate an actionable body and its location; raise :class:`MessageError` if unusable."""
+    if not isinstance(body, Mapping):
+        raise MessageError("message body is not a JSON object")
+    try:
+        message = ComposeMessage.model_validate(dict(body))
+    except ValidationError as error:
+        where = body.get("compose_id") if isinstance(body.get("compose_id"), str) else "message"
+        raise MessageError(f"{where}: {describe_validation_error(error, 'body')}") from None
+    check_location(message.location, allowlist, compose_id=message.compose_id)
+    return message
+
+
+def check_location(location: str, allowlist: Iterable[str], *, compose_id: str) -> None:
+    """Refuse a compose location that is not under one of the allowlisted URL prefixes.
+
+    A plain ``startswith`` would let ``https://host.evil`` pass ``https://host``; the scheme,
+    host and port must match exactly and the path must continue on a segment boundary.
+    """
+    parts = urlsplit(location)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise MessageError(f"{compose_id}: location {location!r} is not an http(s) URL")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise MessageError(
+            f"{compose_id}: location {_redact(location)!r} must not carry credentials, "
+            "a query or a fragment"
+        )
+    if ".." in parts.path.split("/") or posixpath.normpath(parts.path or "/") != (
+        parts.path.rstrip("/") or "/"
+    ):
+        raise MessageError(f"{compose_id}: location {location!r} is not a normalized path")
+    for prefix in allowlist:
+        allowed = urlsplit(prefix)
+        if (parts.scheme, parts.netloc.lower()) != (allowed.scheme, allowed.netloc.lower()):
+            continue
+        base = allowed.path.rstrip("/")
+        if (
+            parts.path == base
+            or parts.path.startswith(base + "/")
+            or (prefix.endswith("/") and (parts.path.startswith(allowed.path)))
+        ):
+            return
+    raise MessageError(f"{compose_id}: location {location!r} is outside compose_url_allowlist")
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def read_message_file(text: str, *, source: str) -> list[Envelope]:
+    """Parse fedora-messaging's serialized format: one JSON message object per line.
+
+    Every line is checked before anything is done, so a bad file does no partial work.
+    Validation uses fedora-messaging's own schema for the serialized form.
+    """
+    from fedora_messaging import exceptions as fm_exceptions
+    from fedora_messaging import message as fm_message
+
+    envelopes = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            document = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{source}:{number}: not JSON: {error.msg}") from None
+        if not isinstance(document, dict):
+            raise UsageError(f"{source}:{number}: not a serialized message (a JSON object)")
+        try:
+            loaded = fm_message.load_message(document)
+        except fm_exceptions.ValidationError as error:
+            reason = getattr(error, "message", None) or str(error).splitlines()[0]
+            raise UsageError(
+                f"{source}:{number}: not a valid serialized message: {reason}"
+            ) from None
+        envelopes.append(Envelope(topic=loaded.topic, body=loaded.body, id=loaded.id))
+    if not envelopes:
+        raise UsageError(f"{source}: no messages")
+    return envelopes

@@ -1,0 +1,1 @@
+"""Container registry types (pure) and the HTTP client (I/O)."""

@@ -1,0 +1,237 @@
+"""The registry HTTP API client (httpx): manifests and config blobs, nothing else.
+
+Every HTTP status and network failure is translated here, in one place, into our errors:
+:class:`RegistryUnavailable` (transient: network, timeouts, 429, 5xx) or
+:class:`RegistryError` (permanent). A manifest read answers ``None`` only for a clean
+``404 MANIFEST_UNKNOWN``; every other answer fails closed. Authorization headers are never
+logged or put into an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from pathlib import Path
+
+import httpx
+
+from ..errors import RegistryError, RegistryUnavailable, one_line
+from ..manifests import Manifest, digest_of
+from ..retry import call_with_retry
+from ..settings import RegistrySettings, RetrySettings
+from . import mediatype
+
+_log = logging.getLogger(__name__)
+
+_MAX_CONFIG_BYTES = 4 << 20
+_MAX_MANIFEST_BYTES = 4 << 20
+
+
+def ssl_context(cert_dir: Path | None, *, verify: bool) -> ssl.SSLContext:
+    """TLS settings in the containers convention.
+
+    ``*.crt`` files are CAs; each ``*.cert`` with a ``*.key`` beside it is a client certificate.
+    """
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert_dir is not None:
+        for ca in sorted(cert_dir.glob("*.crt")):
+            context.load_verify_locations(cafile=str(ca))
+        for cert in sorted(cert_dir.glob("*.cert")):
+            key = cert.with_suffix(".key")
+            if key.exists():
+                context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+class RegistryClient:
+    """Talks to one configured registry (``host[:port][/namespace]``)."""
+
+    def __init__(
+        self,
+        registry: RegistrySettings,
+        *,
+        timeout: float,
+        retry: RetrySettings,
+        auth: httpx.Auth | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.registry = registry
+        self._retry = retry
+        self._scheme: str | None = "https" if registry.tls_verify else None
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            verify=ssl_context(registry.cert_dir, verify=registry.tls_verify),
+            auth=auth,
+            follow_redirects=False,
+            transport=transport,
+            headers={"User-Agent": "fedora-container-sync"},
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def ping(self) -> None:
+        """Check that the registry answers the API base (``GET /v2/``)."""
+        what = f"registry {self.registry.url}"
+
+        def once() -> None:
+            response = self._request("GET", "/v2/", what=what)
+            self._raise_for_status(response, what)
+
+        call_with_retry(once, what=f"check of {what}", policy=self._retry)
+
+    # -- manifests ---------------------------------------------------------------------------
+
+    def manifest_get(self, repository: str, reference: str) -> Manifest | None:
+        """The manifest at ``repository:reference`` with its exact bytes, or None if absent.
+
+        ``repository`` is the name without the configured namespace.
+        """
+        path = self._path(repository, f"manifests/{reference}")
+        what = f"{self._name(repository)}:{reference}"
+
+        def once() -> Manifest | None:
+            response = self._request(
+                "GET", path, what=what, headers={"Accept": mediatype.MANIFEST_ACCEPT}
+            )
+            if response.status_code == 404 and _error_codes(response) == {"MANIFEST_UNKNOWN"}:
+                return None
+            self._raise_for_status(response, what)
+            body = response.content
+            if len(body) > _MAX_MANIFEST_BYTES:
+                raise RegistryError(f"{what}: manifest larger than {_MAX_MANIFEST_BYTES} bytes")
+            media_type = mediatype.base(response.headers.get("content-type", ""))
+            if media_type not in mediatype.INDEX_TYPES | mediatype.IMAGE_TYPES:
+                raise RegistryError(f"{what}: unsupported manifest type {media_type or 'none'!r}")
+            digest = digest_of(body)
+            header = response.headers.get("docker-content-digest")
+            if header and header != digest and not reference.startswith("sha256:"):
+                raise RegistryError(f"{what}: registry digest {header} does not match the body")
+            if reference.startswith("sha256:") and digest != reference:
+                raise RegistryError(f"{what}: body does not match the requested digest")
+            return Manifest(media_type, digest, body)
+
+        return call_with_retry(once, what=f"read of {what}", policy=self._retry)
+
+    def manifest_put(self, repository: str, reference: str, media_type: str, body: bytes) -> str:
+        """PUT the exact ``body``; return its digest after checking the registry agrees."""
+        path = self._path(repository, f"manifests/{reference}")
+        what = f"{self._name(repository)}:{reference}"
+        expected = digest_of(body)
+
+        def once() -> str:
+            response = self._request(
+                "PUT", path, what=what, headers={"Content-Type": media_type}, content=body
+            )
+            self._raise_for_status(response, what)
+            landed = response.headers.get("docker-content-digest")
+            if landed and landed != expected:
+                raise RegistryError(f"{what}: registry stored {landed}, expected {expected}")
+            return expected
+
+        return call_with_retry(once, what=f"write of {what}", policy=self._retry)
+
+    def blob_get(self, repository: str, digest: str) -> bytes:
+        """A small blob (an image config), verified against its digest."""
+        path = self._path(repository, f"blobs/{digest}")
+        what = f"{self._name(repository)}@{digest}"
+
+        def once() -> bytes:
+            response = self._request("GET", path, what=what, follow_redirects=True)
+            self._raise_for_status(response, what)
+            body = response.content
+            if len(body) > _MAX_CONFIG_BYTES or digest_of(body) != digest:
+                raise RegistryError(f"{what}: blob does not match its digest")
+            return body
+
+        return call_with_retry(once, what=f"read of {what}", policy=self._retry)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _name(self, repository: str) -> str:
+        return f"{self.registry.host}/{self.registry.repository_path(repository)}"
+
+    def _path(self, repository: str, rest: str) -> str:
+        return f"/v2/{self.registry.repository_path(repository)}/{rest}"
+
+    def _base(self) -> str:
+        """``scheme://host``; with tls_verify off, HTTPS is tried first, then plain HTTP."""
+        if self._scheme is None:
+            try:
+                self._client.get(f"https://{self.registry.host}/v2/")
+                self._scheme = "https"
+            except httpx.ConnectError as error:
+                if isinstance(error.__cause__, ssl.SSLError) or "SSL" in str(error):
+                    self._scheme = "http"
+                else:
+                    raise RegistryUnavailable(
+                        f"registry {self.registry.host} unreachable: {one_line(error)}"
+                    ) from None
+            except httpx.TransportError as error:
+                raise RegistryUnavailable(
+                    f"registry {self.registry.host} unreachable: {one_line(error)}"
+                ) from None
+        return f"{self._scheme}://{self.registry.host}"
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        follow_redirects: bool = False,
+    ) -> httpx.Response:
+        try:
+            return self._client.request(
+                method,
+                self._base() + path,
+                headers=headers,
+                content=content,
+                follow_redirects=follow_redirects,
+            )
+        except httpx.TimeoutException:
+            raise RegistryUnavailable(f"{what}: registry timed out") from None
+        except httpx.TransportError as error:
+            raise RegistryUnavailable(
+                f"{what}: registry {self.registry.host} unreachable: {one_line(error)}"
+            ) from None
+
+    @staticmethod
+    def _raise_for_status(response: httpx.Response, what: str) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        codes = ", ".join(sorted(_error_codes(response))) or "no error code"
+        detail = f"{what}: HTTP {status} ({codes})"
+        if status == 429 or status in (500, 502, 503, 504):
+            raise RegistryUnavailable(detail, retry_after=_retry_after(response))
+        if status in (401, 403):
+            raise RegistryError(f"{detail}: not authorized")
+        raise RegistryError(detail)
+
+
+def _error_codes(response: httpx.Response) -> set[str]:
+    try:
+        document = json.loads(response.content or b"{}")
+        return {str(error["code"]) for error in document.get("errors", [])}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return set()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        return None

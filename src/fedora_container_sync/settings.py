@@ -1,0 +1,226 @@
+"""The application's settings: ``[consumer_config.container]`` of the fedora-messaging TOML file.
+
+The same file serves ``fedora-messaging consume`` and ``fedora-container-sync replay``; this
+module reads only our table, validates it with pydantic (unknown keys are errors) and hands out
+a frozen :class:`Settings` object. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/fedora-messaging/config.toml")
+CONFIG_ENV = "FEDORA_MESSAGING_CONF"
+SECTION = "consumer_config.container"
+
+# host[:port][/namespace...]; lower-case host names, registry path components per the
+# distribution spec.
+_REGISTRY_URL = re.compile(
+    r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::(?P<port>[0-9]{1,5}))?"
+    r"(?P<namespace>(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)$"
+)
+_REPOSITORY = re.compile(
+    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Credentials:
+    """A username and password. ``repr`` and ``str`` never show the password."""
+
+    __slots__ = ("password", "username")
+
+    def __init__(self, username: str, password: str) -> None:
+        self.username = username
+        self.password = password
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, password=<hidden>)"
+
+    __str__ = __repr__
+
+
+class RegistrySettings(_Model):
+    """One ``[[consumer_config.container.registries]]`` entry."""
+
+    url: str
+    credential_prefix: str | None = None
+    cert_dir: Path | None = None
+    tls_verify: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if "://" in value:
+            raise ValueError("must be host[:port][/namespace], without a scheme")
+        if not _REGISTRY_URL.match(value):
+            raise ValueError("must be host[:port][/namespace] with a lower-case namespace")
+        return value.rstrip("/")
+
+    @field_validator("cert_dir", mode="before")
+    @classmethod
+    def _cert_dir_from_str(cls, value: object) -> object:
+        return Path(value) if isinstance(value, str) else value
+
+    @property
+    def host(self) -> str:
+        """``host[:port]``: where the registry API answers."""
+        return self.url.split("/", 1)[0]
+
+    @property
+    def namespace(self) -> str:
+        """The path prepended to every repository name ('' for none)."""
+        return self.url.split("/", 1)[1] if "/" in self.url else ""
+
+    def repository_path(self, repository: str) -> str:
+        """The repository's full name inside the registry (namespace included)."""
+        return f"{self.namespace}/{repository}" if self.namespace else repository
+
+    def credentials(self, environ: Mapping[str, str] | None = None) -> Credentials | None:
+        """Username and password from ``<prefix>USER`` / ``<prefix>PASSWORD``, if configured."""
+        if not self.credential_prefix:
+            return None
+        env = os.environ if environ is None else environ
+        user_var = f"{self.credential_prefix}USER"
+        password_var = f"{self.credential_prefix}PASSWORD"
+        missing = [name for name in (user_var, password_var) if not env.get(name)]
+        if missing:
+            raise ConfigError(
+                f"registry {self.url}: credential_prefix is {self.credential_prefix!r} but "
+                f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set "
+                "in the environment"
+            )
+        return Credentials(env[user_var], env[password_var])
+
+
+class Releases(_Model):
+    """Which release numbers are 'current stable' (tag ``latest``) and Rawhide (tag ``rawhide``)."""
+
+    latest: int | None = Field(default=None, gt=0)
+    rawhide: int | None = Field(default=None, gt=0)
+
+
+class RetrySettings(_Model):
+    """``[consumer_config.container.retry]``: how transient failures are retried."""
+
+    attempts: int = Field(default=5, ge=1)
+    initial_delay: float = Field(default=1.0, ge=0)
+    max_delay: float = Field(default=30.0, ge=0)
+    max_total: float = Field(default=600.0, gt=0)
+
+
+class Settings(_Model):
+    """Everything under ``[consumer_config.container]``."""
+
+    repos: dict[str, str] = Field(min_length=1)
+    registries: list[RegistrySettings] = Field(min_length=1)
+    compose_url_allowlist: list[str] = Field(min_length=1)
+    gate_policy: Literal["strict"] = "strict"
+    releases: Releases = Releases()
+    work_dir: Path = Path("/var/lib/fedora-container-sync")
+    publish_amqp_messages: bool = False
+    skopeo: str = "skopeo"
+    http_timeout: float = Field(default=60.0, gt=0)
+    skopeo_timeout: float = Field(default=3600.0, gt=0)
+    retry: RetrySettings = RetrySettings()
+
+    @field_validator("work_dir", mode="before")
+    @classmethod
+    def _work_dir_from_str(cls, value: object) -> object:
+        return Path(value) if isinstance(value, str) else value
+
+    @field_validator("repos")
+    @classmethod
+    def _check_repos(cls, value: dict[str, str]) -> dict[str, str]:
+        for subvariant, repository in value.items():
+            if not _REPOSITORY.match(repository):
+                raise ValueError(
+                    f"{subvariant} = {repository!r} is not a valid repository name "
+                    "(lower-case letters, digits and . _ - /)"
+                )
+        return value
+
+    @field_validator("compose_url_allowlist")
+    @classmethod
+    def _check_allowlist(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            if not prefix.startswith(("https://", "http://")):
+                raise ValueError(f"{prefix!r} must be an http:// or https:// URL prefix")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_registries(self) -> Settings:
+        urls = [registry.url for registry in self.registries]
+        duplicates = sorted({url for url in urls if urls.count(url) > 1})
+        if duplicates:
+            raise ValueError(f"registry {duplicates[0]} is listed twice")
+        return self
+
+    def check_credentials(self, environ: Mapping[str, str] | None = None) -> None:
+        """Fail now, with a clear line, if a registry's credentials are not in the environment."""
+        for registry in self.registries:
+            registry.credentials(environ)
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Where the config file is: ``--config``, then ``$FEDORA_MESSAGING_CONF``, then /etc."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get(CONFIG_ENV)
+    return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate ``[consumer_config.container]`` from the TOML file at ``path``."""
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path}: permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path}: is a directory") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path}: invalid TOML: {error}") from None
+    return settings_from_document(document, source=str(path))
+
+
+def settings_from_document(document: Mapping[str, Any], *, source: str = "config") -> Settings:
+    """Validate the ``consumer_config.container`` table of an already-parsed config."""
+    consumer_config = document.get("consumer_config")
+    table = consumer_config.get("container") if isinstance(consumer_config, dict) else None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: no [{SECTION}] table")
+    try:
+        return Settings.model_validate(table)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {describe_validation_error(error, SECTION)}") from None
+
+
+def describe_validation_error(error: ValidationError, prefix: str) -> str:
+    """Turn pydantic's report into one line that names each offending key."""
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        location = ".".join(str(part) for part in (prefix, *item["loc"]))
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            problems.append(f"{location}: unknown key")
+        elif kind == "missing":
+            problems.append(f"{location}: required key is missing")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(f"{location}: {message}")
+    return "; ".join(problems)

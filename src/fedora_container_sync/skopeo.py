@@ -1,0 +1,162 @@
+"""Running skopeo: pure argv builders, one ``run()``, and a stderr classifier.
+
+Credentials never go into argv (``ps`` shows argv): each registry gets a 0600 auth file that
+lives only as long as the run needs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SkopeoError, SkopeoTransientError
+from .settings import Credentials
+
+_log = logging.getLogger(__name__)
+
+#: stderr fragments that mean "try again later" (skopeo 1.9.3 exits 1 for everything).
+_TRANSIENT = re.compile(
+    r"connection refused|connection reset|broken pipe|\bEOF\b|i/o timeout|timeout|"
+    r"TLS handshake|no such host|network is unreachable|toomanyrequests|too many requests|"
+    r"\b429\b|\b50[234]\b|received unexpected HTTP status: 5\d\d|Service Unavailable|"
+    r"Bad Gateway|Gateway Timeout",
+    re.IGNORECASE,
+)
+#: ... unless the registry said something final.
+_PERMANENT = re.compile(
+    r"unauthorized|denied|authentication required|manifest unknown|name unknown|"
+    r"invalid reference|no such file|not found|does not match|unsupported",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where to push: ``docker://host/path:tag`` plus how to talk to that registry."""
+
+    reference: str
+    tls_verify: bool = True
+    cert_dir: Path | None = None
+    auth_file: Path | None = None
+
+
+def copy_argv(
+    skopeo: str,
+    source: str,
+    destination: Destination,
+    *,
+    digest_file: Path,
+    tmpdir: Path,
+    preserve_digests: bool = False,
+) -> list[str]:
+    """argv for ``skopeo copy`` of one image to one destination."""
+    argv = [skopeo, "--insecure-policy", "--tmpdir", str(tmpdir), "copy", "--quiet"]
+    argv += ["--retry-times", "0", "--digestfile", str(digest_file)]
+    if preserve_digests:
+        argv.append("--preserve-digests")
+    if not destination.tls_verify:
+        argv.append("--dest-tls-verify=false")
+    if destination.cert_dir is not None:
+        argv += ["--dest-cert-dir", str(destination.cert_dir)]
+    if destination.auth_file is not None:
+        argv += ["--dest-authfile", str(destination.auth_file)]
+    argv += [source, destination.reference]
+    return argv
+
+
+def convert_argv(skopeo: str, source: str, layout: Path, *, tmpdir: Path) -> list[str]:
+    """argv to convert an archive into a local OCI layout (compressed once, pushed many times)."""
+    return [
+        skopeo,
+        "--insecure-policy",
+        "--tmpdir",
+        str(tmpdir),
+        "copy",
+        "--quiet",
+        source,
+        f"oci:{layout}:image",
+    ]
+
+
+def run(argv: Sequence[str], *, timeout: float, what: str) -> str:
+    """Run skopeo; return stdout. Raise the transient or permanent error its stderr implies."""
+    _log.debug("running %s", " ".join(argv))
+    try:
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=_environment(),
+        )
+    except subprocess.TimeoutExpired:
+        raise SkopeoTransientError(f"{what}: skopeo timed out after {timeout:.0f}s") from None
+    except FileNotFoundError:
+        raise SkopeoError(f"{what}: skopeo not found ({argv[0]}); install skopeo") from None
+    if result.returncode != 0:
+        raise classify(result.stderr, what=what)
+    return result.stdout
+
+
+def classify(stderr: str, *, what: str) -> SkopeoError | SkopeoTransientError:
+    """Turn skopeo's stderr into our error, with its last message as the one-line reason."""
+    reason = _last_message(stderr)
+    if _TRANSIENT.search(stderr) and not _PERMANENT.search(reason):
+        return SkopeoTransientError(f"{what}: {reason}")
+    return SkopeoError(f"{what}: {reason}")
+
+
+def _last_message(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        match = re.search(r'level=(?:fatal|error) msg="(.*)"\s*$', line)
+        if match:
+            return match.group(1).replace('\\"', '"')
+    return lines[-1] if lines else "skopeo failed without a message"
+
+
+def _environment() -> dict[str, str]:
+    # No ambient auth: only the auth file we pass explicitly.
+    env = dict(os.environ)
+    for name in ("REGISTRY_AUTH_FILE",):
+        env.pop(name, None)
+    return env
+
+
+@contextlib.contextmanager
+def auth_file(host: str, credentials: Credentials | None, directory: Path) -> Iterator[Path | None]:
+    """A 0600 containers-auth.json for ``host`` that exists only inside the ``with`` block."""
+    if credentials is None:
+        yield None
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
+    descriptor, name = tempfile.mkstemp(prefix="auth-", suffix=".json", dir=directory)
+    path = Path(name)
+    try:
+        with os.fdopen(descriptor, "w") as handle:  # mkstemp creates it 0600
+            json.dump({"auths": {host: {"auth": token}}}, handle)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def read_digest(digest_file: Path, *, what: str) -> str:
+    try:
+        digest = digest_file.read_text().strip()
+    except OSError:
+        raise SkopeoError(f"{what}: skopeo wrote no digest file") from None
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise SkopeoError(f"{what}: skopeo wrote an unexpected digest {digest!r}")
+    return digest
