@@ -37,6 +37,7 @@ def decide(
     current_arches: Set[str] | None,
     compose_arches: Set[str],
     *,
+    failed_arches: Set[str] = frozenset(),
     current_digest: str | None = None,
     new_digest: str | None = None,
     policy: str = "strict",
@@ -44,13 +45,19 @@ def decide(
     """Decide for one index tag in one registry.
 
     ``current_arches`` is None when the tag does not exist. ``compose_arches`` are the arches
-    this compose published to the registry. When both digests are given and equal, the tag
-    already holds exactly the index we would write.
+    this compose published to the registry; ``failed_arches`` those the compose has but this
+    run failed to download, verify or push - an index is never written without them, even
+    for a new tag. When both digests are given and equal, the tag already holds exactly the
+    index we would write.
     """
     if policy != "strict":
         raise ValueError(f"unknown gate policy {policy!r}")
     compose = frozenset(compose_arches)
     current = None if current_arches is None else frozenset(current_arches)
+    failed = frozenset(failed_arches) - compose
+    if failed:
+        reason = f"publishing {', '.join(sorted_arches(failed))} failed in this run"
+        return GateDecision(Verdict.HOLD, current, compose, failed, reason)
     if not compose:
         return GateDecision(
             Verdict.HOLD,

@@ -246,8 +246,9 @@ class _Run:
                     entry = self._push_arch(client, registry, image, tags, authfile)
                     if entry is not None:
                         entries[artifact.arch] = entry
+                failed = {a.arch for a in artifacts if a.repository == repository} - entries.keys()
                 for tag in tags.index_tags:
-                    self._gate_index(client, registry, repository, tag, entries)
+                    self._gate_index(client, registry, repository, tag, entries, failed)
 
     def _push_arch(
         self,
@@ -330,6 +331,7 @@ class _Run:
         repository: str,
         tag: str,
         entries: dict[str, IndexEntry | None],
+        failed: set[str],
     ) -> None:
         """Gate one index tag. ``entries`` maps each pushed arch to its entry (None: dry run)."""
         name = f"{registry.url}/{repository}:{tag}"
@@ -343,6 +345,7 @@ class _Run:
             decision = gate.decide(
                 current_arches,
                 set(entries),
+                failed_arches=failed,
                 current_digest=current.digest if current else None,
                 new_digest=digest_of(body) if body else None,
                 policy=self.settings.gate_policy,

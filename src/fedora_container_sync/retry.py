@@ -8,6 +8,7 @@ Each retry is one log line.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -21,14 +22,16 @@ T = TypeVar("T")
 
 
 class _Wait(tenacity.wait.wait_base):
+    """Exponential backoff (initial x 2^n, capped) plus up to one ``initial`` of jitter."""
+
     def __init__(self, policy: RetrySettings) -> None:
-        self._backoff = tenacity.wait_exponential_jitter(
-            initial=policy.initial_delay, max=policy.max_delay, jitter=policy.initial_delay
-        )
+        self._initial = policy.initial_delay
         self._max = policy.max_delay
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        delay = float(self._backoff(retry_state))
+        exponent = max(0, retry_state.attempt_number - 1)
+        delay = min(self._max, self._initial * 2.0**exponent)
+        delay += random.uniform(0, self._initial)  # noqa: S311 - jitter, not cryptography
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None
         retry_after = getattr(error, "retry_after", None)

@@ -1,0 +1,50 @@
+# Quick start:  make demo   (publishes a sample compose to a throw-away local registry)
+#               make test   (the whole test suite against real skopeo and registries)
+# Both install what is missing: skopeo and the registry server (apt-get or dnf), and a
+# virtualenv with this package in $(VENV).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint check system-deps venv clean
+
+demo: system-deps venv
+	$(BIN)/python demo/demo.py
+
+test: system-deps venv
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+check: lint test
+
+# skopeo + a CNCF distribution registry server: Debian/Ubuntu `docker-registry`,
+# Fedora `docker-distribution` (binary `registry`).
+system-deps:
+	@if command -v skopeo >/dev/null && { command -v docker-registry || command -v registry; } >/dev/null; then \
+		exit 0; \
+	elif command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq skopeo docker-registry; \
+	elif command -v dnf >/dev/null; then \
+		$(SUDO) dnf install -y skopeo docker-distribution; \
+	else \
+		echo "install skopeo and a distribution registry server (docker-registry) first" >&2; \
+		exit 1; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,130 @@
+import json
+
+import pytest
+
+from fedora_container_sync.errors import MessageError, UsageError
+from fedora_container_sync.messages import (
+    Envelope,
+    check_location,
+    needs_work,
+    parse_compose_message,
+    read_message_file,
+)
+
+ALLOW = ["https://kojipkgs.fedoraproject.org/compose/"]
+TOPIC = "org.fedoraproject.prod.pungi.compose.status.change"
+BODY = {
+    "status": "FINISHED",
+    "compose_id": "Fedora-41-20241025.0",
+    "location": "https://kojipkgs.fedoraproject.org/compose/41/Fedora-41-20241025.0/compose",
+    "compose_type": "production",
+    "compose_label": "RC-1.4",
+    "compose_respin": 0,
+    "compose_date": "20241025",
+    "release_short": "Fedora",
+    "release_version": "41",
+}
+
+
+@pytest.mark.parametrize(
+    ("topic", "status", "work"),
+    [
+        (TOPIC, "FINISHED", True),
+        (TOPIC, "FINISHED_INCOMPLETE", True),
+        ("org.fedoraproject.stg.pungi.compose.status.change", "FINISHED", True),
+        (TOPIC, "STARTED", False),
+        (TOPIC, "DOOMED", False),
+        (TOPIC, "TERMINATED", False),
+        (TOPIC, "finished", False),
+        ("org.fedoraproject.prod.pungi.compose.ostree", "FINISHED", False),
+        ("org.fedoraproject.prod.hotness.update.drop", "FINISHED", False),
+    ],
+)
+def test_only_finished_compose_status_does_work(topic, status, work):
+    assert needs_work(Envelope(topic, {**BODY, "status": status})) is work
+
+
+def test_parses_a_real_shaped_body():
+    message = parse_compose_message(BODY, ALLOW)
+    assert message.compose_id == "Fedora-41-20241025.0"
+    assert message.compose_label == "RC-1.4"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"location": None}, r"body\.location"),
+        ({"compose_id": 41}, r"body\.compose_id"),
+        ({"compose_respin": "0"}, r"body\.compose_respin"),
+    ],
+)
+def test_bad_bodies(change, message):
+    body = {**BODY, **change}
+    with pytest.raises(MessageError, match=message):
+        parse_compose_message(body, ALLOW)
+
+
+def test_missing_location():
+    body = dict(BODY)
+    del body["location"]
+    with pytest.raises(MessageError, match=r"body\.location: required key is missing"):
+        parse_compose_message(body, ALLOW)
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "https://kojipkgs.fedoraproject.org/compose/41/x/compose",
+        "https://kojipkgs.fedoraproject.org/compose",
+        "https://KOJIPKGS.fedoraproject.org/compose/x",
+    ],
+)
+def test_allowed_locations(location):
+    check_location(location, ALLOW, compose_id="c")
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "https://kojipkgs.fedoraproject.org.evil.example/compose/x",
+        "https://evil.example/compose/x",
+        "http://kojipkgs.fedoraproject.org/compose/x",
+        "https://kojipkgs.fedoraproject.org:8443/compose/x",
+        "https://kojipkgs.fedoraproject.org/composed/x",
+        "https://kojipkgs.fedoraproject.org/compose/../secret",
+        "https://user:pw@kojipkgs.fedoraproject.org/compose/x",
+        "https://kojipkgs.fedoraproject.org/compose/x?y=1",
+        "file:///compose/x",
+        "kojipkgs.fedoraproject.org/compose/x",
+    ],
+)
+def test_refused_locations(location):
+    with pytest.raises(MessageError) as caught:
+        check_location(location, ALLOW, compose_id="c")
+    assert "pw" not in str(caught.value)
+
+
+def serialized(body, topic=TOPIC):
+    return json.dumps({"topic": topic, "body": body, "id": "0b4c"})
+
+
+def test_reads_serialized_messages_in_order():
+    text = "\n".join([serialized(BODY), "", serialized({**BODY, "status": "STARTED"})])
+    envelopes = read_message_file(text, source="f")
+    assert [e.status for e in envelopes] == ["FINISHED", "STARTED"]
+    assert envelopes[0].label == "Fedora-41-20241025.0"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", r"f:1: not JSON"),
+        ("[1, 2]", r"f:1: not a serialized message"),
+        (json.dumps({"body": {}}), r"f:1: not a valid serialized message"),
+        (serialized(BODY) + "\n" + json.dumps({"topic": "t", "body": []}), r"f:2: not a valid"),
+        ("", r"f: no messages"),
+    ],
+)
+def test_malformed_message_files(text, message):
+    with pytest.raises(UsageError, match=message):
+        read_message_file(text, source="f")

@@ -1,0 +1,141 @@
+import pytest
+
+from fedora_container_sync.errors import ConfigError
+from fedora_container_sync.settings import config_path, load_settings
+
+GOOD = """
+amqp_url = "amqp://localhost"
+
+[consumer_config.container]
+compose_url_allowlist = ["https://kojipkgs.fedoraproject.org/compose/"]
+work_dir = "/srv/work"
+publish_amqp_messages = true
+
+[consumer_config.container.repos]
+Container_Base = "fedora"
+Container_Toolbox = "fedora-toolbox"
+
+[consumer_config.container.releases]
+latest = 41
+rawhide = 43
+
+[[consumer_config.container.registries]]
+url = "registry.fedoraproject.org"
+credential_prefix = "FEDORA_REGISTRY_"
+cert_dir = "/etc/pki/registry"
+
+[[consumer_config.container.registries]]
+url = "quay.io/fedora"
+credential_prefix = "QUAY_IO_"
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_fedora_deployment_shape_loads(tmp_path):
+    settings = load_settings(write(tmp_path, GOOD))
+    assert settings.repos["Container_Toolbox"] == "fedora-toolbox"
+    assert settings.gate_policy == "strict"
+    assert settings.releases.latest == 41
+    assert str(settings.work_dir) == "/srv/work"
+    quay = settings.registries[1]
+    assert (quay.host, quay.namespace) == ("quay.io", "fedora")
+    assert quay.repository_path("fedora") == "fedora/fedora"
+    assert settings.registries[0].repository_path("fedora") == "fedora"
+    assert settings.registries[0].tls_verify is True
+
+
+def test_credentials_come_from_the_environment_and_never_print():
+    from fedora_container_sync.settings import RegistrySettings
+
+    registry = RegistrySettings(url="quay.io/fedora", credential_prefix="QUAY_IO_")
+    credentials = registry.credentials({"QUAY_IO_USER": "bot", "QUAY_IO_PASSWORD": "s3cret-pw"})
+    assert credentials is not None
+    assert (credentials.username, credentials.password) == ("bot", "s3cret-pw")
+    assert "s3cret-pw" not in repr(credentials)
+    assert "s3cret-pw" not in str(credentials)
+
+
+def test_missing_credentials_name_the_variables():
+    from fedora_container_sync.settings import RegistrySettings
+
+    registry = RegistrySettings(url="quay.io/fedora", credential_prefix="QUAY_IO_")
+    with pytest.raises(ConfigError, match="QUAY_IO_PASSWORD is not set"):
+        registry.credentials({"QUAY_IO_USER": "bot"})
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("publish_amqp_messages = true", "publish_amqp_messages = true\ngate_polcy = 'strict'"),
+            r"consumer_config\.container\.gate_polcy: unknown key",
+        ),
+        (
+            ("publish_amqp_messages = true", "publish_amqp_messages = 'yes'"),
+            r"consumer_config\.container\.publish_amqp_messages: Input should be a valid boolean",
+        ),
+        (("latest = 41", "latest = '41'"), r"consumer_config\.container\.releases\.latest"),
+        (
+            ("latest = 41", "latest = 41\nnewest = 42"),
+            r"consumer_config\.container\.releases\.newest: unknown key",
+        ),
+        (
+            ('url = "quay.io/fedora"', 'url = "https://quay.io/fedora"'),
+            r"registries\.1\.url: must be host\[:port\]\[/namespace\], without a scheme",
+        ),
+        (
+            ('credential_prefix = "QUAY_IO_"', 'credential_prefix = "QUAY_IO_"\npassword = "x"'),
+            r"registries\.1\.password: unknown key",
+        ),
+        (
+            ('Container_Base = "fedora"', 'Container_Base = "Fedora"'),
+            r"repos.*not a valid repository name",
+        ),
+        (
+            ('compose_url_allowlist = ["https://kojipkgs.fedoraproject.org/compose/"]', ""),
+            r"compose_url_allowlist: required key is missing",
+        ),
+        (
+            (
+                'compose_url_allowlist = ["https://kojipkgs.fedoraproject.org/compose/"]',
+                'compose_url_allowlist = ["ftp://x/"]',
+            ),
+            r"must be an http:// or https:// URL prefix",
+        ),
+        (("publish_amqp_messages = true", "gate_policy = 'hopeful'"), r"gate_policy"),
+    ],
+)
+def test_invalid_settings_name_the_key(tmp_path, edit, message):
+    old, new = edit
+    assert old in GOOD
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(write(tmp_path, GOOD.replace(old, new, 1)))
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_table(tmp_path):
+    with pytest.raises(ConfigError, match=r"no \[consumer_config\.container\] table"):
+        load_settings(write(tmp_path, 'amqp_url = "amqp://localhost"\n'))
+
+
+def test_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_settings(write(tmp_path, "[consumer_config\n"))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_config_path_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("FEDORA_MESSAGING_CONF", str(tmp_path / "env.toml"))
+    assert config_path("explicit.toml").name == "explicit.toml"
+    assert config_path(None) == tmp_path / "env.toml"
+    monkeypatch.delenv("FEDORA_MESSAGING_CONF")
+    assert str(config_path(None)) == "/etc/fedora-messaging/config.toml"
