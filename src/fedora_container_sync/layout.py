@@ -4,11 +4,12 @@ it to every registry with its digest preserved (filesystem reads only)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ComposeError
-from .manifests import digest_of, platform_of_config
+from .manifests import annotate_manifest, digest_of, platform_of_config
 from .platforms import Platform
 from .registry import mediatype
 
@@ -21,6 +22,21 @@ class LocalManifest:
     digest: str
     size: int
     platform: Platform
+
+
+def annotate_layout(layout: Path, annotations: Mapping[str, str], *, where: str) -> None:
+    """Add ``annotations`` to the single OCI image manifest of ``layout`` (rewrites index.json)."""
+    try:
+        index = json.loads((layout / "index.json").read_bytes())
+        descriptor = index["manifests"][0]
+        body = annotate_manifest(_blob(layout, str(descriptor["digest"])), annotations)
+        digest = digest_of(body)
+        (layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).write_bytes(body)
+        descriptor["digest"] = digest
+        descriptor["size"] = len(body)
+        (layout / "index.json").write_text(json.dumps(index, sort_keys=True))
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+        raise ComposeError(f"{where}: cannot annotate the converted image: {error}") from None
 
 
 def read_layout(layout: Path, *, where: str) -> LocalManifest:

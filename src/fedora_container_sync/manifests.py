@@ -22,6 +22,8 @@ from .registry import mediatype
 COMPOSE_ID = "org.fedoraproject.compose.id"
 #: Entry annotation: the Fedora arch name of the entry.
 ARCH = "org.fedoraproject.arch"
+#: Per-arch manifest and entry annotation: sha256 of the compose's image file (images.json).
+IMAGE_SHA256 = "org.fedoraproject.image.sha256"
 
 #: Index entries that describe something other than a runnable image (buildkit attestations).
 _NON_IMAGE_ANNOTATION = "vnd.docker.reference.type"
@@ -145,6 +147,22 @@ def platform_of_config(config: bytes, where: str) -> Platform:
         raise RegistryError(f"{where}: image config has no architecture") from None
 
 
+def annotate_manifest(body: bytes, annotations: Mapping[str, str]) -> bytes:
+    """An OCI image manifest with ``annotations`` added (deterministic bytes).
+
+    The per-arch manifests this project pushes carry the compose they came from and the
+    checksum of the compose file they were built from, so the registry itself records what
+    each per-arch tag holds.
+    """
+    document = json.loads(body)
+    if not isinstance(document, dict) or document.get("mediaType", mediatype.OCI_MANIFEST) != (
+        mediatype.OCI_MANIFEST
+    ):
+        raise ValueError("only OCI image manifests carry annotations")
+    document["annotations"] = {**document.get("annotations", {}), **annotations}
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
 @dataclass(frozen=True)
 class IndexEntry:
     """One arch of the index to write: the pushed image and the compose it came from."""
@@ -154,6 +172,7 @@ class IndexEntry:
     digest: str
     size: int
     compose_id: str
+    image_sha256: str | None = None
 
 
 def build_index(entries: Sequence[IndexEntry], *, compose_id: str) -> bytes:
@@ -167,7 +186,7 @@ def build_index(entries: Sequence[IndexEntry], *, compose_id: str) -> bytes:
             "digest": entry.digest,
             "size": entry.size,
             "platform": platform_for(entry.arch).as_json(),
-            "annotations": {COMPOSE_ID: entry.compose_id, ARCH: entry.arch},
+            "annotations": _entry_annotations(entry),
         }
         for entry in sorted(entries, key=lambda e: arch_sort_key(e.arch))
     ]
@@ -178,3 +197,10 @@ def build_index(entries: Sequence[IndexEntry], *, compose_id: str) -> bytes:
         "annotations": {COMPOSE_ID: compose_id},
     }
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _entry_annotations(entry: IndexEntry) -> dict[str, str]:
+    annotations = {COMPOSE_ID: entry.compose_id, ARCH: entry.arch}
+    if entry.image_sha256:
+        annotations[IMAGE_SHA256] = entry.image_sha256
+    return annotations

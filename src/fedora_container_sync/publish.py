@@ -20,8 +20,17 @@ import httpx
 from . import gate, skopeo
 from .compose import ComposeFetcher, LocalImage
 from .errors import ConfigError, PermanentError, RegistryError, SkopeoError, SyncError
-from .layout import LocalManifest, read_layout
-from .manifests import IndexEntry, Manifest, build_index, digest_of, platform_of_config
+from .layout import LocalManifest, annotate_layout, read_layout
+from .manifests import (
+    ARCH,
+    COMPOSE_ID,
+    IMAGE_SHA256,
+    IndexEntry,
+    Manifest,
+    build_index,
+    digest_of,
+    platform_of_config,
+)
 from .messages import ComposeMessage, Envelope, needs_work, parse_compose_message
 from .platforms import fedora_arch
 from .registry import mediatype
@@ -186,6 +195,11 @@ class _Run:
             timeout=self.settings.skopeo_timeout,
             what=f"conversion of {artifact.path}",
         )
+        annotate_layout(
+            layout,
+            {COMPOSE_ID: self.compose_id, ARCH: artifact.arch, IMAGE_SHA256: artifact.sha256},
+            where=where,
+        )
         manifest = read_layout(layout, where=where)
         built_for = fedora_arch(
             manifest.platform.architecture, manifest.platform.os, manifest.platform.variant
@@ -321,7 +335,12 @@ class _Run:
             )
         )
         return IndexEntry(
-            artifact.arch, manifest.media_type, manifest.digest, manifest.size, self.compose_id
+            artifact.arch,
+            manifest.media_type,
+            manifest.digest,
+            manifest.size,
+            self.compose_id,
+            artifact.sha256,
         )
 
     def _gate_index(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -86,6 +87,20 @@ def test_index_is_an_oci_index_with_fedora_platforms(harness):
         "ppc64le": {"architecture": "ppc64le", "os": "linux"},
         "s390x": {"architecture": "s390x", "os": "linux"},
     }
+    # Each per-arch manifest records, in the registry, the compose and file it came from.
+    body = harness.compose_dir({"compose_id": OLD})
+    sums = {}
+    for image in body.glob("Container/*/images/*.tar.xz"):
+        sums[image.parent.parent.name] = hashlib.sha256(image.read_bytes()).hexdigest()
+    for arch in ARCHES:
+        found = harness.registries[0].get_manifest(harness.repo(TOOLBOX), f"41-{arch}")
+        assert found is not None
+        media_type, _, raw = found
+        assert media_type == "application/vnd.oci.image.manifest.v1+json"
+        annotations = json.loads(raw)["annotations"]
+        assert annotations[COMPOSE_ID] == OLD
+        assert annotations["org.fedoraproject.arch"] == arch
+        assert annotations["org.fedoraproject.image.sha256"] == sums[arch]
     # skopeo resolves the index to the right image for each arch.
     registry = harness.registries[0]
     for oci_arch in ("arm64", "s390x"):

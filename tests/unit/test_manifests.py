@@ -93,3 +93,30 @@ def test_malformed_index_fails_closed(raw):
     manifest = Manifest(mediatype.OCI_INDEX, digest_of(raw), raw)
     with pytest.raises(RegistryError):
         manifest.entries()
+
+
+def test_annotate_manifest_adds_and_keeps_annotations():
+    from fedora_container_sync.manifests import annotate_manifest
+
+    raw = json.dumps(
+        {"schemaVersion": 2, "mediaType": OM, "config": {}, "layers": [], "annotations": {"a": "1"}}
+    ).encode()
+    body = annotate_manifest(raw, {COMPOSE_ID: "Fedora-41-20241025.0"})
+    assert json.loads(body)["annotations"] == {"a": "1", COMPOSE_ID: "Fedora-41-20241025.0"}
+    assert body == annotate_manifest(raw, {COMPOSE_ID: "Fedora-41-20241025.0"})
+
+
+def test_docker_manifests_cannot_carry_annotations():
+    from fedora_container_sync.manifests import annotate_manifest
+
+    raw = json.dumps({"schemaVersion": 2, "mediaType": mediatype.DOCKER_MANIFEST}).encode()
+    with pytest.raises(ValueError, match="OCI"):
+        annotate_manifest(raw, {"k": "v"})
+
+
+def test_index_entries_name_the_source_file_checksum():
+    from fedora_container_sync.manifests import IMAGE_SHA256
+
+    with_sum = IndexEntry("x86_64", OM, "sha256:" + "1" * 64, 5, "c", "ab" * 32)
+    document = json.loads(build_index([with_sum], compose_id="c"))
+    assert document["manifests"][0]["annotations"][IMAGE_SHA256] == "ab" * 32
