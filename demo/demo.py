@@ -39,13 +39,6 @@ def banner(text: str) -> None:
     print(f"\n=== {text} ===", flush=True)
 
 
-def registry_binary() -> str:
-    for name in ("docker-registry", "registry"):  # Debian, Fedora
-        if shutil.which(name):
-            return name
-    sys.exit("demo: no registry server found; run 'make system-deps'")
-
-
 def replay(config: Path, messages: Path) -> int:
     command = [
         str(Path(sys.executable).with_name("fedora-container-sync")),
@@ -80,7 +73,7 @@ def main() -> int:
     shutil.rmtree(WORK, ignore_errors=True)
     served = WORK / "composes"
     served.mkdir(parents=True)
-    with Registry(binary=registry_binary()) as registry, FileServer(served) as server:
+    with Registry() as registry, FileServer(served) as server:
         banner(f"registry on {registry.host}, composes served from {server.url}")
         composes = [
             ("Fedora-41-20241025.0", ARCHES, "FINISHED"),

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from support.servers import FileServer, Registry
+from support.servers import FileServer, Registry, registry_binary
 
-REQUIRED_TOOLS = ("skopeo", "docker-registry")
+REQUIRED_TOOLS = ("skopeo", registry_binary())
 
 
 def _require_tools() -> None:

@@ -37,7 +37,10 @@ __all__ = [
 
 PUNGI_TOPIC: Final = "org.fedoraproject.prod.pungi.compose.status.change"
 RAWHIDE_COMPOSE_ID: Final = "Fedora-Rawhide-20230502.n.0"
-RAWHIDE_METADATA: Final = Path("/work/shared/data/fedora-rawhide-20230502.n.0/metadata")
+#: A copy of the real metadata of Fedora-Rawhide-20230502.n.0 (from the project's shared data).
+RAWHIDE_METADATA: Final = (
+    Path(__file__).resolve().parents[1] / "data" / "fedora-rawhide-20230502.n.0" / "metadata"
+)
 
 #: productmd image types whose files are container image archives
 CONTAINER_IMAGE_TYPES: Final = frozenset(

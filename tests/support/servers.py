@@ -31,6 +31,7 @@ __all__ = [
     "FileServer",
     "Registry",
     "free_port",
+    "registry_binary",
     "write_htpasswd",
 ]
 
@@ -41,6 +42,14 @@ DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
 #: Accept header value for manifest reads: all four types (see the brief, section A5)
 MANIFEST_ACCEPT: Final = ", ".join([OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 INDEX_TYPES: Final = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+
+
+def registry_binary() -> str:
+    """The distribution registry server: ``docker-registry`` (Debian) or ``registry`` (Fedora)."""
+    for name in ("docker-registry", "registry"):
+        if shutil.which(name):
+            return name
+    return "docker-registry"
 
 
 def free_port() -> int:
@@ -225,11 +234,11 @@ class Registry:
         *,
         htpasswd: Path | None = None,
         credentials: tuple[str, str] | None = None,
-        binary: str = "docker-registry",
+        binary: str | None = None,
     ) -> None:
         self.htpasswd = htpasswd
         self.credentials = credentials
-        self.binary = binary
+        self.binary = binary or registry_binary()
         self.port = 0
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None

@@ -1,6 +1,5 @@
 """Image selection against the real images.json of Fedora-Rawhide-20230502.n.0."""
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -8,9 +7,9 @@ from productmd.images import Images
 
 from fedora_container_sync.errors import ComposeError
 from fedora_container_sync.selection import check_relative_path, select_images
+from support.compose import RAWHIDE_METADATA
 
-REAL = Path(__file__).parents[2] / ".." / "shared" / "data" / "fedora-rawhide-20230502.n.0"
-REAL_IMAGES = REAL / "metadata" / "images.json"
+REAL_IMAGES = RAWHIDE_METADATA / "images.json"
 REPOS = {
     "Container_Base": "fedora",
     "Container_Minimal_Base": "fedora-minimal",
