@@ -128,3 +128,20 @@ def test_reads_serialized_messages_in_order():
 def test_malformed_message_files(text, message):
     with pytest.raises(UsageError, match=message):
         read_message_file(text, source="f")
+
+
+def test_reads_what_fedora_messaging_dumps_writes():
+    from fedora_messaging import message as fm_message
+
+    original = fm_message.Message(topic=TOPIC, body=BODY)
+    envelopes = read_message_file(fm_message.dumps(original), source="f")
+    assert len(envelopes) == 1
+    assert envelopes[0].topic == TOPIC
+    assert envelopes[0].body == BODY
+    assert envelopes[0].id == original.id
+
+
+def test_bad_headers_are_refused():
+    line = json.dumps({"topic": TOPIC, "body": BODY, "headers": {"fedora_messaging_severity": 5}})
+    with pytest.raises(UsageError, match=r"f:1: .*headers\.fedora_messaging_severity"):
+        read_message_file(line, source="f")

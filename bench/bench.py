@@ -1,0 +1,412 @@
+"""`make bench`: fedora-container-sync against the legacy releng approach and bare skopeo.
+
+Builds a synthetic compose (default: 3 repositories x 4 arches, 16 MiB of incompressible data
+per image), serves it over HTTP on 127.0.0.1 and, in interleaved rounds, each on fresh local
+registries (2 by default), times:
+
+  (a) legacy  - the old releng script: sequential `skopeo copy docker-archive:X.tar.xz
+                docker://REG/REPO:N-ARCH` of every archive to every registry;
+  (b) cold    - `fedora-container-sync replay` of the compose's FINISHED message;
+  (c) replay  - the same message again, with an empty work dir (a redelivery);
+  (d) floor   - the unavoidable work with bare skopeo and no orchestration: every archive
+                converted once to an OCI layout (in parallel), then every converted image
+                pushed once per registry (in parallel).
+
+It prints the medians of the per-round ratios b/a, b/d, d/a and c/b, the peak RSS of (b)'s
+Python process (also with one large image, --big-mib), and writes docs/benchmarks.md with the
+machine description. Ratios are measured side by side in the same run; no absolute number is a
+target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.compose import (  # noqa: E402
+    ComposeImage,
+    build_compose,
+    finished_message,
+    serialized_message,
+)
+from support.servers import FileServer, Registry  # noqa: E402
+
+SUBVARIANTS = {
+    "Container_Base": "fedora",
+    "Container_Minimal_Base": "fedora-minimal",
+    "Container_Toolbox": "fedora-toolbox",
+    "Silverblue": "fedora-silverblue",
+    "Kinoite": "fedora-kinoite",
+    "Sericea": "fedora-sway-atomic",
+}
+ARCHES = ("x86_64", "aarch64", "ppc64le", "s390x")
+RELEASE = "41"
+CPUS = os.cpu_count() or 1
+
+TARGETS = {"b/d": 1.10, "b/a": 0.75, "c/b": 0.15}
+RSS_TARGET_MB = 150
+
+
+@dataclass(frozen=True)
+class Image:
+    path: Path
+    repository: str
+    arch: str
+
+
+@dataclass
+class Compose:
+    served_root: Path
+    compose_dir: Path
+    images: list[Image]
+    message: Path
+
+
+@dataclass
+class Round:
+    seconds: dict[str, float] = field(default_factory=dict)
+    rss_mb: float = 0.0
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def skopeo(*args: str) -> None:
+    subprocess.run(["skopeo", "--insecure-policy", *args], check=True, capture_output=True)
+
+
+# -- set-up ------------------------------------------------------------------------------------
+
+
+def build(root: Path, *, repos: int, arches: int, size_mib: int, compose_id: str) -> Compose:
+    subvariants = list(SUBVARIANTS)[:repos]
+    served = root / "served"
+    compose_dir = build_compose(
+        served,
+        compose_id=compose_id,
+        release_version=RELEASE,
+        images=[ComposeImage(s, a) for s in subvariants for a in ARCHES[:arches]],
+        payload_size=size_mib << 20,
+        extra_images=(),
+    )
+    metadata = json.loads((compose_dir / "metadata" / "images.json").read_text())
+    images = [
+        Image(compose_dir / image["path"], SUBVARIANTS[image["subvariant"]], image["arch"])
+        for variant in metadata["payload"]["images"].values()
+        for entries in variant.values()
+        for image in entries
+        if image["subvariant"] in SUBVARIANTS
+    ]
+    return Compose(served, compose_dir, images, root / f"{compose_id}.jsonl")
+
+
+def write_message(compose: Compose, server: FileServer) -> None:
+    body = finished_message(
+        compose.compose_dir, served_root=compose.served_root, base_url=server.url
+    )
+    compose.message.write_text(serialized_message(body))
+
+
+def write_config(path: Path, server: FileServer, registries: list[Registry], work: Path) -> Path:
+    repos = "".join(f'{subvariant} = "{repo}"\n' for subvariant, repo in SUBVARIANTS.items())
+    regs = "".join(
+        f'[[consumer_config.container.registries]]\nurl = "{r.host}/bench"\ntls_verify = false\n'
+        for r in registries
+    )
+    path.write_text(
+        f"""[consumer_config.container]
+compose_url_allowlist = ["{server.url}/"]
+work_dir = "{work}"
+[consumer_config.container.repos]
+{repos}
+[consumer_config.container.releases]
+latest = {RELEASE}
+{regs}"""
+    )
+    return path
+
+
+# -- the four scenarios ------------------------------------------------------------------------
+
+
+def legacy(compose: Compose, registries: list[Registry], _: Path) -> None:
+    for image in compose.images:
+        for registry in registries:
+            skopeo(
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                f"docker-archive:{image.path}",
+                f"docker://{registry.host}/bench/{image.repository}:{RELEASE}-{image.arch}",
+            )
+
+
+def floor(compose: Compose, registries: list[Registry], scratch: Path) -> None:
+    layouts = {image: scratch / f"layout-{n}" for n, image in enumerate(compose.images)}
+    with ThreadPoolExecutor(CPUS) as pool:
+        list(
+            pool.map(
+                lambda image: skopeo(
+                    "--tmpdir",
+                    str(scratch),
+                    "copy",
+                    "--quiet",
+                    f"docker-archive:{image.path}",
+                    f"oci:{layouts[image]}:image",
+                ),
+                compose.images,
+            )
+        )
+    pushes = [(image, registry) for image in compose.images for registry in registries]
+    with ThreadPoolExecutor(CPUS) as pool:
+        list(
+            pool.map(
+                lambda job: skopeo(
+                    "copy",
+                    "--quiet",
+                    "--preserve-digests",
+                    "--dest-tls-verify=false",
+                    f"oci:{layouts[job[0]]}:image",
+                    f"docker://{job[1].host}/bench/{job[0].repository}:{RELEASE}-{job[0].arch}",
+                ),
+                pushes,
+            )
+        )
+
+
+def ours(config: Path, message: Path, rss_file: Path) -> None:
+    """Run the real CLI in a child process that reports its own peak RSS."""
+    code = (
+        "import resource, sys\n"
+        "from fedora_container_sync.cli import main\n"
+        "rc = main(sys.argv[2:])\n"
+        "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+        "sys.exit(rc)\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(rss_file),
+            "replay",
+            "--config",
+            str(config),
+            str(message),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"fedora-container-sync exited {result.returncode}: {result.stderr}")
+
+
+def timed(action: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def fresh_registries(count: int) -> list[Registry]:
+    return [Registry().start() for _ in range(count)]
+
+
+def stop(registries: list[Registry]) -> None:
+    for registry in registries:
+        registry.stop()
+
+
+def run_round(compose: Compose, server: FileServer, scratch: Path, registries: int) -> Round:
+    result = Round()
+    for name, scenario in (("a", legacy), ("d", floor)):
+        regs = fresh_registries(registries)
+        work = Path(tempfile.mkdtemp(dir=scratch))
+        try:
+            result.seconds[name] = timed(lambda s=scenario, r=regs, w=work: s(compose, r, w))
+        finally:
+            stop(regs)
+            shutil.rmtree(work, ignore_errors=True)
+    regs = fresh_registries(registries)
+    try:
+        for name in ("b", "c"):
+            work = Path(tempfile.mkdtemp(dir=scratch))
+            config = write_config(scratch / "config.toml", server, regs, work / "work")
+            rss = scratch / f"rss-{name}"
+            result.seconds[name] = timed(lambda c=config, f=rss: ours(c, compose.message, f))
+            if name == "b":
+                result.rss_mb = int(rss.read_text()) / 1024
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        stop(regs)
+    return result
+
+
+def big_image_rss(root: Path, server: FileServer, size_mib: int, registries: int) -> float:
+    compose = build(root, repos=1, arches=1, size_mib=size_mib, compose_id="Fedora-41-20241101.0")
+    write_message(compose, server)
+    regs = fresh_registries(registries)
+    try:
+        config = write_config(root / "big.toml", server, regs, root / "big-work")
+        ours(config, compose.message, root / "rss-big")
+        return int((root / "rss-big").read_text()) / 1024
+    finally:
+        stop(regs)
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def machine() -> list[str]:
+    def version(command: list[str]) -> str:
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, check=False).stdout
+            return out.strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "unknown"
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = "unknown"
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f"{kib / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    registry = shutil.which("docker-registry") or shutil.which("registry") or "registry"
+    return [
+        f"- CPU: {cpu}, {CPUS} cores; memory {memory}",
+        f"- OS: {platform.platform()}",
+        f"- Python {platform.python_version()}; {version(['skopeo', '--version'])}; "
+        f"{version([registry, '--version'])}",
+    ]
+
+
+def report(rounds: list[Round], big_rss: float | None, args: argparse.Namespace) -> str:
+    def ratio(top: str, bottom: str) -> float:
+        return statistics.median(r.seconds[top] / r.seconds[bottom] for r in rounds)
+
+    ratios = {key: ratio(*key.split("/")) for key in ("b/a", "b/d", "d/a", "c/b")}
+    rss = max(r.rss_mb for r in rounds)
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (bench/bench.py). Each round runs every scenario on fresh local",
+        "registries; ratios are per round, then the median across rounds. Lower is better.",
+        "",
+        "## Machine",
+        "",
+        *machine(),
+        "",
+        "## Workload",
+        "",
+        f"- {args.repos} repositories x {args.arches} arches = {args.repos * args.arches} images, "
+        f"{args.size_mib} MiB of incompressible data each (xz-compressed docker-archives)",
+        f"- {args.registries} local registries (docker-registry on 127.0.0.1), compose over HTTP "
+        "on 127.0.0.1",
+        f"- {args.rounds} interleaved rounds",
+        "",
+        "## Results",
+        "",
+        "| ratio | median | target | |",
+        "|---|---|---|---|",
+    ]
+    for key, value in ratios.items():
+        target = TARGETS.get(key)
+        verdict = "" if target is None else ("met" if value <= target else "**missed**")
+        lines.append(
+            f"| {key} | {value:.2f} | {'≤ ' + format(target, '.2f') if target else '-'} "
+            f"| {verdict} |"
+        )
+    lines += [
+        "",
+        f"Peak RSS of fedora-container-sync during (b): {rss:.0f} MB "
+        f"(target ≤ {RSS_TARGET_MB} MB: {'met' if rss <= RSS_TARGET_MB else '**missed**'})",
+    ]
+    if big_rss is not None:
+        lines.append(
+            f"Peak RSS with one {args.big_mib} MiB image: {big_rss:.0f} MB "
+            f"({'met' if big_rss <= RSS_TARGET_MB else '**missed**'})"
+        )
+    lines += [
+        "",
+        "Seconds per round (a legacy, b cold publish, c replay, d bare-skopeo floor):",
+        "",
+        "| round | a | b | c | d |",
+        "|---|---|---|---|---|",
+    ]
+    for n, r in enumerate(rounds, 1):
+        cells = " | ".join(f"{r.seconds[k]:.2f}" for k in "abcd")
+        lines.append(f"| {n} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repos", type=int, default=3)
+    parser.add_argument("--arches", type=int, default=4, choices=range(1, 5))
+    parser.add_argument("--size-mib", type=int, default=16)
+    parser.add_argument("--registries", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--big-mib", type=int, default=200, help="0 skips the large-image run")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="fcs-bench-") as tmp:
+        root = Path(tmp)
+        log(f"building {args.repos}x{args.arches} images of {args.size_mib} MiB ...")
+        compose = build(
+            root,
+            repos=args.repos,
+            arches=args.arches,
+            size_mib=args.size_mib,
+            compose_id="Fedora-41-20241025.0",
+        )
+        with FileServer(compose.served_root) as server:
+            write_message(compose, server)
+            rounds = []
+            for number in range(1, args.rounds + 1):
+                scratch = root / f"round-{number}"
+                scratch.mkdir()
+                rounds.append(run_round(compose, server, scratch, args.registries))
+                seconds = ", ".join(f"{k}={v:.2f}s" for k, v in sorted(rounds[-1].seconds.items()))
+                log(f"round {number}: {seconds}, peak RSS {rounds[-1].rss_mb:.0f} MB")
+                shutil.rmtree(scratch, ignore_errors=True)
+            big = None
+            if args.big_mib:
+                log(f"peak RSS with one {args.big_mib} MiB image ...")
+                big_root = root / "big"
+                big_root.mkdir()
+                with FileServer(big_root / "served") as big_server:
+                    big = big_image_rss(big_root, big_server, args.big_mib, args.registries)
+    text = report(rounds, big, args)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
