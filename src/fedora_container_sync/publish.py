@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,11 @@ class _Run:
         self.dry_run = dry_run
         self.compose_id = message.compose_id
         self.report = ComposeReport(message.compose_id, dry_run=dry_run)
-        self.work = settings.work_dir / _safe_name(message.compose_id)
+        # A private directory per run: two runs (a redelivery and a manual replay, say)
+        # never share or delete each other's files.
+        self.work = Path(
+            tempfile.mkdtemp(prefix=f"{_safe_name(message.compose_id)}.", dir=settings.work_dir)
+        )
 
     def execute(self) -> ComposeReport:
         _log.info(
