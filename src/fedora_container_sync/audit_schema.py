@@ -110,18 +110,20 @@ def publish_findings(findings: Sequence[Finding], *, timeout: int = 30) -> int:
     once per finding.
     """
     from fedora_messaging import api, exceptions
+    from jsonschema import ValidationError as SchemaError
 
     sent = 0
     for finding in findings:
         outgoing = finding_message(finding)
         try:
+            outgoing.validate()
             api.publish(outgoing, timeout=timeout)
         except (exceptions.PublishTimeout, exceptions.ConnectionException) as error:
             raise TransientError(
                 f"audit messages: {sent} of {len(findings)} sent, then the broker failed: "
                 f"{one_line(error)}"
             ) from None
-        except exceptions.BaseException as error:  # returned, forbidden, invalid
+        except (exceptions.BaseException, SchemaError) as error:  # returned, forbidden, invalid
             raise PermanentError(
                 f"audit messages: {sent} of {len(findings)} sent, then: {one_line(error)}"
             ) from None
