@@ -7,16 +7,23 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
+import httpx
 import jsonschema
 import pika
 import pytest
 
 from fedora_container_sync.audit import DOCUMENT_SCHEMA, FINDING_SCHEMA
+from fedora_container_sync.errors import RegistryError
 from fedora_container_sync.manifests import COMPOSE_ID, IMAGE_SHA256, IndexEntry, build_index
+from fedora_container_sync.registry.client import RegistryClient
+from fedora_container_sync.settings import RegistrySettings, RetrySettings
 from support.harness import ARCHES, Harness
 from support.servers import OCI_INDEX, free_port
 
@@ -397,3 +404,78 @@ def test_installed_console_script_runs_the_audit(harness):
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1] == "result: CLEAN: 0 findings"
     assert run.stderr == ""
+
+
+def test_tag_list_of_a_real_registry(harness):
+    assert harness.replay(harness.compose(OLD)).code == 0
+    registry = harness.registries[0]
+    with registry_client(f"{registry.host}/{harness.namespace}") as client:
+        assert sorted(client.tags_list(TOOLBOX)) == registry.tags(harness.repo(TOOLBOX))
+        assert len(client.tags_list(TOOLBOX)) == 6
+        assert client.tags_list("never-published") == []
+
+
+def registry_client(url: str) -> RegistryClient:
+    settings = RegistrySettings(url=url, tls_verify=False)
+    return RegistryClient(settings, timeout=10, retry=RetrySettings(attempts=1))
+
+
+class _PagingRegistry(BaseHTTPRequestHandler):
+    """The tag-list pagination of distribution 3 and quay.io (``n``, ``last``, ``Link``), which
+    the docker-registry 2.8 installed here does not implement: it answers every tag at once."""
+
+    tags: ClassVar[list[str]] = [f"41-{n:03d}" for n in range(7)]
+    next_host: str | None = None
+
+    def do_GET(self) -> None:
+        url = httpx.URL(self.path)
+        if url.path == "/v2/":
+            self._answer(200, b"{}")
+            return
+        n = int(url.params.get("n", "100"))
+        last = url.params.get("last")
+        rest = [tag for tag in self.tags if last is None or tag > last]
+        page = rest[:n]
+        headers = {}
+        if len(rest) > n:
+            prefix = f"http://{self.next_host}" if self.next_host else ""
+            headers["Link"] = f'<{prefix}{url.path}?last={page[-1]}&n={n}>; rel="next"'
+        self._answer(200, json.dumps({"name": "ns/r", "tags": page}).encode(), headers)
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def paging_registry():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PagingRegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        _PagingRegistry.next_host = None
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3, 7, 100])
+def test_tag_list_follows_link_pages(paging_registry, page_size):
+    with registry_client(f"{paging_registry}/ns") as client:
+        assert client.tags_list("r", page_size=page_size) == _PagingRegistry.tags
+
+
+def test_tag_list_refuses_a_next_page_on_another_host(paging_registry):
+    _PagingRegistry.next_host = "elsewhere.example:443"
+    with registry_client(f"{paging_registry}/ns") as client, pytest.raises(RegistryError) as error:
+        client.tags_list("r", page_size=2)
+    assert "another host" in str(error.value)

@@ -160,12 +160,12 @@ class RegistryClient:
 
     # -- tags --------------------------------------------------------------------------------
 
-    def tags_list(self, repository: str) -> list[str]:
+    def tags_list(self, repository: str, *, page_size: int = _TAGS_PAGE) -> list[str]:
         """Every tag of ``repository``, following ``Link: rel="next"`` pages.
 
         A repository the registry does not know (``404 NAME_UNKNOWN``) has no tags.
         """
-        path: str | None = self._path(repository, f"tags/list?n={_TAGS_PAGE}")
+        path: str | None = self._path(repository, f"tags/list?n={page_size}")
         tags: list[str] = []
         for _page in range(_MAX_TAG_PAGES):
             if path is None:
