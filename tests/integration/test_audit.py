@@ -338,6 +338,10 @@ def test_bad_max_age_is_a_usage_error(harness):
         assert result.err.count("\n") == 1
         assert "--max-age" in result.err
         assert result.out == ""
+    missing = harness.tmp / "missing.toml"
+    result = harness.run("audit", "--config", str(missing))
+    assert (result.code, result.out) == (2, "")
+    assert result.err == f"fedora-container-sync: error: config file {missing}: not found\n"
 
 
 def test_findings_are_published_to_the_bus(harness):
@@ -479,3 +483,39 @@ def test_tag_list_refuses_a_next_page_on_another_host(paging_registry):
     with registry_client(f"{paging_registry}/ns") as client, pytest.raises(RegistryError) as error:
         client.tags_list("r", page_size=2)
     assert "another host" in str(error.value)
+
+
+def test_a_broker_that_does_not_answer_is_one_transient_error(tmp_path):
+    """Run in a subprocess: fedora-messaging's publisher starts a Twisted reactor thread."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'amqp_url = "amqp://127.0.0.1:{free_port()}"\n')
+    code = f"""
+from pathlib import Path
+from fedora_container_sync.audit import Finding, Kind
+from fedora_container_sync.audit_schema import load_bus_config, publish_findings
+from fedora_container_sync.errors import TransientError
+load_bus_config(Path({str(config)!r}))
+try:
+    publish_findings([Finding(Kind.HELD, "r.example", "fedora", "41", "x86_64", "s")], timeout=2)
+except TransientError as error:
+    print(error)
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert run.stdout == (
+        "audit messages: 0 of 1 sent, then the broker failed: "
+        "Publishing timed out after waiting 2 seconds.\n"
+    )
+
+
+def test_bad_bus_config_is_a_usage_error(harness):
+    assert harness.replay(harness.compose(OLD, arches=("x86_64",))).code == 0
+    harness.extra_config = "publish_amqp_messages = true"
+    config = harness.config()
+    config.write_text("no_such_fedora_messaging_key = 1\n" + config.read_text())
+    result = harness.run("audit", "--config", str(config))
+    assert result.code == 2
+    assert result.err.count("\n") == 1
+    assert "no_such_fedora_messaging_key" in result.err
+    assert result.out == ""
