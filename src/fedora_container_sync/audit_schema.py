@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 
 from fedora_messaging import message
 
-from .audit import FINDING_SCHEMA, Finding, Severity
+from .audit import Finding, Severity
+from .audit_report import FINDING_SCHEMA
 from .errors import ConfigError, PermanentError, TransientError, one_line
 
 _log = logging.getLogger(__name__)

@@ -154,7 +154,8 @@ def _replay(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from .audit import audit, render_json, render_table
+    from .audit import audit
+    from .audit_report import render_json, render_table
     from .inventory import read_registries, repositories
     from .settings import config_path, load_settings
 

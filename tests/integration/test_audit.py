@@ -19,7 +19,7 @@ import jsonschema
 import pika
 import pytest
 
-from fedora_container_sync.audit import DOCUMENT_SCHEMA, FINDING_SCHEMA
+from fedora_container_sync.audit_report import DOCUMENT_SCHEMA, FINDING_SCHEMA
 from fedora_container_sync.errors import RegistryError
 from fedora_container_sync.manifests import COMPOSE_ID, IMAGE_SHA256, IndexEntry, build_index
 from fedora_container_sync.registry.client import RegistryClient

@@ -1,4 +1,4 @@
-"""The audit's decisions, as tables over plain values: no registry, no mocks."""
+"""The audit's decisions and its output, as tables over plain values: no registry, no mocks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import jsonschema
 import pytest
 
 from fedora_container_sync.audit import (
-    DOCUMENT_SCHEMA,
-    FINDING_SCHEMA,
     Build,
     IndexState,
     IndexTag,
@@ -19,17 +17,21 @@ from fedora_container_sync.audit import (
     ReadFailure,
     RepositoryState,
     age_hours,
-    as_document,
     audit,
     compose_date,
     compose_order,
     find_diverged,
     find_in_repository,
-    format_age,
     index_tags,
+    tags_to_read,
+)
+from fedora_container_sync.audit_report import (
+    DOCUMENT_SCHEMA,
+    FINDING_SCHEMA,
+    as_document,
+    format_age,
     render_json,
     render_table,
-    tags_to_read,
 )
 from fedora_container_sync.settings import Releases
 
