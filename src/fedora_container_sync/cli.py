@@ -4,6 +4,10 @@
 path as the consumer. Exit codes: 0 everything published, 3 finished but a tag was held,
 1 something could not be published, 2 bad usage, config or message file. Every failure is one
 line on stderr; the summary goes to stdout.
+
+``audit [--config FILE] [--max-age HOURS] [--json]`` reads every configured registry and reports
+held, missing, carried and diverged tags. Exit codes: 0 clean, 3 findings, 1 a registry could
+not be read (or the findings could not be sent to the bus), 2 bad usage or config.
 """
 
 from __future__ import annotations
@@ -52,13 +56,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("-v", "--verbose", action="store_true", help="log every step")
     replay.add_argument("message_file", metavar="MESSAGE_FILE", help="message file, or - for stdin")
+
+    audit = commands.add_parser(
+        "audit",
+        help="report held, missing, carried and diverged tags in the registries",
+        description="Read every configured registry and repository (GET requests only) and "
+        "report, per index tag, per-arch builds the index does not serve (held), arches it "
+        "lacks (missing), entries from older composes (carried) and registries that disagree "
+        "(diverged). Exit codes: 0 clean, 3 findings, 1 a registry could not be read, "
+        "2 bad usage.",
+    )
+    audit.add_argument(
+        "--config",
+        metavar="FILE",
+        help="fedora-messaging TOML config (default: $FEDORA_MESSAGING_CONF, "
+        "then /etc/fedora-messaging/config.toml)",
+    )
+    audit.add_argument(
+        "--max-age",
+        metavar="HOURS",
+        type=_hours,
+        help="count only findings older than HOURS (ages come from compose dates)",
+    )
+    audit.add_argument("--json", action="store_true", help="print the findings as a JSON document")
+    audit.add_argument("-v", "--verbose", action="store_true", help="log every step")
     return parser
+
+
+def _hours(value: str) -> float:
+    try:
+        hours = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of hours") from None
+    if not 0 <= hours < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of hours >= 0")
+    return hours
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _setup_logging(verbose=getattr(args, "verbose", False))
+        if args.command == "audit":
+            return _audit(args)
         return _replay(args)
     except UsageError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
@@ -109,6 +149,40 @@ def _replay(args: argparse.Namespace) -> int:
     if EXIT_HELD in codes:
         return EXIT_HELD
     return EXIT_OK
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from .audit import audit
+    from .audit_report import render_json, render_table
+    from .inventory import read_registries, repositories
+    from .settings import config_path, load_settings
+
+    path = config_path(args.config)
+    settings = load_settings(path)
+    settings.check_credentials()
+    if settings.publish_amqp_messages:
+        from .audit_schema import load_bus_config
+
+        load_bus_config(path)
+    states, failures = read_registries(settings)
+    result = audit(
+        states,
+        settings.releases,
+        now=datetime.now(UTC),
+        registries=[registry.url for registry in settings.registries],
+        repositories=repositories(settings),
+        failures=failures,
+        max_age_hours=args.max_age,
+    )
+    print(render_json(result) if args.json else render_table(result), flush=True)
+    if settings.publish_amqp_messages and result.findings:
+        from .audit_schema import publish_findings
+
+        sent = publish_findings(result.findings)
+        _log.info("audit: %d finding messages sent", sent)
+    return result.exit_code
 
 
 def _read_text(name: str) -> str:

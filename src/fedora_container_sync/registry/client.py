@@ -26,6 +26,8 @@ _log = logging.getLogger(__name__)
 
 _MAX_CONFIG_BYTES = 4 << 20
 _MAX_MANIFEST_BYTES = 4 << 20
+_TAGS_PAGE = 1000
+_MAX_TAG_PAGES = 100
 
 
 def ssl_context(cert_dir: Path | None, *, verify: bool) -> ssl.SSLContext:
@@ -156,6 +158,40 @@ class RegistryClient:
 
         return call_with_retry(once, what=f"read of {what}", policy=self._retry)
 
+    # -- tags --------------------------------------------------------------------------------
+
+    def tags_list(self, repository: str, *, page_size: int = _TAGS_PAGE) -> list[str]:
+        """Every tag of ``repository``, following ``Link: rel="next"`` pages.
+
+        A repository the registry does not know (``404 NAME_UNKNOWN``) has no tags.
+        """
+        path: str | None = self._path(repository, f"tags/list?n={page_size}")
+        tags: list[str] = []
+        for _page in range(_MAX_TAG_PAGES):
+            if path is None:
+                return tags
+            listed, path = self._tags_page(repository, path)
+            tags += listed
+        raise RegistryError(f"{self._name(repository)}: more than {_MAX_TAG_PAGES} tag pages")
+
+    def _tags_page(self, repository: str, path: str) -> tuple[list[str], str | None]:
+        what = f"{self._name(repository)} tag list"
+
+        def once() -> tuple[list[str], str | None]:
+            response = self._request("GET", path, what=what)
+            if response.status_code == 404 and _error_codes(response) == {"NAME_UNKNOWN"}:
+                return [], None
+            self._raise_for_status(response, what)
+            try:
+                listed = json.loads(response.content).get("tags") or []
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{what}: not a JSON tag list") from None
+            if not isinstance(listed, list) or not all(isinstance(t, str) for t in listed):
+                raise RegistryError(f"{what}: not a JSON tag list")
+            return listed, _next_page(response, self.registry.host)
+
+        return call_with_retry(once, what=f"read of {what}", policy=self._retry)
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _name(self, repository: str) -> str:
@@ -228,6 +264,18 @@ def _error_codes(response: httpx.Response) -> set[str]:
         return {str(error["code"]) for error in document.get("errors", [])}
     except (ValueError, TypeError, KeyError, AttributeError):
         return set()
+
+
+def _next_page(response: httpx.Response, host: str) -> str | None:
+    """The path of the next tag-list page from a ``Link`` header (same registry only)."""
+    link = response.links.get("next", {}).get("url")
+    if not link:
+        return None
+    url = httpx.URL(link)
+    netloc = url.host if url.port is None else f"{url.host}:{url.port}"
+    if url.is_absolute_url and netloc != host:
+        raise RegistryError(f"tag list of {host}: next page points at another host")
+    return url.raw_path.decode("ascii")
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -1,0 +1,93 @@
+"""What the registries serve, read for the audit. Reads only: every request is a GET.
+
+Per configured registry and repository: the tag list, then the manifest of each tag the audit
+needs (the implied index tags and the per-arch tags), and the config blob of an index tag that
+holds a single image instead of an index (to learn its arch). What the audit decides from
+that is in :mod:`.audit`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from . import audit
+from .audit import ReadFailure, RepositoryState
+from .errors import SyncError
+from .manifests import Manifest, platform_of_config
+from .platforms import fedora_arch
+from .registry.client import RegistryClient
+from .settings import Releases, Settings
+
+_log = logging.getLogger(__name__)
+
+
+def read_registries(settings: Settings) -> tuple[list[RepositoryState], list[ReadFailure]]:
+    """Every configured repository in every configured registry, and what could not be read.
+
+    A registry that does not answer is one failure; a repository that cannot be read (an
+    error answer, a malformed manifest) is one failure and the others are still read.
+    """
+    states: list[RepositoryState] = []
+    failures: list[ReadFailure] = []
+    for registry in settings.registries:
+        credentials = registry.credentials()
+        auth = httpx.BasicAuth(credentials.username, credentials.password) if credentials else None
+        with RegistryClient(
+            registry, timeout=settings.http_timeout, retry=settings.retry, auth=auth
+        ) as client:
+            try:
+                client.ping()
+            except SyncError as error:
+                _log.error("audit: registry %s could not be read: %s", registry.url, error)
+                failures.append(ReadFailure(registry.url, None, str(error)))
+                continue
+            for repository in repositories(settings):
+                try:
+                    state = read_repository(client, registry.url, repository, settings.releases)
+                except SyncError as error:
+                    _log.error(
+                        "audit: %s/%s could not be read: %s", registry.url, repository, error
+                    )
+                    failures.append(ReadFailure(registry.url, repository, str(error)))
+                    continue
+                _log.info(
+                    "audit: read %s: %d tags, %d audited",
+                    state.name,
+                    len(state.tags),
+                    len(state.contents),
+                )
+                states.append(state)
+    return states, failures
+
+
+def repositories(settings: Settings) -> list[str]:
+    """The configured repositories, each once, in configuration order."""
+    return list(dict.fromkeys(settings.repos.values()))
+
+
+def read_repository(
+    client: RegistryClient, registry_url: str, repository: str, releases: Releases
+) -> RepositoryState:
+    """The tag list of ``repository`` and the content of every tag the audit looks at."""
+    tags = set(client.tags_list(repository))
+    index_names = {index_tag.tag for index_tag in audit.index_tags(tags, releases)}
+    contents: dict[str, audit.Content] = {}
+    for tag in audit.tags_to_read(tags, releases):
+        manifest = client.manifest_get(repository, tag)
+        if manifest is None:  # deleted between the tag list and now
+            tags.discard(tag)
+            continue
+        if tag in index_names:
+            single_arch = None if manifest.is_index else _arch_of(client, repository, manifest)
+            contents[tag] = audit.index_of(manifest, single_arch=single_arch)
+        else:
+            contents[tag] = audit.build_of(manifest)
+    return RepositoryState(registry_url, repository, frozenset(tags), contents)
+
+
+def _arch_of(client: RegistryClient, repository: str, manifest: Manifest) -> str:
+    config = client.blob_get(repository, manifest.config_digest())
+    platform = platform_of_config(config, f"{repository}@{manifest.digest}")
+    return fedora_arch(platform.architecture, platform.os, platform.variant)
