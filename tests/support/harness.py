@@ -4,6 +4,7 @@ the session's real registries under a per-test namespace, and the real CLI entry
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,25 @@ REPOS = {
     "Container_Minimal_Base": "fedora-minimal",
     "Container_Toolbox": "fedora-toolbox",
 }
+
+
+def report_rows(out: str) -> dict[str, tuple[str, str, str, str]]:
+    """The rows of the printed plan/gate report: tag (after the last ':') → (verdict,
+    current arches, compose arches, reason). Later composes' rows replace earlier ones."""
+    rows: dict[str, tuple[str, str, str, str]] = {}
+    in_table = False
+    for line in out.splitlines():
+        if line == "  tags:":
+            in_table = True
+            continue
+        if not line.startswith("    "):
+            in_table = False
+            continue
+        cells = re.split(r"\s{2,}", line.strip(), maxsplit=4)
+        if in_table and cells[0] != "tag" and len(cells) >= 4:
+            reason = cells[4] if len(cells) > 4 else ""
+            rows[cells[0].rsplit(":", 1)[1]] = (cells[1], cells[2], cells[3], reason)
+    return rows
 
 
 @dataclass
