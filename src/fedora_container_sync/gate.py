@@ -239,6 +239,12 @@ def decide(
             )
         from_compose = published
         carried = lacking
+    if not from_compose:
+        return verdict(
+            Verdict.HOLD,
+            "the index would list no arch (none of expected_arches published)",
+            missing=frozenset(expected or ()) - published,
+        )
     retired = (current.arches - from_compose - carried) if current else frozenset()
 
     # 4. The verdict and its reason.

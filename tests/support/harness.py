@@ -60,7 +60,8 @@ class Harness:
     registries: list[Registry]
     namespace: str
     capsys: pytest.CaptureFixture[str]
-    releases: dict[str, int] = field(default_factory=lambda: {"latest": 41, "rawhide": 43})
+    #: ``[releases]``; None leaves the table out (the numbers then come from Bodhi)
+    releases: dict[str, int] | None = field(default_factory=lambda: {"latest": 41, "rawhide": 43})
     repos: dict[str, str] = field(default_factory=lambda: dict(REPOS))
     extra_config: str = ""
 
@@ -73,6 +74,7 @@ class Harness:
         subvariants: Iterable[str] = ("Container_Toolbox",),
         fmt: str = "docker",
         status: str = "FINISHED",
+        label: str | None = None,
     ) -> dict[str, Any]:
         """Build a compose tree under the served root; return its FINISHED message body."""
         images = [
@@ -83,6 +85,7 @@ class Harness:
             compose_id=compose_id,
             release_version=version,
             images=images,
+            label=label,
         )
         return self.message_for(compose_dir, status=status)
 
@@ -106,7 +109,12 @@ class Harness:
             for r in self.registries
         )
         repos = "".join(f'{k} = "{v}"\n' for k, v in self.repos.items())
-        releases = "".join(f"{k} = {v}\n" for k, v in self.releases.items())
+        releases = (
+            "[consumer_config.container.releases]\n"
+            + "".join(f"{k} = {v}\n" for k, v in self.releases.items())
+            if self.releases is not None
+            else ""
+        )
         path = self.tmp / "config.toml"
         path.write_text(
             f"""
@@ -120,7 +128,6 @@ initial_delay = 0.1
 max_delay = 0.2
 [consumer_config.container.repos]
 {repos}
-[consumer_config.container.releases]
 {releases}
 {registries}
 """

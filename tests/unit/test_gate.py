@@ -184,6 +184,8 @@ THREE = frozenset({"x86_64", "aarch64", "ppc64le"})
         (THREE, THREE - {"ppc64le"}, {"ppc64le"}, Verdict.RETIRE, {"x86_64", "aarch64"}, set(),
          {"ppc64le"}),
         (None, {"x86_64"}, {"aarch64", "ppc64le"}, Verdict.PUBLISH, {"x86_64"}, set(), set()),
+        # ... but an index never ends up empty
+        (THREE, {"s390x"}, THREE, Verdict.HOLD, set(), THREE, set()),
     ],
 )  # fmt: skip
 def test_expected_arches(policy, now, compose, drop, verdict, index, missing, retired):
