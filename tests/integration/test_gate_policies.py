@@ -69,7 +69,8 @@ def test_carry_forward_keeps_the_missing_arch_from_the_last_compose(harness):
          f"docker://{registry.host}/{harness.repo(TOOLBOX)}:41"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert json.loads(inspected.stdout)["Digest"] == old_aarch64
+    labels = json.loads(inspected.stdout)["Labels"]
+    assert (labels["build-id"], labels["fedora-arch"]) == (OLD, "aarch64")
 
 
 def test_strict_holds_where_carry_forward_carries(harness):
