@@ -38,7 +38,14 @@ from .report import ArchPush, ComposeReport, TagAction, TagOutcome
 from .retry import call_with_retry
 from .selection import ImageArtifact, select_images
 from .settings import RegistrySettings, Releases, Settings
-from .tags import ComposeFacts, ReleaseTags, merge_releases, needs_lookup, plan_tags
+from .tags import (
+    ComposeFacts,
+    ReleaseTags,
+    excluded,
+    merge_releases,
+    needs_lookup,
+    plan_tags,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -179,6 +186,10 @@ class _Run:
                 self._note("no container images for the configured subvariants")
                 return None
             facts = _facts(metadata)
+            reason = excluded(facts, self.settings.compose_rules)
+            if reason is not None:
+                self._note(reason)
+                return None
             releases = self._releases(facts, http)
             tags, notes = plan_tags(facts, releases, self.settings.compose_rules)
             for note in notes:
@@ -464,11 +475,11 @@ class _Run:
         kept = decision.verdict in (gate.Verdict.HOLD, gate.Verdict.STALE)
         log = _log.warning if kept or decision.forced else _log.info
         log(
-            "compose %s: gate %s %s %s: current [%s], compose [%s]: %s%s",
+            "compose %s: gate: %s %s, verdict %s: current [%s], compose [%s]: %s%s",
             self.compose_id,
-            decision.verdict.value,
             action.value,
             name,
+            decision.verdict.value,
             outcome.arches("current_arches"),
             outcome.arches("compose_arches"),
             decision.reason,

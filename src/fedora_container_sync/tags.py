@@ -99,6 +99,21 @@ def releases_from_bodhi(releases: Iterable[Mapping[str, Any]], *, source: str) -
     return Releases(latest=latest, rawhide=rawhide)
 
 
+def excluded(facts: ComposeFacts, rules: ComposeRules) -> str | None:
+    """Why this compose publishes nothing at all, or None."""
+    if facts.release_short not in rules.release_shorts:
+        return (
+            f"release {facts.release_short} is not in compose_rules.release_shorts: "
+            "nothing to publish"
+        )
+    if facts.compose_type not in rules.compose_types:
+        return (
+            f"compose type {facts.compose_type} is not in compose_rules.compose_types: "
+            "nothing to publish"
+        )
+    return None
+
+
 def plan_tags(
     facts: ComposeFacts, releases: Releases, rules: ComposeRules
 ) -> tuple[ReleaseTags | None, list[str]]:
@@ -112,18 +127,10 @@ def plan_tags(
       to post-release composes, and a late or replayed candidate must not take it. It moves
       ``<N>`` and the per-arch tags only if ``rules.candidates_move_version``.
     """
-    where = facts.compose_id
-    if facts.release_short not in rules.release_shorts:
-        return None, [
-            f"release {facts.release_short} is not in compose_rules.release_shorts: "
-            "nothing to publish"
-        ]
-    if facts.compose_type not in rules.compose_types:
-        return None, [
-            f"compose type {facts.compose_type} is not in compose_rules.compose_types: "
-            "nothing to publish"
-        ]
-    tags = tags_for(facts.release_version, releases, compose_id=where)
+    reason = excluded(facts, rules)
+    if reason is not None:
+        return None, [reason]
+    tags = tags_for(facts.release_version, releases, compose_id=facts.compose_id)
     if not (facts.label and re.search(rules.candidate_label, facts.label)):
         return tags, []
     if not rules.candidates_move_version:

@@ -157,7 +157,7 @@ def test_a_replayed_older_compose_moves_nothing(harness):
     tags = {"41", "latest", *(f"41-{arch}" for arch in ARCHES)}
     assert len(stale) == len(tags)
     assert all(f"holds {NEW}, newer than this compose" in line for line in stale)
-    assert {re.search(r":(\S+?)(?::| )", line.split(TOOLBOX)[1])[1] for line in stale} == tags
+    assert {re.search(rf"{TOOLBOX}:([\w.-]+)", line)[1] for line in stale} == tags
     rows = report_rows(result.out)
     assert {tag: row[0] for tag, row in rows.items()} == dict.fromkeys(tags, "stale")
     assert "HELD (6 tags not moved)" in result.out
