@@ -325,7 +325,6 @@ class _Run:
         """Move one per-arch tag, unless the rollback guard keeps it."""
         artifact = image.artifact
         tag = tags.arch_tag(artifact.arch)
-        name = f"{registry.url}/{artifact.repository}:{tag}"
         manifest, layout = image.manifest, image.layout
         if not self.dry_run and (manifest is None or layout is None):
             raise ValueError(f"{artifact.path} was not converted before its push")
@@ -343,15 +342,10 @@ class _Run:
                 registry.url, artifact.repository, tag, artifact.arch, decision=decision
             )
             if decision.verdict is gate.Verdict.STALE:
-                _log.warning(
-                    "compose %s: stale %s: %s; not moved", self.compose_id, name, decision.reason
-                )
-                self.report.pushes.append(push)
+                self._record_push(push)
                 return _ArchResult(newer=decision.holder or "")
-            if decision.forced:
-                _log.warning("compose %s: forced %s: %s", self.compose_id, name, decision.reason)
             if self.dry_run or manifest is None or layout is None:
-                self.report.pushes.append(replace(push, planned=True))
+                self._record_push(replace(push, planned=True))
                 return _ArchResult()
             skipped = decision.verdict is gate.Verdict.UNCHANGED
             if not skipped:
@@ -362,15 +356,7 @@ class _Run:
                 ArchPush(registry.url, artifact.repository, tag, artifact.arch, error=str(error))
             )
             return _ArchResult(failed=True)
-        _log.info(
-            "compose %s: %s %s (%s)%s",
-            self.compose_id,
-            "already published" if skipped else "pushed",
-            name,
-            manifest.digest,
-            "" if skipped else f": {decision.reason}",
-        )
-        self.report.pushes.append(replace(push, digest=manifest.digest, skipped=skipped))
+        self._record_push(replace(push, digest=manifest.digest, skipped=skipped))
         entry = IndexEntry(
             artifact.arch,
             manifest.media_type,
@@ -380,6 +366,22 @@ class _Run:
             artifact.sha256,
         )
         return _ArchResult(entry)
+
+    def _record_push(self, push: ArchPush) -> None:
+        """Report one per-arch tag's outcome, and log it as one line (the report row)."""
+        self.report.pushes.append(push)
+        name, verdict, current, compose, reason = push.row()
+        kept_or_forced = push.stale or (push.decision is not None and push.decision.forced)
+        (_log.warning if kept_or_forced else _log.info)(
+            "compose %s: tag %s, verdict %s: current [%s], compose [%s]: %s%s",
+            self.compose_id,
+            name,
+            verdict,
+            current,
+            compose,
+            reason,
+            "; not moved" if push.stale else "",
+        )
 
     def _copy(
         self,
