@@ -107,7 +107,10 @@ class RegistrySettings(_Model):
 
 
 class Releases(_Model):
-    """Which release numbers are 'current stable' (tag ``latest``) and Rawhide (tag ``rawhide``)."""
+    """Which release numbers are 'current stable' (tag ``latest``) and Rawhide (tag ``rawhide``).
+
+    Each number left out (or the whole table) is looked up in Bodhi when a compose needs it.
+    """
 
     latest: int | None = Field(default=None, gt=0)
     rawhide: int | None = Field(default=None, gt=0)
