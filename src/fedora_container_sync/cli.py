@@ -1,9 +1,10 @@
 """``fedora-container-sync``: the command line.
 
-``replay [--config FILE] [--dry-run] MESSAGE_FILE`` runs saved bus messages through the same code
-path as the consumer. Exit codes: 0 everything published, 3 finished but a tag was held,
-1 something could not be published, 2 bad usage, config or message file. Every failure is one
-line on stderr; the summary goes to stdout.
+``replay [--config FILE] [--dry-run] [--allow-drop ARCH]... [--force] MESSAGE_FILE`` runs saved
+bus messages through the same code path as the consumer. Exit codes: 0 everything published,
+3 finished but a tag was held (by the gate or the rollback guard), 1 something could not be
+published, 2 bad usage, config or message file. Every failure is one line on stderr; the
+summary goes to stdout.
 
 ``audit [--config FILE] [--max-age HOURS] [--json]`` reads every configured registry and reports
 held, missing, carried and diverged tags. Exit codes: 0 clean, 3 findings, 1 a registry could
@@ -53,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="fetch and verify the compose, read the registries, print the plan; write nothing",
+    )
+    replay.add_argument(
+        "--allow-drop",
+        action="append",
+        default=[],
+        metavar="ARCH",
+        help="let index tags lose ARCH in this run, on purpose (repeatable)",
+    )
+    replay.add_argument(
+        "--force",
+        action="store_true",
+        help="move tags even when they hold a newer compose (turns the rollback guard off)",
     )
     replay.add_argument("-v", "--verbose", action="store_true", help="log every step")
     replay.add_argument("message_file", metavar="MESSAGE_FILE", help="message file, or - for stdin")
@@ -116,8 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from .messages import needs_work, parse_compose_message, read_message_file
-    from .publish import handle_envelope, prepare_work_dir
+    from .platforms import FEDORA_PLATFORMS
+    from .publish import PublishOptions, handle_envelope, prepare_work_dir
     from .settings import config_path, load_settings
+
+    unknown = [arch for arch in args.allow_drop if arch not in FEDORA_PLATFORMS]
+    if unknown:
+        raise UsageError(
+            f"--allow-drop {unknown[0]}: not a Fedora arch ({', '.join(FEDORA_PLATFORMS)})"
+        )
+    options = PublishOptions(allow_drop=frozenset(args.allow_drop), force=args.force)
 
     settings = load_settings(config_path(args.config))
     settings.check_credentials()
@@ -134,9 +155,16 @@ def _replay(args: argparse.Namespace) -> int:
     if not args.dry_run and shutil.which(settings.skopeo) is None:
         raise UsageError(f"skopeo not found ({settings.skopeo}); install skopeo")
 
+    if options.force:
+        _log.warning("--force: the rollback guard is off; tags may move to older composes")
+    if options.allow_drop:
+        _log.warning(
+            "--allow-drop: index tags may lose %s in this run",
+            ", ".join(sorted(options.allow_drop)),
+        )
     reports: list[ComposeReport] = []
     for envelope in envelopes:
-        report = handle_envelope(envelope, settings, dry_run=args.dry_run)
+        report = handle_envelope(envelope, settings, dry_run=args.dry_run, options=options)
         if report is None:
             status = envelope.status or "none"
             print(f"ignored {envelope.label}: status {status} on {envelope.topic}")

@@ -76,3 +76,7 @@ class SkopeoTransientError(TransientError):
 def one_line(error: BaseException) -> str:
     """A foreign exception's message folded onto one line (its type name if it has none)."""
     return " ".join(str(error).split()) or type(error).__name__
+
+
+class ReleaseLookupError(PermanentError):
+    """The release lookup (Bodhi) answered, but not with usable release numbers."""

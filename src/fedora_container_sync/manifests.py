@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import RegistryError
-from .platforms import Platform, arch_sort_key, fedora_arch, platform_for
+from .platforms import FEDORA_PLATFORMS, Platform, arch_sort_key, fedora_arch, platform_for
 from .registry import mediatype
 
 #: Index annotation: the compose that produced this index. Entry annotation: the compose the
@@ -165,14 +165,35 @@ def annotate_manifest(body: bytes, annotations: Mapping[str, str]) -> bytes:
 
 @dataclass(frozen=True)
 class IndexEntry:
-    """One arch of the index to write: the pushed image and the compose it came from."""
+    """One arch of an index: the image and the compose it came from.
+
+    ``compose_id`` is None for an entry of an index this project did not write (nothing
+    records where it came from); ``platform`` is set for an entry carried over from such an
+    index whose platform has no Fedora arch name.
+    """
 
     arch: str
     media_type: str
     digest: str
     size: int
-    compose_id: str
+    compose_id: str | None
     image_sha256: str | None = None
+    platform: Platform | None = None
+
+
+def entry_of(descriptor: Descriptor) -> IndexEntry:
+    """The entry of an existing index, as it would be carried into a new one."""
+    annotations = descriptor.annotations
+    arch = descriptor.arch
+    return IndexEntry(
+        arch,
+        descriptor.media_type,
+        descriptor.digest,
+        descriptor.size,
+        annotations.get(COMPOSE_ID),
+        annotations.get(IMAGE_SHA256),
+        None if arch in FEDORA_PLATFORMS else descriptor.platform,
+    )
 
 
 def build_index(entries: Sequence[IndexEntry], *, compose_id: str) -> bytes:
@@ -185,7 +206,7 @@ def build_index(entries: Sequence[IndexEntry], *, compose_id: str) -> bytes:
             "mediaType": entry.media_type,
             "digest": entry.digest,
             "size": entry.size,
-            "platform": platform_for(entry.arch).as_json(),
+            "platform": (entry.platform or platform_for(entry.arch)).as_json(),
             "annotations": _entry_annotations(entry),
         }
         for entry in sorted(entries, key=lambda e: arch_sort_key(e.arch))
@@ -200,7 +221,9 @@ def build_index(entries: Sequence[IndexEntry], *, compose_id: str) -> bytes:
 
 
 def _entry_annotations(entry: IndexEntry) -> dict[str, str]:
-    annotations = {COMPOSE_ID: entry.compose_id, ARCH: entry.arch}
+    annotations = {ARCH: entry.arch}
+    if entry.compose_id:
+        annotations[COMPOSE_ID] = entry.compose_id
     if entry.image_sha256:
         annotations[IMAGE_SHA256] = entry.image_sha256
     return annotations

@@ -13,13 +13,13 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 
-from . import gate, skopeo
-from .compose import ComposeFetcher, LocalImage
+from . import bodhi, gate, skopeo
+from .compose import ComposeFetcher, ComposeMetadata, LocalImage
 from .errors import ConfigError, PermanentError, RegistryError, SkopeoError, SyncError
 from .layout import LocalManifest, annotate_layout, read_layout
 from .manifests import (
@@ -28,19 +28,25 @@ from .manifests import (
     IMAGE_SHA256,
     IndexEntry,
     Manifest,
-    build_index,
-    digest_of,
+    entry_of,
     platform_of_config,
 )
 from .messages import ComposeMessage, Envelope, needs_work, parse_compose_message
-from .platforms import fedora_arch
+from .platforms import FEDORA_PLATFORMS, fedora_arch
 from .registry import mediatype
 from .registry.client import RegistryClient
 from .report import ArchPush, ComposeReport, TagAction, TagOutcome
 from .retry import call_with_retry
 from .selection import ImageArtifact, select_images
-from .settings import RegistrySettings, Settings
-from .tags import ReleaseTags, tags_for
+from .settings import RegistrySettings, Releases, Settings
+from .tags import (
+    ComposeFacts,
+    ReleaseTags,
+    excluded,
+    merge_releases,
+    needs_lookup,
+    plan_tags,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -58,8 +64,32 @@ class PreparedImage:
         return self.local.artifact
 
 
+@dataclass(frozen=True)
+class PublishOptions:
+    """An operator's one-off overrides (``replay --allow-drop ARCH``, ``replay --force``)."""
+
+    #: Arches an index may lose in this run, on purpose.
+    allow_drop: frozenset[str] = frozenset()
+    #: Move tags even when they hold a newer compose (the rollback guard is off).
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class _ArchResult:
+    """How one per-arch push went: its index entry (None in a dry run), or the newer compose
+    the tag holds when the rollback guard kept it, or a failure (already reported)."""
+
+    entry: IndexEntry | None = None
+    newer: str | None = None
+    failed: bool = False
+
+
 def handle_envelope(
-    envelope: Envelope, settings: Settings, *, dry_run: bool = False
+    envelope: Envelope,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    options: PublishOptions | None = None,
 ) -> ComposeReport | None:
     """Do what one bus message asks for; None when it asks for nothing."""
     if not needs_work(envelope):
@@ -68,7 +98,7 @@ def handle_envelope(
         )
         return None
     message = parse_compose_message(envelope.body, settings.compose_url_allowlist)
-    return publish_compose(message, settings, dry_run=dry_run)
+    return publish_compose(message, settings, dry_run=dry_run, options=options)
 
 
 def prepare_work_dir(settings: Settings) -> None:
@@ -84,17 +114,29 @@ def prepare_work_dir(settings: Settings) -> None:
 
 
 def publish_compose(
-    message: ComposeMessage, settings: Settings, *, dry_run: bool = False
+    message: ComposeMessage,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    options: PublishOptions | None = None,
 ) -> ComposeReport:
     """Publish one finished compose to every configured registry."""
-    return _Run(message, settings, dry_run=dry_run).execute()
+    return _Run(message, settings, dry_run=dry_run, options=options).execute()
 
 
 class _Run:
-    def __init__(self, message: ComposeMessage, settings: Settings, *, dry_run: bool) -> None:
+    def __init__(
+        self,
+        message: ComposeMessage,
+        settings: Settings,
+        *,
+        dry_run: bool,
+        options: PublishOptions | None = None,
+    ) -> None:
         self.message = message
         self.settings = settings
         self.dry_run = dry_run
+        self.options = options or PublishOptions()
         self.compose_id = message.compose_id
         self.report = ComposeReport(message.compose_id, dry_run=dry_run)
         # A private directory per run: two runs (a redelivery and a manual replay, say)
@@ -123,7 +165,7 @@ class _Run:
                     allowlist=self.settings.compose_url_allowlist,
                     retry=self.settings.retry,
                 )
-                planned = self._plan(fetcher)
+                planned = self._plan(fetcher, http)
                 if planned is None:
                     return self.report
                 artifacts, tags = planned
@@ -137,20 +179,28 @@ class _Run:
 
     # -- compose side ------------------------------------------------------------------------
 
-    def _plan(self, fetcher: ComposeFetcher) -> tuple[list[ImageArtifact], ReleaseTags] | None:
+    def _plan(
+        self, fetcher: ComposeFetcher, http: httpx.Client
+    ) -> tuple[list[ImageArtifact], ReleaseTags] | None:
         try:
             metadata = fetcher.metadata()
             artifacts = select_images(
                 metadata.images.images, self.settings.repos, compose_id=self.compose_id
             )
             if not artifacts:
-                note = "no container images for the configured subvariants"
-                _log.info("compose %s: %s", self.compose_id, note)
-                self.report.notes.append(note)
+                self._note("no container images for the configured subvariants")
                 return None
-            tags = tags_for(
-                metadata.release_version, self.settings.releases, compose_id=self.compose_id
-            )
+            facts = _facts(metadata)
+            reason = excluded(facts, self.settings.compose_rules)
+            if reason is not None:
+                self._note(reason)
+                return None
+            releases = self._releases(facts, http)
+            tags, notes = plan_tags(facts, releases, self.settings.compose_rules)
+            for note in notes:
+                self._note(note)
+            if tags is None:
+                return None
         except SyncError as error:
             self._fail(error)
             return None
@@ -162,6 +212,14 @@ class _Run:
             tags.release,
         )
         return artifacts, tags
+
+    def _releases(self, facts: ComposeFacts, http: httpx.Client) -> Releases:
+        """``[releases]``, completed from Bodhi when it lacks a number this compose needs."""
+        static = self.settings.releases
+        if not needs_lookup(facts.release_version, static):
+            return static
+        looked_up = bodhi.current_releases(http, self.settings.bodhi, retry=self.settings.retry)
+        return merge_releases(static, looked_up)
 
     def _prepare(
         self, fetcher: ComposeFetcher, artifacts: list[ImageArtifact]
@@ -246,28 +304,20 @@ class _Run:
                 return
             for repository in _unique(a.repository for a in artifacts):
                 entries: dict[str, IndexEntry | None] = {}
+                stale: dict[str, str] = {}
                 for artifact in (a for a in artifacts if a.repository == repository):
                     image = prepared.get((repository, artifact.arch))
                     if image is None:
                         continue  # download or verification failed; already reported
-                    if self.dry_run:
-                        self.report.pushes.append(
-                            ArchPush(
-                                registry.url,
-                                repository,
-                                tags.arch_tag(artifact.arch),
-                                artifact.arch,
-                                planned=True,
-                            )
-                        )
-                        entries[artifact.arch] = None
-                        continue
-                    entry = self._push_arch(client, registry, image, tags, authfile)
-                    if entry is not None:
-                        entries[artifact.arch] = entry
-                failed = {a.arch for a in artifacts if a.repository == repository} - entries.keys()
+                    pushed = self._push_arch(client, registry, image, tags, authfile)
+                    if pushed.newer is not None:
+                        stale[artifact.arch] = pushed.newer
+                    elif not pushed.failed:
+                        entries[artifact.arch] = pushed.entry
+                failed = {a.arch for a in artifacts if a.repository == repository}
+                failed -= entries.keys() | stale.keys()
                 for tag in tags.index_tags:
-                    self._gate_index(client, registry, repository, tag, entries, failed)
+                    self._gate_index(client, registry, repository, tag, entries, failed, stale)
 
     def _push_arch(
         self,
@@ -276,70 +326,43 @@ class _Run:
         image: PreparedImage,
         tags: ReleaseTags,
         authfile: Path | None,
-    ) -> IndexEntry | None:
+    ) -> _ArchResult:
+        """Move one per-arch tag, unless the rollback guard keeps it."""
         artifact = image.artifact
         tag = tags.arch_tag(artifact.arch)
-        name = f"{registry.url}/{artifact.repository}:{tag}"
         manifest, layout = image.manifest, image.layout
-        if manifest is None or layout is None:
+        if not self.dry_run and (manifest is None or layout is None):
             raise ValueError(f"{artifact.path} was not converted before its push")
         try:
-            current = client.manifest_get(artifact.repository, tag)
-            skipped = current is not None and current.digest == manifest.digest
+            found = client.manifest_get(artifact.repository, tag)
+            current = None if found is None else self._current(client, artifact.repository, found)
+            decision = gate.decide_arch_tag(
+                current,
+                artifact.arch,
+                manifest.digest if manifest else None,
+                compose_id=self.compose_id,
+                force=self.options.force,
+            )
+            push = ArchPush(
+                registry.url, artifact.repository, tag, artifact.arch, decision=decision
+            )
+            if decision.verdict is gate.Verdict.STALE:
+                self._record_push(push)
+                return _ArchResult(newer=decision.holder or "")
+            if self.dry_run or manifest is None or layout is None:
+                self._record_push(replace(push, planned=True))
+                return _ArchResult()
+            skipped = decision.verdict is gate.Verdict.UNCHANGED
             if not skipped:
-                digest_file = self.work / "digests" / _safe_name(f"{registry.url}-{tag}")
-                digest_file.parent.mkdir(parents=True, exist_ok=True)
-                destination = skopeo.Destination(
-                    f"docker://{registry.host}/{registry.repository_path(artifact.repository)}:{tag}",
-                    tls_verify=registry.tls_verify,
-                    cert_dir=registry.cert_dir,
-                    auth_file=authfile,
-                )
-                call_with_retry(
-                    lambda: skopeo.run(
-                        skopeo.copy_argv(
-                            self.settings.skopeo,
-                            f"oci:{layout}:image",
-                            destination,
-                            digest_file=digest_file,
-                            tmpdir=self.work / "tmp",
-                            preserve_digests=True,
-                        ),
-                        timeout=self.settings.skopeo_timeout,
-                        what=f"push of {name}",
-                    ),
-                    what=f"push of {name}",
-                    policy=self.settings.retry,
-                )
-                landed = skopeo.read_digest(digest_file, what=f"push of {name}")
-                if landed != manifest.digest:
-                    raise SkopeoError(
-                        f"push of {name}: landed as {landed}, expected {manifest.digest}"
-                    )
+                self._copy(registry, artifact.repository, tag, layout, manifest, authfile)
         except SyncError as error:
             self._fail(error)
             self.report.pushes.append(
                 ArchPush(registry.url, artifact.repository, tag, artifact.arch, error=str(error))
             )
-            return None
-        _log.info(
-            "compose %s: %s %s (%s)",
-            self.compose_id,
-            "already published" if skipped else "pushed",
-            name,
-            manifest.digest,
-        )
-        self.report.pushes.append(
-            ArchPush(
-                registry.url,
-                artifact.repository,
-                tag,
-                artifact.arch,
-                digest=manifest.digest,
-                skipped=skipped,
-            )
-        )
-        return IndexEntry(
+            return _ArchResult(failed=True)
+        self._record_push(replace(push, digest=manifest.digest, skipped=skipped))
+        entry = IndexEntry(
             artifact.arch,
             manifest.media_type,
             manifest.digest,
@@ -347,6 +370,62 @@ class _Run:
             self.compose_id,
             artifact.sha256,
         )
+        return _ArchResult(entry)
+
+    def _record_push(self, push: ArchPush) -> None:
+        """Report one per-arch tag's outcome, and log it as one line (the report row)."""
+        self.report.pushes.append(push)
+        name, verdict, current, compose, reason = push.row()
+        kept_or_forced = push.stale or (push.decision is not None and push.decision.forced)
+        (_log.warning if kept_or_forced else _log.info)(
+            "compose %s: tag %s, verdict %s: current [%s], compose [%s]: %s%s",
+            self.compose_id,
+            name,
+            verdict,
+            current,
+            compose,
+            reason,
+            "; not moved" if push.stale else "",
+        )
+
+    def _copy(
+        self,
+        registry: RegistrySettings,
+        repository: str,
+        tag: str,
+        layout: Path,
+        manifest: LocalManifest,
+        authfile: Path | None,
+    ) -> None:
+        """``skopeo copy`` the converted image to ``tag``, digest preserved and checked."""
+        name = f"{registry.url}/{repository}:{tag}"
+        digest_file = self.work / "digests" / _safe_name(f"{registry.url}-{repository}-{tag}")
+        digest_file.parent.mkdir(parents=True, exist_ok=True)
+        destination = skopeo.Destination(
+            f"docker://{registry.host}/{registry.repository_path(repository)}:{tag}",
+            tls_verify=registry.tls_verify,
+            cert_dir=registry.cert_dir,
+            auth_file=authfile,
+        )
+        call_with_retry(
+            lambda: skopeo.run(
+                skopeo.copy_argv(
+                    self.settings.skopeo,
+                    f"oci:{layout}:image",
+                    destination,
+                    digest_file=digest_file,
+                    tmpdir=self.work / "tmp",
+                    preserve_digests=True,
+                ),
+                timeout=self.settings.skopeo_timeout,
+                what=f"push of {name}",
+            ),
+            what=f"push of {name}",
+            policy=self.settings.retry,
+        )
+        landed = skopeo.read_digest(digest_file, what=f"push of {name}")
+        if landed != manifest.digest:
+            raise SkopeoError(f"push of {name}: landed as {landed}, expected {manifest.digest}")
 
     def _gate_index(
         self,
@@ -356,32 +435,34 @@ class _Run:
         tag: str,
         entries: dict[str, IndexEntry | None],
         failed: set[str],
+        stale: dict[str, str],
     ) -> None:
-        """Gate one index tag. ``entries`` maps each pushed arch to its entry (None: dry run)."""
+        """Gate one index tag. ``entries`` maps each pushed arch to its entry (None: dry run);
+        ``stale`` each arch whose per-arch tag the guard kept to the newer compose there."""
         name = f"{registry.url}/{repository}:{tag}"
         try:
-            current = client.manifest_get(repository, tag)
-            current_arches = (
-                None if current is None else self._arches_of(client, repository, current)
-            )
-            pushed = [entry for entry in entries.values() if entry is not None]
-            body = build_index(pushed, compose_id=self.compose_id) if pushed else b""
+            found = client.manifest_get(repository, tag)
+            current = None if found is None else self._current(client, repository, found)
             decision = gate.decide(
-                current_arches,
-                set(entries),
-                failed_arches=failed,
-                current_digest=current.digest if current else None,
-                new_digest=digest_of(body) if body else None,
+                current,
+                entries,
+                compose_id=self.compose_id,
                 policy=self.settings.gate_policy,
+                expected=self.settings.expected_for(repository),
+                failed=failed,
+                stale=stale,
+                allow_drop=self.options.allow_drop,
+                force=self.options.force,
             )
-            if decision.verdict is gate.Verdict.HOLD:
+            digest = current.digest if current else None
+            if decision.verdict in (gate.Verdict.HOLD, gate.Verdict.STALE):
                 action = TagAction.WOULD_HOLD if self.dry_run else TagAction.HELD
-                digest = current.digest if current else None
             elif decision.verdict is gate.Verdict.UNCHANGED:
-                action, digest = TagAction.UNCHANGED, current.digest if current else None
-            elif self.dry_run:
+                action = TagAction.UNCHANGED
+            elif self.dry_run or not decision.entries:
                 action, digest = TagAction.WOULD_PUBLISH, None
             else:
+                body = decision.index_body(self.compose_id)
                 digest = client.manifest_put(repository, tag, mediatype.OCI_INDEX, body)
                 readback = client.manifest_get(repository, tag)
                 if readback is None or readback.digest != digest:
@@ -398,26 +479,49 @@ class _Run:
             return
         outcome = TagOutcome(registry.url, repository, tag, action, decision, digest)
         self.report.tags.append(outcome)
-        log = _log.warning if decision.verdict is gate.Verdict.HOLD else _log.info
+        kept = decision.verdict in (gate.Verdict.HOLD, gate.Verdict.STALE)
+        log = _log.warning if kept or decision.forced else _log.info
         log(
-            "compose %s: gate %s %s: current [%s], compose [%s]: %s%s",
+            "compose %s: gate: %s %s, verdict %s: current [%s], compose [%s]: %s%s",
             self.compose_id,
             action.value,
             name,
+            decision.verdict.value,
             outcome.arches("current_arches"),
             outcome.arches("compose_arches"),
             decision.reason,
             f" ({digest})" if digest and action is TagAction.PUBLISHED else "",
         )
 
-    def _arches_of(self, client: RegistryClient, repository: str, current: Manifest) -> set[str]:
-        if current.is_index:
-            return {entry.arch for entry in current.entries()}
-        config = client.blob_get(repository, current.config_digest())
-        platform = platform_of_config(config, f"{repository}@{current.digest}")
-        return {fedora_arch(platform.architecture, platform.os, platform.variant)}
+    def _current(self, client: RegistryClient, repository: str, found: Manifest) -> gate.CurrentTag:
+        """What a tag holds, as the gate sees it: its arches and the composes it names."""
+        annotations = found.annotations
+        compose_id = annotations.get(COMPOSE_ID)
+        if found.is_index:
+            entries = {d.arch: entry_of(d) for d in found.entries()}
+            return gate.CurrentTag(found.digest, compose_id, entries)
+        arch = annotations.get(ARCH)
+        platform = None
+        if arch not in FEDORA_PLATFORMS:
+            config = client.blob_get(repository, found.config_digest())
+            platform = platform_of_config(config, f"{repository}@{found.digest}")
+            arch = fedora_arch(platform.architecture, platform.os, platform.variant)
+        entry = IndexEntry(
+            arch,
+            found.media_type,
+            found.digest,
+            len(found.body),
+            compose_id,
+            annotations.get(IMAGE_SHA256),
+            None if arch in FEDORA_PLATFORMS else platform,
+        )
+        return gate.CurrentTag(found.digest, compose_id, {arch: entry})
 
     # -- bookkeeping -------------------------------------------------------------------------
+
+    def _note(self, note: str) -> None:
+        _log.info("compose %s: %s", self.compose_id, note)
+        self.report.notes.append(note)
 
     def _fail(self, error: SyncError) -> None:
         _log.error("compose %s: %s", self.compose_id, error)
@@ -427,13 +531,25 @@ class _Run:
         report = self.report
         _log.info(
             "compose %s: done: %d per-arch tags pushed, %d index tags published, %d held, "
-            "%d errors",
+            "%d stale per-arch tags, %d errors",
             self.compose_id,
-            sum(1 for p in report.pushes if p.ok and not p.planned and not p.skipped),
+            sum(1 for p in report.pushes if p.ok and p.digest and not p.skipped),
             sum(1 for t in report.tags if t.action is TagAction.PUBLISHED),
             len(report.held),
+            len(report.stale_pushes),
             len(report.errors),
         )
+
+
+def _facts(metadata: ComposeMetadata) -> ComposeFacts:
+    info = metadata.info
+    return ComposeFacts(
+        metadata.compose_id,
+        str(info.release.short),
+        metadata.release_version,
+        str(info.compose.type),
+        str(info.compose.label) if info.compose.label else None,
+    )
 
 
 def _unique(values: Iterable[str]) -> list[str]:

@@ -1,4 +1,9 @@
-"""What a run did: per-arch pushes, per-tag gate outcomes, failures; the exit code. Pure."""
+"""What a run did: per-arch pushes, per-tag gate outcomes, failures; the exit code. Pure.
+
+:func:`render` prints the plan/gate report of ``replay`` and ``--dry-run``: one row per
+registry x repository x tag - what the tag serves now, what this compose brings, the verdict
+(publish / carry / retire / unchanged / hold / stale, or failed) and the reason in words.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from .errors import SyncError, TransientError
-from .gate import GateDecision
+from .gate import GateDecision, Verdict
 from .platforms import sorted_arches
 
 EXIT_OK = 0
@@ -36,10 +41,33 @@ class ArchPush:
     skipped: bool = False
     planned: bool = False
     error: str | None = None
+    #: The rollback guard's verdict for the tag (publish, unchanged or stale).
+    decision: GateDecision | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def stale(self) -> bool:
+        """The tag holds a newer compose and was not moved."""
+        return self.decision is not None and self.decision.verdict is Verdict.STALE
+
+    def row(self) -> tuple[str, str, str, str, str]:
+        """The report row: tag, verdict, current arches, compose arches, reason."""
+        name = f"{self.registry}/{self.repository}:{self.tag}"
+        current = _arches(self.decision.current_arches) if self.decision else "-"
+        reason = self.decision.reason if self.decision else ""
+        if self.error:
+            return (name, "failed", current, self.arch, self.error)
+        if self.stale:
+            return (name, Verdict.STALE.value, current, self.arch, reason)
+        if self.skipped:
+            return (name, Verdict.UNCHANGED.value, current, self.arch, f"holds {self.digest}")
+        if self.planned:
+            return (name, "would publish", current, self.arch, reason)
+        detail = f"pushed {self.digest}" + (f"; {reason}" if reason else "")
+        return (name, Verdict.PUBLISH.value, current, self.arch, detail)
 
 
 @dataclass(frozen=True)
@@ -63,8 +91,33 @@ class TagOutcome:
     def arches(self, which: str) -> str:
         if self.decision is None:
             return "-"
-        value = getattr(self.decision, which)
-        return ",".join(sorted_arches(value)) if value else "-"
+        return _arches(getattr(self.decision, which))
+
+    @property
+    def verdict(self) -> str:
+        """The gate's verdict in words ("would ..." for a move a dry run did not make)."""
+        if self.action is TagAction.FAILED or self.decision is None:
+            return "failed"
+        verdict = self.decision.verdict.value
+        return f"would {verdict}" if self.action is TagAction.WOULD_PUBLISH else verdict
+
+    def row(self) -> tuple[str, str, str, str, str]:
+        """The report row: tag, verdict, current arches, compose arches, reason."""
+        name = f"{self.registry}/{self.repository}:{self.tag}"
+        reason = self.reason
+        if self.action is TagAction.PUBLISHED and self.digest:
+            reason = f"{reason} ({self.digest})"
+        return (
+            name,
+            self.verdict,
+            self.arches("current_arches"),
+            self.arches("compose_arches"),
+            reason,
+        )
+
+
+def _arches(value: frozenset[str] | None) -> str:
+    return ",".join(sorted_arches(value)) if value else "-"
 
 
 @dataclass
@@ -80,7 +133,13 @@ class ComposeReport:
 
     @property
     def held(self) -> list[TagOutcome]:
+        """Index tags the gate or the rollback guard did not move."""
         return [t for t in self.tags if t.action in (TagAction.HELD, TagAction.WOULD_HOLD)]
+
+    @property
+    def stale_pushes(self) -> list[ArchPush]:
+        """Per-arch tags the rollback guard did not move."""
+        return [p for p in self.pushes if p.stale]
 
     @property
     def failed(self) -> bool:
@@ -95,7 +154,7 @@ class ComposeReport:
     def exit_code(self) -> int:
         if self.errors:
             return EXIT_FAILED
-        if self.held:
+        if self.held or self.stale_pushes:
             return EXIT_HELD
         return EXIT_OK
 
@@ -107,32 +166,11 @@ def render(reports: list[ComposeReport]) -> str:
         mode = " (dry run: nothing written)" if report.dry_run else ""
         lines.append(f"compose {report.compose_id}{mode}")
         lines.extend(f"  note: {note}" for note in report.notes)
-        if report.pushes:
-            lines.append("  per-arch tags:")
-            for push in report.pushes:
-                if push.error:
-                    state = f"FAILED: {push.error}"
-                elif push.planned:
-                    state = "would push"
-                elif push.skipped:
-                    state = f"already there {push.digest}"
-                else:
-                    state = f"pushed {push.digest}"
-                lines.append(f"    {push.registry}/{push.repository}:{push.tag}  {state}")
-        if report.tags:
-            rows = [("tag", "verdict", "current", "compose", "reason")]
-            rows += [
-                (
-                    f"{t.registry}/{t.repository}:{t.tag}",
-                    t.action.value,
-                    t.arches("current_arches"),
-                    t.arches("compose_arches"),
-                    t.reason,
-                )
-                for t in report.tags
-            ]
+        rows = [push.row() for push in report.pushes] + [tag.row() for tag in report.tags]
+        if rows:
+            rows.insert(0, ("tag", "verdict", "current", "compose", "reason"))
             widths = [max(len(row[i]) for row in rows) for i in range(4)]
-            lines.append("  index tags:")
+            lines.append("  tags:")
             for row in rows:
                 cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
                 lines.append("    " + "  ".join([*cells, row[4]]).rstrip())
@@ -145,5 +183,6 @@ def _result(report: ComposeReport) -> str:
     if report.exit_code == EXIT_FAILED:
         return f"FAILED ({len(report.errors)} error{'s' if len(report.errors) != 1 else ''})"
     if report.exit_code == EXIT_HELD:
-        return f"HELD ({len(report.held)} tag{'s' if len(report.held) != 1 else ''} not moved)"
+        kept = len(report.held) + len(report.stale_pushes)
+        return f"HELD ({kept} tag{'s' if kept != 1 else ''} not moved)"
     return "OK"

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .platforms import FEDORA_PLATFORMS
 
 DEFAULT_CONFIG_PATH = Path("/etc/fedora-messaging/config.toml")
 CONFIG_ENV = "FEDORA_MESSAGING_CONF"
@@ -106,10 +107,55 @@ class RegistrySettings(_Model):
 
 
 class Releases(_Model):
-    """Which release numbers are 'current stable' (tag ``latest``) and Rawhide (tag ``rawhide``)."""
+    """Which release numbers are 'current stable' (tag ``latest``) and Rawhide (tag ``rawhide``).
+
+    Each number left out (or the whole table) is looked up in Bodhi when a compose needs it.
+    """
 
     latest: int | None = Field(default=None, gt=0)
     rawhide: int | None = Field(default=None, gt=0)
+
+
+class BodhiSettings(_Model):
+    """``[consumer_config.container.bodhi]``: where release numbers are looked up, when
+    ``[releases]`` does not give them."""
+
+    url: str = "https://bodhi.fedoraproject.org"
+    cache_seconds: float = Field(default=1200.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"{value!r} must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class ComposeRules(_Model):
+    """``[consumer_config.container.compose_rules]``: which composes may move which tags.
+
+    A compose publishes only when its release short name and compose type are listed. A
+    pre-release candidate (its label matches ``candidate_label``) never moves ``latest``;
+    it moves ``<N>`` and the per-arch tags only when ``candidates_move_version`` is true.
+    """
+
+    release_shorts: list[str] = Field(default=["Fedora", "Fedora-IoT"], min_length=1)
+    compose_types: list[Literal["production", "nightly", "test", "ci", "development"]] = Field(
+        default=["production", "nightly"], min_length=1
+    )
+    #: Milestone candidates are labelled ``Beta-1.2``, ``RC-1.5``; IoT's routine production
+    #: composes carry ``RC-<date>.<n>`` labels, which this deliberately does not match.
+    candidate_label: str = r"^(Alpha|Beta|RC)-\d{1,2}\.\d+$"
+    candidates_move_version: bool = True
+
+    @field_validator("candidate_label")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
+        return value
 
 
 class RetrySettings(_Model):
@@ -127,8 +173,11 @@ class Settings(_Model):
     repos: dict[str, str] = Field(min_length=1)
     registries: list[RegistrySettings] = Field(min_length=1)
     compose_url_allowlist: list[str] = Field(min_length=1)
-    gate_policy: Literal["strict"] = "strict"
+    gate_policy: Literal["strict", "carry-forward"] = "strict"
+    expected_arches: dict[str, list[str]] = Field(default_factory=dict)
     releases: Releases = Releases()
+    bodhi: BodhiSettings = BodhiSettings()
+    compose_rules: ComposeRules = ComposeRules()
     work_dir: Path = Path("/var/lib/fedora-container-sync")
     publish_amqp_messages: bool = False
     skopeo: str = "skopeo"
@@ -159,6 +208,37 @@ class Settings(_Model):
             if not prefix.startswith(("https://", "http://")):
                 raise ValueError(f"{prefix!r} must be an http:// or https:// URL prefix")
         return value
+
+    @field_validator("expected_arches")
+    @classmethod
+    def _check_expected_arches(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for repository, arches in value.items():
+            if not arches:
+                raise ValueError(f"{repository}: lists no arch")
+            unknown = [arch for arch in arches if arch not in FEDORA_PLATFORMS]
+            if unknown:
+                raise ValueError(
+                    f"{repository}: {unknown[0]!r} is not a Fedora arch "
+                    f"({', '.join(FEDORA_PLATFORMS)})"
+                )
+            if len(set(arches)) != len(arches):
+                raise ValueError(f"{repository}: lists an arch twice")
+        return value
+
+    @model_validator(mode="after")
+    def _expected_repositories_are_published(self) -> Settings:
+        published = set(self.repos.values())
+        for repository in self.expected_arches:
+            if repository not in published:
+                raise ValueError(
+                    f"expected_arches names {repository!r}, which no entry of repos publishes"
+                )
+        return self
+
+    def expected_for(self, repository: str) -> frozenset[str] | None:
+        """The arches ``repository``'s index must list, or None: the registry decides."""
+        arches = self.expected_arches.get(repository)
+        return None if arches is None else frozenset(arches)
 
     @model_validator(mode="after")
     def _unique_registries(self) -> Settings:

@@ -4,6 +4,7 @@ the session's real registries under a per-test namespace, and the real CLI entry
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,25 @@ REPOS = {
 }
 
 
+def report_rows(out: str) -> dict[str, tuple[str, str, str, str]]:
+    """The rows of the printed plan/gate report: tag (after the last ':') → (verdict,
+    current arches, compose arches, reason). Later composes' rows replace earlier ones."""
+    rows: dict[str, tuple[str, str, str, str]] = {}
+    in_table = False
+    for line in out.splitlines():
+        if line == "  tags:":
+            in_table = True
+            continue
+        if not line.startswith("    "):
+            in_table = False
+            continue
+        cells = re.split(r"\s{2,}", line.strip(), maxsplit=4)
+        if in_table and cells[0] != "tag" and len(cells) >= 4:
+            reason = cells[4] if len(cells) > 4 else ""
+            rows[cells[0].rsplit(":", 1)[1]] = (cells[1], cells[2], cells[3], reason)
+    return rows
+
+
 @dataclass
 class Result:
     code: int
@@ -40,7 +60,8 @@ class Harness:
     registries: list[Registry]
     namespace: str
     capsys: pytest.CaptureFixture[str]
-    releases: dict[str, int] = field(default_factory=lambda: {"latest": 41, "rawhide": 43})
+    #: ``[releases]``; None leaves the table out (the numbers then come from Bodhi)
+    releases: dict[str, int] | None = field(default_factory=lambda: {"latest": 41, "rawhide": 43})
     repos: dict[str, str] = field(default_factory=lambda: dict(REPOS))
     extra_config: str = ""
 
@@ -53,6 +74,7 @@ class Harness:
         subvariants: Iterable[str] = ("Container_Toolbox",),
         fmt: str = "docker",
         status: str = "FINISHED",
+        label: str | None = None,
     ) -> dict[str, Any]:
         """Build a compose tree under the served root; return its FINISHED message body."""
         images = [
@@ -63,6 +85,7 @@ class Harness:
             compose_id=compose_id,
             release_version=version,
             images=images,
+            label=label,
         )
         return self.message_for(compose_dir, status=status)
 
@@ -86,7 +109,12 @@ class Harness:
             for r in self.registries
         )
         repos = "".join(f'{k} = "{v}"\n' for k, v in self.repos.items())
-        releases = "".join(f"{k} = {v}\n" for k, v in self.releases.items())
+        releases = (
+            "[consumer_config.container.releases]\n"
+            + "".join(f"{k} = {v}\n" for k, v in self.releases.items())
+            if self.releases is not None
+            else ""
+        )
         path = self.tmp / "config.toml"
         path.write_text(
             f"""
@@ -100,7 +128,6 @@ initial_delay = 0.1
 max_delay = 0.2
 [consumer_config.container.repos]
 {repos}
-[consumer_config.container.releases]
 {releases}
 {registries}
 """

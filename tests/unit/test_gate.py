@@ -1,14 +1,49 @@
-"""The strict gate, as a table: current arches x compose arches → verdict."""
+"""The gate and the rollback guard, as tables: what the tag holds x what the compose brings."""
+
+import hashlib
+import json
 
 import pytest
 
-from fedora_container_sync.gate import Verdict, decide
+from fedora_container_sync.gate import CurrentTag, Verdict, decide, decide_arch_tag, guard
+from fedora_container_sync.manifests import COMPOSE_ID, IndexEntry, build_index, digest_of
+from fedora_container_sync.platforms import FEDORA_PLATFORMS, Platform
 
-ALL = {"x86_64", "aarch64", "ppc64le", "s390x"}
+ALL = frozenset({"x86_64", "aarch64", "ppc64le", "s390x"})
+OLD = "Fedora-41-20241025.0"
+NEW = "Fedora-41-20241026.0"
+NEWER = "Fedora-41-20241027.0"
+OCI = "application/vnd.oci.image.manifest.v1+json"
+
+
+def entry(arch, compose=NEW):
+    digest = "sha256:" + hashlib.sha256(f"{compose}/{arch}".encode()).hexdigest()
+    platform = None
+    if arch not in FEDORA_PLATFORMS:  # "linux/arm/v5": an arch Fedora has no name for
+        os, architecture, variant = arch.split("/")
+        platform = Platform(architecture, os, variant)
+    return IndexEntry(arch, OCI, digest, 500, compose, platform=platform)
+
+
+def current(arches, compose=OLD, *, digest="sha256:current"):
+    """A tag holding an index of this tool, written by ``compose`` (None: unannotated)."""
+    return CurrentTag(digest, compose, {arch: entry(arch, compose) for arch in arches})
+
+
+def built(arches, compose=NEW):
+    return {arch: entry(arch, compose) for arch in arches}
+
+
+def gate(now, arches, **kwargs):
+    kwargs.setdefault("compose_id", NEW)
+    return decide(None if now is None else current(now), built(arches), **kwargs)
+
+
+# -- strict (upstream's rule) ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("current", "compose", "verdict", "missing"),
+    ("now", "compose", "verdict", "missing"),
     [
         (None, ALL, Verdict.PUBLISH, set()),
         (None, {"x86_64"}, Verdict.PUBLISH, set()),
@@ -22,44 +57,259 @@ ALL = {"x86_64", "aarch64", "ppc64le", "s390x"}
         (set(), {"x86_64"}, Verdict.PUBLISH, set()),
     ],
 )
-def test_strict_gate(current, compose, verdict, missing):
-    decision = decide(current, compose)
+def test_strict_gate(now, compose, verdict, missing):
+    decision = gate(now, compose)
     assert decision.verdict is verdict
     assert decision.missing == frozenset(missing)
     assert decision.moves_tag == (verdict is Verdict.PUBLISH)
+    if decision.moves_tag:
+        assert decision.index_arches == frozenset(compose)
 
 
 def test_hold_reason_names_the_missing_arch():
-    decision = decide(ALL, ALL - {"aarch64"})
+    decision = gate(ALL, ALL - {"aarch64"})
     assert "aarch64" in decision.reason
     assert "x86_64" not in decision.reason
 
 
-def test_same_digest_is_unchanged_not_republished():
-    decision = decide(ALL, ALL, current_digest="sha256:a", new_digest="sha256:a")
+def test_same_bytes_are_unchanged_not_republished():
+    entries = tuple(built(ALL).values())
+    digest = digest_of(build_index(entries, compose_id=NEW))
+    now = CurrentTag(digest, NEW, {e.arch: e for e in entries})
+    decision = decide(now, built(ALL), compose_id=NEW)
     assert decision.verdict is Verdict.UNCHANGED
     assert not decision.moves_tag
 
 
-def test_same_digest_never_overrides_a_hold():
-    decision = decide(ALL, {"x86_64"}, current_digest="sha256:a", new_digest="sha256:a")
-    assert decision.verdict is Verdict.HOLD
+def test_same_bytes_never_override_a_hold():
+    entries = tuple(built(ALL).values())
+    digest = digest_of(build_index(entries, compose_id=NEW))
+    now = CurrentTag(digest, NEW, {e.arch: e for e in entries})
+    assert decide(now, built({"x86_64"}), compose_id=NEW).verdict is Verdict.HOLD
 
 
 def test_added_arch_is_named():
-    decision = decide({"x86_64"}, {"x86_64", "s390x"})
+    decision = gate({"x86_64"}, {"x86_64", "s390x"})
     assert decision.verdict is Verdict.PUBLISH
     assert "adds s390x" in decision.reason
 
 
 def test_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="policy"):
-        decide(ALL, ALL, policy="yolo")
+        gate(ALL, ALL, policy="yolo")
 
 
-@pytest.mark.parametrize("current", [None, ALL, {"x86_64"}])
-def test_an_arch_that_failed_in_this_run_always_holds(current):
-    decision = decide(current, ALL - {"aarch64"}, failed_arches={"aarch64"})
+@pytest.mark.parametrize("policy", ["strict", "carry-forward"])
+@pytest.mark.parametrize("now", [None, ALL, {"x86_64"}])
+def test_an_arch_that_failed_in_this_run_always_holds(now, policy):
+    decision = gate(now, ALL - {"aarch64"}, failed={"aarch64"}, policy=policy)
     assert decision.verdict is Verdict.HOLD
     assert decision.missing == {"aarch64"}
     assert "aarch64 failed" in decision.reason
+
+
+def test_a_dry_run_decides_without_entries():
+    decision = decide(current(ALL), dict.fromkeys(ALL), compose_id=NEW)
+    assert decision.verdict is Verdict.PUBLISH
+    assert decision.entries == ()
+
+
+# -- carry-forward (the hybrid manifest) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("now", "compose", "verdict", "carried"),
+    [
+        (None, {"x86_64"}, Verdict.PUBLISH, set()),
+        (ALL, ALL, Verdict.PUBLISH, set()),
+        (ALL, ALL - {"aarch64"}, Verdict.CARRY, {"aarch64"}),
+        (ALL, {"x86_64"}, Verdict.CARRY, {"aarch64", "ppc64le", "s390x"}),
+        ({"x86_64"}, {"x86_64", "s390x"}, Verdict.PUBLISH, set()),
+        ({"x86_64", "linux/arm/v5"}, {"x86_64"}, Verdict.CARRY, {"linux/arm/v5"}),
+        (ALL, set(), Verdict.HOLD, set()),
+    ],
+)
+def test_carry_forward_gate(now, compose, verdict, carried):
+    decision = gate(now, compose, policy="carry-forward")
+    assert decision.verdict is verdict
+    assert decision.carried == frozenset(carried)
+    if decision.moves_tag:
+        assert decision.index_arches == frozenset(compose) | frozenset(carried)
+
+
+def test_carried_entries_keep_their_digest_and_compose():
+    decision = gate(ALL, ALL - {"aarch64"}, policy="carry-forward")
+    index = json.loads(decision.index_body(NEW))
+    assert index["annotations"][COMPOSE_ID] == NEW
+    by_arch = {e["annotations"]["org.fedoraproject.arch"]: e for e in index["manifests"]}
+    assert by_arch["aarch64"]["digest"] == entry("aarch64", OLD).digest
+    assert by_arch["aarch64"]["annotations"][COMPOSE_ID] == OLD
+    assert by_arch["x86_64"]["annotations"][COMPOSE_ID] == NEW
+    assert f"keeps aarch64 from {OLD}" in decision.reason
+
+
+def test_carrying_an_entry_of_a_foreign_index_keeps_its_platform():
+    foreign = IndexEntry(
+        "linux/arm/v5", OCI, "sha256:" + "5" * 64, 10, None, platform=Platform("arm", "linux", "v5")
+    )
+    now = CurrentTag(
+        "sha256:foreign", None, {"x86_64": entry("x86_64", None), foreign.arch: foreign}
+    )
+    decision = decide(now, built({"x86_64"}), compose_id=NEW, policy="carry-forward")
+    assert decision.verdict is Verdict.CARRY
+    manifests = json.loads(decision.index_body(NEW))["manifests"]
+    carried = next(m for m in manifests if m["digest"] == foreign.digest)
+    assert carried["platform"] == {"architecture": "arm", "os": "linux", "variant": "v5"}
+    assert COMPOSE_ID not in carried["annotations"]
+    assert "an index this tool did not write" in decision.reason
+
+
+# -- expected arches (the configured authority) ------------------------------------------------
+
+THREE = frozenset({"x86_64", "aarch64", "ppc64le"})
+
+
+@pytest.mark.parametrize("policy", ["strict", "carry-forward"])
+@pytest.mark.parametrize(
+    ("now", "compose", "drop", "verdict", "index", "missing", "retired"),
+    [
+        # first publish: held when an expected arch is missing
+        (None, THREE - {"aarch64"}, set(), Verdict.HOLD, set(), {"aarch64"}, set()),
+        (None, ALL, set(), Verdict.PUBLISH, THREE, set(), set()),
+        # arches outside the list are dropped on purpose
+        (ALL, ALL, set(), Verdict.RETIRE, THREE, set(), {"s390x"}),
+        (THREE, ALL, set(), Verdict.PUBLISH, THREE, set(), set()),
+        (THREE, THREE - {"ppc64le"}, set(), Verdict.HOLD, set(), {"ppc64le"}, set()),
+        # --allow-drop lets an expected arch go once
+        (THREE, THREE - {"ppc64le"}, {"ppc64le"}, Verdict.RETIRE, {"x86_64", "aarch64"}, set(),
+         {"ppc64le"}),
+        (None, {"x86_64"}, {"aarch64", "ppc64le"}, Verdict.PUBLISH, {"x86_64"}, set(), set()),
+        # ... but an index never ends up empty
+        (THREE, {"s390x"}, THREE, Verdict.HOLD, set(), THREE, set()),
+    ],
+)  # fmt: skip
+def test_expected_arches(policy, now, compose, drop, verdict, index, missing, retired):
+    decision = gate(now, compose, expected=THREE, allow_drop=drop, policy=policy)
+    assert decision.verdict is verdict
+    assert decision.missing == frozenset(missing)
+    assert decision.retired == frozenset(retired)
+    assert decision.index_arches == frozenset(index)
+    assert decision.carried == frozenset()
+
+
+def test_expected_reasons_name_the_arches():
+    held = gate(None, {"x86_64"}, expected=THREE).reason
+    assert held == "compose lacks aarch64, ppc64le, which expected_arches lists"
+    assert "drops s390x (not in expected_arches)" in gate(ALL, ALL, expected=THREE).reason
+    leaves = gate(None, ALL, expected=THREE).reason
+    assert "leaves out s390x (not in expected_arches)" in leaves
+
+
+# -- --allow-drop without expected arches -------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["strict", "carry-forward"])
+def test_allow_drop_retires_a_missing_arch_once(policy):
+    decision = gate(ALL, ALL - {"aarch64"}, allow_drop={"aarch64"}, policy=policy)
+    assert decision.verdict is Verdict.RETIRE
+    assert decision.retired == {"aarch64"}
+    assert decision.index_arches == ALL - {"aarch64"}
+    assert "drops aarch64 (--allow-drop)" in decision.reason
+
+
+def test_allow_drop_of_an_arch_the_compose_has_changes_nothing():
+    assert gate(ALL, ALL, allow_drop={"aarch64"}).verdict is Verdict.PUBLISH
+
+
+def test_allow_drop_does_not_cover_another_missing_arch():
+    decision = gate(ALL, {"x86_64", "ppc64le"}, allow_drop={"aarch64"})
+    assert decision.verdict is Verdict.HOLD
+    assert decision.missing == {"s390x"}
+
+
+# -- the rollback guard ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("holds", "compose", "stale"),
+    [
+        (NEWER, NEW, True),
+        (OLD, NEW, False),
+        (NEW, NEW, False),
+        ("Fedora-41-20241026.1", NEW, True),  # respin
+        ("Fedora-41-20241026.n.0", NEW, False),  # a nightly of the same day is older
+        ("Fedora-40-20241030.0", NEW, False),  # another release: nothing to compare
+        ("Fedora-Rawhide-20241030.n.0", "Fedora-Rawhide-20241029.n.0", True),
+        (None, NEW, False),  # not written by this tool
+        ("something-else", NEW, False),
+    ],
+)
+def test_index_rollback_guard(holds, compose, stale):
+    decision = decide(current(ALL, holds), built(ALL, compose), compose_id=compose)
+    assert (decision.verdict is Verdict.STALE) == stale
+    if stale:
+        assert decision.holder == holds
+        assert holds in decision.reason
+        assert decision.entries == ()
+
+
+def test_guard_looks_at_every_entry_not_only_the_index_annotation():
+    now = CurrentTag("sha256:x", None, {"x86_64": entry("x86_64", NEWER), "s390x": entry("s390x")})
+    assert guard(now, NEW) == NEWER
+    assert decide(now, built(ALL), compose_id=NEW).verdict is Verdict.STALE
+
+
+def test_guard_comes_before_the_gate():
+    decision = decide(current(ALL, NEWER), built({"x86_64"}), compose_id=NEW)
+    assert decision.verdict is Verdict.STALE
+
+
+def test_force_overrides_the_guard_loudly():
+    decision = decide(current(ALL, NEWER), built(ALL), compose_id=NEW, force=True)
+    assert decision.verdict is Verdict.PUBLISH
+    assert decision.forced
+    assert f"--force: replaces {NEWER}" in decision.reason
+
+
+def test_force_does_not_override_the_gate():
+    decision = decide(current(ALL, NEWER), built({"x86_64"}), compose_id=NEW, force=True)
+    assert decision.verdict is Verdict.HOLD
+
+
+def test_a_stale_image_tag_keeps_the_index():
+    decision = decide(current(ALL, OLD), built(ALL - {"s390x"}), compose_id=NEW,
+                      stale={"s390x": NEWER})  # fmt: skip
+    assert decision.verdict is Verdict.STALE
+    assert decision.holder == NEWER
+    assert "s390x image tag holds" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("holds", "digest", "verdict"),
+    [
+        (None, None, Verdict.PUBLISH),  # no tag yet
+        (OLD, "sha256:new", Verdict.PUBLISH),
+        (NEWER, "sha256:new", Verdict.STALE),
+        ("unannotated", "sha256:new", Verdict.PUBLISH),
+        (NEWER, "sha256:current", Verdict.UNCHANGED),  # already exactly this image
+        (NEWER, None, Verdict.STALE),  # dry run
+    ],
+)
+def test_per_arch_tags_only_see_the_guard(holds, digest, verdict):
+    if holds is None:
+        now = None
+    elif holds == "unannotated":
+        now = CurrentTag("sha256:current", None, {"x86_64": entry("x86_64", None)})
+    else:
+        now = current({"x86_64"}, holds)
+    decision = decide_arch_tag(now, "x86_64", digest, compose_id=NEW)
+    assert decision.verdict is verdict
+    assert decision.compose_arches == {"x86_64"}
+
+
+def test_per_arch_force():
+    decision = decide_arch_tag(current({"x86_64"}, NEWER), "x86_64", "sha256:n", compose_id=NEW,
+                               force=True)  # fmt: skip
+    assert decision.verdict is Verdict.PUBLISH
+    assert decision.forced
+    assert NEWER in decision.reason

@@ -139,3 +139,73 @@ def test_config_path_precedence(monkeypatch, tmp_path):
     assert config_path(None) == tmp_path / "env.toml"
     monkeypatch.delenv("FEDORA_MESSAGING_CONF")
     assert str(config_path(None)) == "/etc/fedora-messaging/config.toml"
+
+
+GATE = """
+gate_policy = "carry-forward"
+
+[consumer_config.container.expected_arches]
+fedora = ["x86_64", "aarch64", "ppc64le", "s390x"]
+fedora-toolbox = ["x86_64", "aarch64"]
+
+[consumer_config.container.compose_rules]
+release_shorts = ["Fedora"]
+compose_types = ["production", "nightly"]
+candidate_label = "^(Beta|RC)-"
+candidates_move_version = false
+
+[consumer_config.container.bodhi]
+url = "http://127.0.0.1:9/"
+cache_seconds = 60
+"""
+
+
+def with_gate(extra=GATE):
+    head, sep, tail = GOOD.partition("\n[consumer_config.container.repos]")
+    gate_line, _, tables = extra.strip().partition("\n\n")
+    head = head.replace(
+        "publish_amqp_messages = true", f"publish_amqp_messages = true\n{gate_line}"
+    )
+    return f"{head}\n{tables}\n{sep}{tail}"
+
+
+def test_gate_settings_load(tmp_path):
+    settings = load_settings(write(tmp_path, with_gate()))
+    assert settings.gate_policy == "carry-forward"
+    assert settings.expected_for("fedora-toolbox") == {"x86_64", "aarch64"}
+    assert settings.expected_for("fedora-minimal") is None
+    assert settings.compose_rules.release_shorts == ["Fedora"]
+    assert settings.compose_rules.candidates_move_version is False
+    assert settings.bodhi.url == "http://127.0.0.1:9"
+    assert settings.bodhi.cache_seconds == 60
+
+
+def test_gate_defaults(tmp_path):
+    settings = load_settings(write(tmp_path, GOOD))
+    assert settings.expected_arches == {}
+    assert settings.compose_rules.compose_types == ["production", "nightly"]
+    assert settings.bodhi.url == "https://bodhi.fedoraproject.org"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (('"x86_64", "aarch64"]', '"x86_64", "arm64"]'), r"expected_arches: .*'arm64' is not a"),
+        (('"x86_64", "aarch64"]', "]"), r"fedora-toolbox: lists no arch"),
+        (('"x86_64", "aarch64"]', '"x86_64", "x86_64"]'), r"lists an arch twice"),
+        (("fedora-toolbox = [", "fedora-tolbox = ["), r"names 'fedora-tolbox', which no entry"),
+        (('"carry-forward"', '"hybrid"'), r"gate_policy: Input should be 'strict' or"),
+        (('"production", "nightly"]', '"production", "weekly"]'), r"compose_types\.1"),
+        (('"^(Beta|RC)-"', '"^(Beta"'), r"candidate_label: not a regular expression"),
+        (("cache_seconds = 60", "cache_seconds = 60\nretries = 1"), r"bodhi\.retries: unknown"),
+        (('"http://127.0.0.1:9/"', '"bodhi.example"'), r"bodhi\.url: .* must be an http"),
+        (("candidates_move_version", "candidates_move_latest"), r"candidates_move_latest: unknown"),
+    ],
+)
+def test_invalid_gate_settings(tmp_path, edit, message):
+    old, new = edit
+    text = with_gate()
+    assert old in text
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(write(tmp_path, text.replace(old, new, 1)))
+    assert "\n" not in str(caught.value)

@@ -1,8 +1,18 @@
+import json
+from pathlib import Path
+
 import pytest
 
-from fedora_container_sync.errors import ComposeError
-from fedora_container_sync.settings import Releases
-from fedora_container_sync.tags import tags_for
+from fedora_container_sync.errors import ComposeError, ReleaseLookupError
+from fedora_container_sync.settings import ComposeRules, Releases
+from fedora_container_sync.tags import (
+    ComposeFacts,
+    merge_releases,
+    needs_lookup,
+    plan_tags,
+    releases_from_bodhi,
+    tags_for,
+)
 
 RELEASES = Releases(latest=41, rawhide=43)
 
@@ -49,3 +59,110 @@ def test_no_latest_configured_means_no_latest_tag():
 def test_unknown_release_version(version):
     with pytest.raises(ComposeError, match="neither a number nor Rawhide"):
         tags_for(version, RELEASES, compose_id="c")
+
+
+# -- release numbers from Bodhi ----------------------------------------------------------------
+
+RECORDED = Path(__file__).parents[1] / "fixtures" / "bodhi" / "releases-f42-branched.json"
+
+
+def test_releases_from_the_recorded_bodhi_answer():
+    releases = json.loads(RECORDED.read_text())["releases"]
+    assert releases_from_bodhi(releases, source="bodhi") == Releases(latest=41, rawhide=43)
+
+
+def test_rawhide_is_the_highest_release_even_when_branch_names_lag():
+    releases = [
+        {"id_prefix": "FEDORA", "version": "40", "state": "current", "branch": "f40"},
+        {"id_prefix": "FEDORA", "version": "41", "state": "pending", "branch": "rawhide"},
+        {"id_prefix": "FEDORA", "version": "42", "state": "pending", "branch": "f42"},
+        {"id_prefix": "FEDORA-EPEL", "version": "10", "state": "current", "branch": "epel10"},
+        {"id_prefix": "FEDORA", "version": "39", "state": "archived", "branch": "f39"},
+    ]
+    assert releases_from_bodhi(releases, source="b") == Releases(latest=40, rawhide=42)
+
+
+@pytest.mark.parametrize(
+    "releases",
+    [
+        [],
+        [{"id_prefix": "FEDORA", "version": "43", "state": "pending"}],
+        [{"id_prefix": "FEDORA", "version": "41", "state": "current"}],
+        [{"id_prefix": "FEDORA-EPEL", "version": "9", "state": "current"}],
+    ],
+)
+def test_unusable_bodhi_answers(releases):
+    with pytest.raises(ReleaseLookupError, match=r"^bodhi x: lists no"):
+        releases_from_bodhi(releases, source="bodhi x")
+
+
+@pytest.mark.parametrize(
+    ("version", "static", "needed"),
+    [
+        ("41", Releases(latest=41, rawhide=43), False),
+        ("41", Releases(rawhide=43), True),
+        ("Rawhide", Releases(latest=41), True),
+        ("Rawhide", Releases(rawhide=43), False),
+        ("41", Releases(latest=40), False),
+    ],
+)
+def test_lookup_only_when_a_needed_number_is_missing(version, static, needed):
+    assert needs_lookup(version, static) is needed
+
+
+def test_static_numbers_win_over_the_lookup():
+    merged = merge_releases(Releases(latest=40), Releases(latest=41, rawhide=43))
+    assert merged == Releases(latest=40, rawhide=43)
+
+
+# -- which composes may move which tags --------------------------------------------------------
+
+RULES = ComposeRules()
+
+
+def facts(compose_id="Fedora-41-20241025.0", *, short="Fedora", version="41",
+          type_="production", label=None):  # fmt: skip
+    return ComposeFacts(compose_id, short, version, type_, label)
+
+
+@pytest.mark.parametrize(
+    ("compose", "index_tags", "note"),
+    [
+        (facts(), ("41", "latest"), None),
+        (facts(type_="nightly"), ("41", "latest"), None),
+        (facts(version="Rawhide", type_="nightly"), ("43", "rawhide"), None),
+        (facts(version="42", type_="nightly"), ("42",), None),
+        # pre-release candidates: never latest
+        (facts(label="RC-1.2"), ("41",), "latest not moved: pre-release candidate (label RC-1.2)"),
+        (facts(label="Beta-1.1"), ("41",), "latest not moved"),
+        (facts(version="42", label="Beta-1.3"), ("42",), None),
+        # IoT's routine production composes carry RC-<date> labels: not candidates
+        (facts(short="Fedora-IoT", label="RC-20250101.0"), ("41", "latest"), None),
+        # composes that publish nothing
+        (facts(short="Fedora-Cloud"), None, "release Fedora-Cloud is not in"),
+        (facts(type_="test"), None, "compose type test is not in"),
+        (facts(type_="ci"), None, "compose type ci is not in"),
+    ],
+)
+def test_plan_tags(compose, index_tags, note):
+    tags, notes = plan_tags(compose, RELEASES, RULES)
+    assert (tags.index_tags if tags else None) == index_tags
+    if note is None:
+        assert notes == []
+    else:
+        assert len(notes) == 1 and notes[0].startswith(note)
+
+
+def test_candidates_can_be_kept_off_every_tag():
+    rules = ComposeRules(candidates_move_version=False)
+    tags, notes = plan_tags(facts(version="42", label="Beta-1.3"), RELEASES, rules)
+    assert tags is None
+    assert "candidates_move_version is false" in notes[0]
+
+
+def test_candidate_pattern_is_configurable():
+    rules = ComposeRules(candidate_label=r"^RC-")
+    tags, _ = plan_tags(facts(short="Fedora", label="RC-20250101.0"), RELEASES, rules)
+    assert tags is not None and tags.index_tags == ("41",)
+    tags, _ = plan_tags(facts(label="Beta-1.1"), RELEASES, rules)
+    assert tags is not None and tags.index_tags == ("41", "latest")

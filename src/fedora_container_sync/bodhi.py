@@ -1,0 +1,101 @@
+"""Bodhi's releases API: which release is current stable (``latest``) and Rawhide's number.
+
+Asked only when ``[releases]`` lacks a number a compose needs. ``GET <url>/releases/`` with
+the non-archived states, page by page; the answer is interpreted by
+:func:`~fedora_container_sync.tags.releases_from_bodhi` and cached per URL for
+``bodhi.cache_seconds`` (one lookup per 20 minutes by default, however many composes arrive).
+Network failures, timeouts, 429 and 5xx are transient (retried, then the message is
+requeued); any other answer that is not a usable release list is permanent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from .errors import ReleaseLookupError, TransientError, one_line
+from .retry import call_with_retry
+from .settings import BodhiSettings, Releases, RetrySettings
+from .tags import releases_from_bodhi
+
+_log = logging.getLogger(__name__)
+
+_STATES = ("current", "pending", "frozen")
+_ROWS_PER_PAGE = 100
+_MAX_PAGES = 20
+
+_cache: dict[str, tuple[float, Releases]] = {}
+_cache_lock = threading.Lock()
+
+
+def clear_cache() -> None:
+    """Forget every cached answer (the next lookup asks Bodhi)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def current_releases(
+    client: httpx.Client, settings: BodhiSettings, *, retry: RetrySettings
+) -> Releases:
+    """The current stable release and Rawhide's number, from the cache or from Bodhi."""
+    now = time.monotonic()
+    with _cache_lock:
+        cached = _cache.get(settings.url)
+    if cached is not None and now - cached[0] < settings.cache_seconds:
+        return cached[1]
+    releases = call_with_retry(
+        lambda: _fetch(client, settings.url),
+        what=f"release lookup at {settings.url}",
+        policy=retry,
+    )
+    with _cache_lock:
+        _cache[settings.url] = (now, releases)
+    _log.info(
+        "Bodhi %s: current stable release %s, Rawhide %s",
+        settings.url,
+        releases.latest,
+        releases.rawhide,
+    )
+    return releases
+
+
+def _fetch(client: httpx.Client, base: str) -> Releases:
+    url = f"{base}/releases/"
+    found: list[Any] = []
+    for page in range(1, _MAX_PAGES + 1):
+        params = httpx.QueryParams(
+            [*(("state", state) for state in _STATES), ("rows_per_page", _ROWS_PER_PAGE)]
+        ).set("page", page)
+        document = _get_json(client, url, params)
+        releases, pages = document.get("releases"), document.get("pages")
+        if not isinstance(releases, list) or not isinstance(pages, int):
+            raise ReleaseLookupError(f"Bodhi {url}: answer has no releases list")
+        found.extend(item for item in releases if isinstance(item, dict))
+        if page >= pages:
+            return releases_from_bodhi(found, source=f"Bodhi {url}")
+    raise ReleaseLookupError(f"Bodhi {url}: more than {_MAX_PAGES} pages of releases")
+
+
+def _get_json(client: httpx.Client, url: str, params: httpx.QueryParams) -> dict[str, Any]:
+    try:
+        response = client.get(url, params=params, headers={"Accept": "application/json"})
+    except httpx.TimeoutException:
+        raise TransientError(f"Bodhi {url}: timed out") from None
+    except httpx.TransportError as error:
+        raise TransientError(f"Bodhi {url}: unreachable: {one_line(error)}") from None
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise TransientError(f"Bodhi {url}: HTTP {status}")
+    if status != 200:
+        raise ReleaseLookupError(f"Bodhi {url}: HTTP {status}")
+    try:
+        document = response.json()
+    except ValueError:
+        raise ReleaseLookupError(f"Bodhi {url}: answer is not JSON") from None
+    if not isinstance(document, dict):
+        raise ReleaseLookupError(f"Bodhi {url}: answer is not a JSON object")
+    return document
