@@ -106,6 +106,9 @@ class _Run:
             self.message.status,
             self.message.location,
         )
+        # A run killed mid-way (kill -9, power loss) leaves its files behind; the redelivered
+        # message must not build on them.
+        shutil.rmtree(self.work, ignore_errors=True)
         try:
             with httpx.Client(
                 timeout=httpx.Timeout(self.settings.http_timeout, connect=15.0),
@@ -149,6 +152,7 @@ class _Run:
         except SyncError as error:
             self._fail(error)
             return None
+        self.report.release = tags.release
         _log.info(
             "compose %s: %d container images; index tags %s, per-arch tags %s-<arch>",
             self.compose_id,
