@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from importlib.resources import files
 
+import httpx
 import pytest
 from fedora_image_uploader_messages import ContainerPublishedV1
 from hotness_schema import UpdateDrop
@@ -64,6 +65,10 @@ def test_consumer_publishes_announces_and_acks_foreign_messages(bus):
     assert stats["received"] == 3
     assert (stats["dropped"], stats["rejected"], stats["failed"]) == (0, 0, 0)
     assert bus.broker.count(bus.queue) == 0
+    # The health endpoints the OpenShift probes use.
+    live = httpx.get(f"http://127.0.0.1:{consumer.monitoring_port}/live", timeout=5)
+    assert (live.status_code, live.json()) == (200, {"status": "OK"})
+    assert stats["consuming"] is True
     assert consumer.stop() == 0
 
 
