@@ -19,10 +19,14 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import SyncError, UsageError
 from .report import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, ComposeReport, render
+
+if TYPE_CHECKING:
+    from .notify import BusPublisher
 
 PROG = "fedora-container-sync"
 _log = logging.getLogger(__name__)
@@ -140,7 +144,8 @@ def _replay(args: argparse.Namespace) -> int:
         )
     options = PublishOptions(allow_drop=frozenset(args.allow_drop), force=args.force)
 
-    settings = load_settings(config_path(args.config))
+    path = config_path(args.config)
+    settings = load_settings(path)
     settings.check_credentials()
     source = "<stdin>" if args.message_file == "-" else args.message_file
     envelopes = read_message_file(_read_text(args.message_file), source=source)
@@ -162,6 +167,11 @@ def _replay(args: argparse.Namespace) -> int:
             "--allow-drop: index tags may lose %s in this run",
             ", ".join(sorted(options.allow_drop)),
         )
+    publisher = None
+    if settings.publish_amqp_messages and not args.dry_run:
+        from .notify import BusPublisher
+
+        publisher = BusPublisher(path)
     reports: list[ComposeReport] = []
     for envelope in envelopes:
         report = handle_envelope(envelope, settings, dry_run=args.dry_run, options=options)
@@ -169,6 +179,8 @@ def _replay(args: argparse.Namespace) -> int:
             status = envelope.status or "none"
             print(f"ignored {envelope.label}: status {status} on {envelope.topic}")
             continue
+        if publisher is not None:
+            _announce(report, publisher)
         reports.append(report)
         print(render([report]), flush=True)
     codes = {report.exit_code for report in reports}
@@ -211,6 +223,17 @@ def _audit(args: argparse.Namespace) -> int:
         sent = publish_findings(result.findings)
         _log.info("audit: %d finding messages sent", sent)
     return result.exit_code
+
+
+def _announce(report: ComposeReport, publisher: BusPublisher) -> None:
+    """Send the run's result messages, as the consumer does; a failure is one more error."""
+    from .notify import announce
+
+    try:
+        announce(report, publisher)
+    except SyncError as error:
+        _log.error("compose %s: %s", report.compose_id, error)
+        report.errors.append(error)
 
 
 def _read_text(name: str) -> str:

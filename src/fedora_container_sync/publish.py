@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +45,7 @@ from .tags import (
     needs_lookup,
     plan_tags,
 )
+from .workdir import run_directory
 
 _log = logging.getLogger(__name__)
 
@@ -139,11 +138,7 @@ class _Run:
         self.options = options or PublishOptions()
         self.compose_id = message.compose_id
         self.report = ComposeReport(message.compose_id, dry_run=dry_run)
-        # A private directory per run: two runs (a redelivery and a manual replay, say)
-        # never share or delete each other's files.
-        self.work = Path(
-            tempfile.mkdtemp(prefix=f"{_safe_name(message.compose_id)}.", dir=settings.work_dir)
-        )
+        self.work = Path()  # set by execute(): a private, locked directory for this run
 
     def execute(self) -> ComposeReport:
         _log.info(
@@ -153,29 +148,32 @@ class _Run:
             self.message.status,
             self.message.location,
         )
-        try:
-            with httpx.Client(
-                timeout=httpx.Timeout(self.settings.http_timeout, connect=15.0),
-                headers={"User-Agent": "fedora-container-sync"},
-            ) as http:
-                fetcher = ComposeFetcher(
-                    http,
-                    self.message.location,
-                    compose_id=self.compose_id,
-                    allowlist=self.settings.compose_url_allowlist,
-                    retry=self.settings.retry,
-                )
-                planned = self._plan(fetcher, http)
-                if planned is None:
-                    return self.report
-                artifacts, tags = planned
-                prepared = self._prepare(fetcher, artifacts)
-            for registry in self.settings.registries:
-                self._publish_to(registry, artifacts, prepared, tags)
-        finally:
-            shutil.rmtree(self.work, ignore_errors=True)
+        # A private directory per run: two runs (a redelivery and a manual replay, say) never
+        # share files, and what a killed run left behind is swept, never built upon.
+        with run_directory(self.settings.work_dir, self.compose_id) as self.work:
+            self._execute()
         self._log_result()
         return self.report
+
+    def _execute(self) -> None:
+        with httpx.Client(
+            timeout=httpx.Timeout(self.settings.http_timeout, connect=15.0),
+            headers={"User-Agent": "fedora-container-sync"},
+        ) as http:
+            fetcher = ComposeFetcher(
+                http,
+                self.message.location,
+                compose_id=self.compose_id,
+                allowlist=self.settings.compose_url_allowlist,
+                retry=self.settings.retry,
+            )
+            planned = self._plan(fetcher, http)
+            if planned is None:
+                return
+            artifacts, tags = planned
+            prepared = self._prepare(fetcher, artifacts)
+        for registry in self.settings.registries:
+            self._publish_to(registry, artifacts, prepared, tags)
 
     # -- compose side ------------------------------------------------------------------------
 
@@ -204,6 +202,7 @@ class _Run:
         except SyncError as error:
             self._fail(error)
             return None
+        self.report.release = tags.release
         _log.info(
             "compose %s: %d container images; index tags %s, per-arch tags %s-<arch>",
             self.compose_id,

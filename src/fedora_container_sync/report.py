@@ -126,6 +126,8 @@ class ComposeReport:
 
     compose_id: str
     dry_run: bool = False
+    #: the release number the compose's tags are for (known once its metadata is read)
+    release: int | None = None
     pushes: list[ArchPush] = field(default_factory=list)
     tags: list[TagOutcome] = field(default_factory=list)
     errors: list[SyncError] = field(default_factory=list)

@@ -21,6 +21,8 @@ from .platforms import FEDORA_PLATFORMS
 
 DEFAULT_CONFIG_PATH = Path("/etc/fedora-messaging/config.toml")
 CONFIG_ENV = "FEDORA_MESSAGING_CONF"
+#: systemd's LoadCredential= puts credential files here
+CREDENTIALS_DIRECTORY_ENV = "CREDENTIALS_DIRECTORY"
 SECTION = "consumer_config.container"
 
 # host[:port][/namespace...]; lower-case host names, registry path components per the
@@ -90,20 +92,42 @@ class RegistrySettings(_Model):
         return f"{self.namespace}/{repository}" if self.namespace else repository
 
     def credentials(self, environ: Mapping[str, str] | None = None) -> Credentials | None:
-        """Username and password from ``<prefix>USER`` / ``<prefix>PASSWORD``, if configured."""
+        """Username and password named ``<prefix>USER`` / ``<prefix>PASSWORD``, if configured.
+
+        Each comes from the environment variable of that name or, failing that, from the file
+        of that name in ``$CREDENTIALS_DIRECTORY`` (systemd's ``LoadCredential=``).
+        """
         if not self.credential_prefix:
             return None
         env = os.environ if environ is None else environ
         user_var = f"{self.credential_prefix}USER"
         password_var = f"{self.credential_prefix}PASSWORD"
-        missing = [name for name in (user_var, password_var) if not env.get(name)]
+        values = {name: _secret(name, env, self.url) for name in (user_var, password_var)}
+        missing = [name for name, value in values.items() if not value]
         if missing:
             raise ConfigError(
                 f"registry {self.url}: credential_prefix is {self.credential_prefix!r} but "
                 f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set "
-                "in the environment"
+                "in the environment or $CREDENTIALS_DIRECTORY"
             )
-        return Credentials(env[user_var], env[password_var])
+        return Credentials(values[user_var], values[password_var])
+
+
+def _secret(name: str, env: Mapping[str, str], registry: str) -> str:
+    """``env[name]``, else the content of ``$CREDENTIALS_DIRECTORY/name`` (one line), else ''."""
+    if env.get(name):
+        return env[name]
+    directory = env.get(CREDENTIALS_DIRECTORY_ENV)
+    if not directory:
+        return ""
+    path = Path(directory) / name
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ConfigError(f"registry {registry}: credential file {path}: {reason}") from None
 
 
 class Releases(_Model):
@@ -167,6 +191,15 @@ class RetrySettings(_Model):
     max_total: float = Field(default=600.0, gt=0)
 
 
+class RequeueSettings(_Model):
+    """``[consumer_config.container.requeue]``: how long the consumer waits before it hands a
+    transiently failed message back to the broker. The wait doubles with every failure of the
+    same message, from ``initial_delay`` up to ``max_delay`` seconds."""
+
+    initial_delay: float = Field(default=30.0, ge=0)
+    max_delay: float = Field(default=600.0, ge=0)
+
+
 class Settings(_Model):
     """Everything under ``[consumer_config.container]``."""
 
@@ -184,6 +217,7 @@ class Settings(_Model):
     http_timeout: float = Field(default=60.0, gt=0)
     skopeo_timeout: float = Field(default=3600.0, gt=0)
     retry: RetrySettings = RetrySettings()
+    requeue: RequeueSettings = RequeueSettings()
 
     @field_validator("work_dir", mode="before")
     @classmethod

@@ -235,11 +235,14 @@ class Registry:
         htpasswd: Path | None = None,
         credentials: tuple[str, str] | None = None,
         binary: str | None = None,
+        port: int = 0,
     ) -> None:
         self.htpasswd = htpasswd
         self.credentials = credentials
         self.binary = binary or registry_binary()
-        self.port = 0
+        #: a fixed port (e.g. one a config names before the registry starts); 0: any free one
+        self.fixed_port = port
+        self.port = port
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
@@ -260,7 +263,7 @@ class Registry:
         self._log_path = tmp / "registry.log"
         # free_port() can race with other processes: retry on "address already in use".
         for _attempt in range(3):
-            self.port = free_port()
+            self.port = self.fixed_port or free_port()
             config = tmp / "config.yml"
             config.write_text(
                 _registry_config(port=self.port, data=tmp / "data", htpasswd=self.htpasswd)

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from fedora_container_sync.errors import ConfigError
@@ -209,3 +211,39 @@ def test_invalid_gate_settings(tmp_path, edit, message):
     with pytest.raises(ConfigError, match=message) as caught:
         load_settings(write(tmp_path, text.replace(old, new, 1)))
     assert "\n" not in str(caught.value)
+
+
+def test_credentials_from_systemd_credentials_directory(tmp_path):
+    """LoadCredential=QUAY_IO_PASSWORD:... puts the secret in $CREDENTIALS_DIRECTORY."""
+    from fedora_container_sync.settings import RegistrySettings
+
+    (tmp_path / "QUAY_IO_PASSWORD").write_text("s3cret-pw\n")
+    registry = RegistrySettings(url="quay.io/fedora", credential_prefix="QUAY_IO_")
+    env = {"QUAY_IO_USER": "bot", "CREDENTIALS_DIRECTORY": str(tmp_path)}
+    credentials = registry.credentials(env)
+    assert credentials is not None
+    assert (credentials.username, credentials.password) == ("bot", "s3cret-pw")
+    # The environment wins over a credential file of the same name.
+    (tmp_path / "QUAY_IO_USER").write_text("file-bot")
+    assert registry.credentials(env).username == "bot"  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"QUAY_IO_USER is not set in the environment or \$CRED"):
+        registry.credentials({"QUAY_IO_PASSWORD": "pw", "CREDENTIALS_DIRECTORY": "/nowhere"})
+
+
+def test_unreadable_credential_file_is_named_not_shown(tmp_path):
+    from fedora_container_sync.settings import RegistrySettings
+
+    (tmp_path / "QUAY_IO_USER").mkdir()  # reading it fails
+    registry = RegistrySettings(url="quay.io/fedora", credential_prefix="QUAY_IO_")
+    with pytest.raises(
+        ConfigError, match=f"credential file {re.escape(str(tmp_path))}/QUAY_IO_USER: "
+    ):
+        registry.credentials({"CREDENTIALS_DIRECTORY": str(tmp_path)})
+
+
+def test_requeue_delays_default_and_validate(tmp_path):
+    settings = load_settings(write(tmp_path, GOOD))
+    assert (settings.requeue.initial_delay, settings.requeue.max_delay) == (30.0, 600.0)
+    bad = GOOD + "\n[consumer_config.container.requeue]\ninitial_delay = -1\n"
+    with pytest.raises(ConfigError, match=r"consumer_config\.container\.requeue\.initial_delay"):
+        load_settings(write(tmp_path, bad))

@@ -1,0 +1,213 @@
+"""The fedora-messaging consumer: ``callback = "fedora_container_sync.consumer:Consumer"``.
+
+``fedora-messaging consume`` builds one :class:`Consumer` (which reads and checks
+``[consumer_config.container]`` once) and calls it for each message, serially, in a worker
+thread. A message runs through the same code as ``replay`` (:func:`publish.handle_envelope`,
+then :func:`notify.announce`), and its outcome becomes the broker's answer:
+
+=====================================================  ==========================================
+finished work, including tags the gate held            ack (returns normally)
+nothing to do: other topic, status or schema           ack
+every failure may heal (network, 5xx/429, timeouts)    ``Nack`` after a delay that doubles per
+                                                       failure of the message, up to a bound
+a permanent failure (malformed body, location          ``Drop``, with one log line naming the
+outside the allowlist, missing metadata, checksum)     compose and the reason
+the configuration is unusable                          ``HaltConsumer``: the message stays queued
+=====================================================  ==========================================
+
+The message is acknowledged only when this returns, i.e. after the registries were written and
+the result messages were sent; a consumer killed on the way leaves it on the queue, and the
+redelivered message completes idempotently (pushes of unchanged digests and writes of an
+identical index are skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, cast
+
+from fedora_messaging.exceptions import Drop, HaltConsumer, Nack
+
+from .errors import (
+    ConfigError,
+    MessageError,
+    PermanentError,
+    SyncError,
+    TransientError,
+    UsageError,
+    one_line,
+)
+from .messages import Envelope
+from .notify import BusPublisher, announce
+from .publish import handle_envelope, prepare_work_dir
+from .report import EXIT_USAGE, ComposeReport
+from .settings import RequeueSettings, Settings, settings_from_document
+
+if TYPE_CHECKING:
+    from fedora_messaging.message import Message
+
+_log = logging.getLogger(__name__)
+
+#: how many messages' failure counts are remembered (the oldest is forgotten first)
+_REMEMBERED_FAILURES = 1024
+
+
+class Outcome(StrEnum):
+    ACK = "ack"
+    REQUEUE = "requeue"
+    DROP = "drop"
+    HALT = "halt"
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str
+
+
+def decide_report(report: ComposeReport | None) -> Decision:
+    """What the broker should hear about a message whose run produced ``report``. Pure."""
+    if report is None:
+        return Decision(Outcome.ACK, "nothing to do")
+    if report.errors:
+        reason = _errors_line(report.errors)
+        return Decision(Outcome.REQUEUE if report.transient else Outcome.DROP, reason)
+    if report.held:
+        count = len(report.held)
+        return Decision(Outcome.ACK, f"done; {count} tag{'s' if count != 1 else ''} held")
+    return Decision(Outcome.ACK, "done")
+
+
+def decide_error(error: Exception) -> Decision:
+    """What the broker should hear about a message whose run raised ``error``. Pure."""
+    if isinstance(error, UsageError):
+        return Decision(Outcome.HALT, str(error))
+    if isinstance(error, (MessageError, PermanentError)):
+        return Decision(Outcome.DROP, str(error))
+    if isinstance(error, TransientError):
+        return Decision(Outcome.REQUEUE, str(error))
+    # A bug or an environment failure (disk full, ...): keep the message, retry slowly.
+    return Decision(Outcome.REQUEUE, f"unexpected {type(error).__name__}: {one_line(error)}")
+
+
+def requeue_delay(failures: int, policy: RequeueSettings) -> float:
+    """Seconds to wait before handing a message back after its ``failures``-th failure. Pure."""
+    exponent = min(max(failures, 1) - 1, 62)
+    return float(min(policy.max_delay, policy.initial_delay * 2.0**exponent))
+
+
+def _errors_line(errors: list[SyncError]) -> str:
+    first = str(errors[0])
+    return first if len(errors) == 1 else f"{first} (and {len(errors) - 1} more errors)"
+
+
+class ConsumerHalt(HaltConsumer, SystemExit):
+    """Stops ``fedora-messaging consume`` before it starts consuming.
+
+    Raised from ``__init__``, where fedora-messaging does not catch HaltConsumer yet: being a
+    SystemExit too, it ends the process with ``exit_code`` and no traceback (the reason was
+    logged as one line just before).
+    """
+
+    def __init__(self, exit_code: int, reason: str) -> None:
+        HaltConsumer.__init__(self, exit_code=exit_code, reason=reason, requeue=True)
+        self.code = exit_code
+
+    def __str__(self) -> str:
+        return str(self.reason)
+
+
+class Consumer:
+    """The callback: ``__init__`` reads the config once, ``__call__`` handles one message."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        try:
+            self.settings = settings if settings is not None else _configured_settings()
+            self.settings.check_credentials()
+            prepare_work_dir(self.settings)
+            if shutil.which(self.settings.skopeo) is None:
+                raise ConfigError(f"skopeo not found ({self.settings.skopeo}); install skopeo")
+        except SyncError as error:
+            reason = f"fedora-container-sync cannot start: {error}"
+            _log.error("%s", reason)
+            raise ConsumerHalt(EXIT_USAGE, reason) from None
+        self._publisher = BusPublisher()
+        self._failures: OrderedDict[str, int] = OrderedDict()
+        self._stopping = threading.Event()
+        _on_shutdown(self._stopping.set)
+        _log.info(
+            "consumer ready: %d repositories, registries %s",
+            len(set(self.settings.repos.values())),
+            ", ".join(registry.url for registry in self.settings.registries),
+        )
+
+    def __call__(self, message: Message) -> None:
+        envelope = Envelope(topic=message.topic, body=message.body, id=message.id)
+        try:
+            report = handle_envelope(envelope, self.settings)
+            decision = decide_report(report)
+            if (
+                report is not None
+                and decision.outcome is not Outcome.REQUEUE
+                and self.settings.publish_amqp_messages
+            ):
+                announce(report, self._publisher)
+        except Exception as error:
+            decision = decide_error(error)
+            if not isinstance(error, SyncError):
+                _log.debug("traceback of the unexpected error", exc_info=True)
+        self._answer(decision, envelope)
+
+    def _answer(self, decision: Decision, envelope: Envelope) -> None:
+        key = envelope.id or envelope.label
+        if decision.outcome is Outcome.ACK:
+            self._failures.pop(key, None)
+            if decision.reason != "nothing to do":
+                _log.info("compose %s: acknowledged: %s", envelope.label, decision.reason)
+            return
+        if decision.outcome is Outcome.DROP:
+            self._failures.pop(key, None)
+            _log.error("compose %s: dropping the message: %s", envelope.label, decision.reason)
+            raise Drop()
+        if decision.outcome is Outcome.HALT:
+            _log.error(
+                "compose %s: stopping the consumer, the message stays queued: %s",
+                envelope.label,
+                decision.reason,
+            )
+            raise HaltConsumer(exit_code=EXIT_USAGE, reason=decision.reason, requeue=True)
+        failures = self._failures.pop(key, 0) + 1
+        self._failures[key] = failures
+        while len(self._failures) > _REMEMBERED_FAILURES:
+            self._failures.popitem(last=False)
+        delay = requeue_delay(failures, self.settings.requeue)
+        _log.warning(
+            "compose %s: requeueing the message in %.1fs (failure %d): %s",
+            envelope.label,
+            delay,
+            failures,
+            decision.reason,
+        )
+        self._stopping.wait(delay)
+        raise Nack()
+
+
+def _configured_settings() -> Settings:
+    """``[consumer_config.container]`` of the config ``fedora-messaging`` has loaded."""
+    from fedora_messaging import config
+
+    return settings_from_document(config.conf, source="fedora-messaging config")
+
+
+def _on_shutdown(callback: Callable[[], object]) -> None:
+    """Call ``callback`` when the reactor shuts down, so a requeue delay ends at once."""
+    from twisted.internet import interfaces, reactor
+
+    core = cast(interfaces.IReactorCore, reactor)
+    core.addSystemEventTrigger(phase="before", eventType="shutdown", callable=callback)

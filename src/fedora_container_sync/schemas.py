@@ -1,0 +1,120 @@
+"""This project's own bus messages: fedora-messaging schemas for what release engineering
+should hear about.
+
+After a repository is published the consumer sends ``ContainerPublishedV1`` from
+``fedora-image-uploader-messages`` (the schema Fedora's downstream consumers already listen
+to); the classes here cover what that schema cannot say.
+
+Adding a schema: subclass :class:`ContainerSyncMessage`, give it a versioned ``topic`` under
+:data:`TOPIC_PREFIX`, a ``body_schema``, ``summary``, ``__str__`` and (for filter headers)
+``containers``, and register it in pyproject.toml under ``[project.entry-points."fedora.messages"]``
+with its topic as the entry point name. fedora-messaging refuses to send an unregistered class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from fedora_messaging import message
+
+APP_NAME = "fedora-container-sync"
+#: every topic of this project starts with this (the broker adds ``topic_prefix`` in front)
+TOPIC_PREFIX = "fedora_container_sync"
+SCHEMA_URL = "https://fedoraproject.org/message-schema/fedora-container-sync"
+
+_ARCH_LIST: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "string"},
+    "description": "Fedora architecture names (x86_64, aarch64, ppc64le, s390x)",
+}
+
+
+class ContainerSyncMessage(message.Message):
+    """Base of this project's messages: the app name; never sent itself."""
+
+    @property
+    def app_name(self) -> str:
+        return APP_NAME
+
+
+class TagHeldV1(ContainerSyncMessage):
+    """An index tag was not moved to a finished compose's images: a guard held it.
+
+    One message per registry, repository and tag. ``missing_arches`` are the arches the tag
+    serves now (or this run failed to publish) that the new index would have lacked.
+    """
+
+    topic = f"{TOPIC_PREFIX}.tag.held.v1"
+    severity = message.WARNING
+    body_schema: ClassVar[dict[str, Any]] = {
+        "$id": f"{SCHEMA_URL}/v1/{TOPIC_PREFIX}.tag.held.v1",
+        "$schema": "https://json-schema.org/draft/2019-09/schema",
+        "description": "Sent by fedora-container-sync when it does not move an index tag "
+        "(e.g. fedora-toolbox:41) to a compose's images, so the tag keeps serving its arches.",
+        "type": "object",
+        "properties": {
+            "compose_id": {"type": "string", "description": "The compose that was held back"},
+            "release": {
+                "type": "integer",
+                "description": "The release number the compose's tags are for",
+            },
+            "registry": {
+                "type": "string",
+                "description": "Registry and optional namespace, e.g. quay.io/fedora",
+            },
+            "repository": {"type": "string", "description": "e.g. fedora-toolbox"},
+            "tag": {"type": "string", "description": "The index tag that was not moved"},
+            "verdict": {"type": "string", "description": "What was done to the tag: held"},
+            "reason": {"type": "string", "description": "Why, in one line"},
+            "missing_arches": {
+                **_ARCH_LIST,
+                "description": "Arches the tag would have lost (or that failed in this run)",
+            },
+            "current_arches": {**_ARCH_LIST, "description": "Arches the tag serves now"},
+            "compose_arches": {
+                **_ARCH_LIST,
+                "description": "Arches this compose published to the registry",
+            },
+        },
+        "required": [
+            "compose_id",
+            "release",
+            "registry",
+            "repository",
+            "tag",
+            "verdict",
+            "reason",
+            "missing_arches",
+        ],
+    }
+
+    @property
+    def reference(self) -> str:
+        """``registry/repository:tag``"""
+        return f"{self.body['registry']}/{self.body['repository']}:{self.body['tag']}"
+
+    @property
+    def containers(self) -> list[str]:
+        return [self.reference]
+
+    @property
+    def summary(self) -> str:
+        missing = ", ".join(self.body["missing_arches"]) or "none"
+        return (
+            f"{APP_NAME} {self.body['verdict']} {self.reference} for compose "
+            f"{self.body['compose_id']}: missing {missing}"
+        )
+
+    def __str__(self) -> str:
+        def arches(key: str) -> str:
+            return ", ".join(self.body.get(key) or []) or "-"
+
+        return (
+            f"The tag {self.reference} was not moved to compose {self.body['compose_id']}; "
+            "it still serves its previous images.\n\n"
+            f"\tVerdict: {self.body['verdict']}\n"
+            f"\tReason: {self.body['reason']}\n"
+            f"\tMissing arches: {arches('missing_arches')}\n"
+            f"\tArches served now: {arches('current_arches')}\n"
+            f"\tArches in this compose: {arches('compose_arches')}\n"
+        )

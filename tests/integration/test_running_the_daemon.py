@@ -1,0 +1,200 @@
+"""What ships for running the daemon: config.toml.example (run as-is against the local
+RabbitMQ), the systemd unit (systemd-analyze), the OpenShift deployment (consistent with the
+config it carries)."""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import subprocess
+import tomllib
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from fedora_messaging import message as fm_message
+from fedora_messaging.config import LazyConfig
+
+from fedora_container_sync.settings import load_settings
+from support.broker import (
+    BIN,
+    ConsumerProcess,
+    publish_file,
+    rabbitmq_listening,
+    write_messages,
+)
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config.toml.example"
+UNIT = ROOT / "systemd" / "fedora-container-sync.service"
+OPENSHIFT = ROOT / "deploy" / "openshift"
+
+
+def test_example_config_runs_as_is_against_the_local_broker(tmp_path):
+    if not rabbitmq_listening():
+        pytest.fail("RabbitMQ is not listening on 127.0.0.1:5672", pytrace=False)
+    consumer = ConsumerProcess(EXAMPLE, tmp_path / "example.log").start()
+    try:
+        consumer.wait_log("Successfully registered AMQP consumer")
+        # A Pungi message from any environment reaches it: STARTED is acknowledged without
+        # work, a FINISHED compose outside its allowlist is dropped.
+        topic = f"org.fedoraproject.t{uuid.uuid4().hex[:12]}.pungi.compose.status.change"
+        compose_id = f"Fedora-41-20241025.{random.randrange(1000, 10**6)}"  # noqa: S311
+        location = f"https://kojipkgs.example.org/compose/{compose_id}/compose"
+        body = {"compose_id": compose_id, "location": location}
+        messages = [
+            fm_message.Message(topic=topic, body={**body, "status": "STARTED"}),
+            fm_message.Message(topic=topic, body={**body, "status": "FINISHED"}),
+        ]
+        publish_file(write_messages(tmp_path / "messages.jsonl", messages), tmp_path)
+        consumer.wait_log(rf"ignoring {re.escape(compose_id)}: topic {re.escape(topic)}")
+        (dropped,) = consumer.wait_log(rf"{re.escape(compose_id)}: dropping the message")
+        assert "outside compose_url_allowlist" in dropped
+        assert consumer.stop() == 0
+    finally:
+        consumer.cleanup()
+
+
+def unit_settings(text: str) -> list[tuple[str, str]]:
+    return [
+        (key, value)
+        for key, _, value in (line.partition("=") for line in text.splitlines())
+        if value and not key.startswith("#")
+    ]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_systemd_unit_passes_systemd_analyze(tmp_path):
+    # verify checks that ExecStart's binary exists: point it at this venv's fedora-messaging.
+    unit = tmp_path / UNIT.name
+    unit.write_text(UNIT.read_text().replace("/usr/bin/", f"{BIN}/"))
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    # verify only warns about unknown keys or bad values: any output is a finding.
+    assert (verify.returncode, verify.stdout + verify.stderr) == (0, "")
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--threshold=20", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert security.returncode == 0, security.stdout[-2000:]
+
+
+def test_systemd_unit_runs_the_consumer_sandboxed_with_loaded_credentials(tmp_path):
+    settings = unit_settings(UNIT.read_text())
+    values = dict(settings)
+    assert values["ExecStart"].endswith(
+        "fedora-messaging consume --callback fedora_container_sync.consumer:Consumer"
+    )
+    for key, value in {
+        "DynamicUser": "yes",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "PrivateTmp": "yes",
+        "ProtectHome": "yes",
+        "Restart": "on-failure",
+        "RestartPreventExitStatus": "2",  # a bad config: restarting cannot help
+        "StateDirectory": "fedora-container-sync",
+        "ReadWritePaths": "-/var/lib/fedora-container-sync",
+    }.items():
+        assert values.get(key) == value, key
+    # Every credential the Fedora config names is loaded (and the client certificate).
+    loaded = {value.split(":", 1)[0] for key, value in settings if key == "LoadCredential"}
+    fedora = load_settings(_configmap_config(tmp_path))
+    for registry in fedora.registries:
+        assert {f"{registry.credential_prefix}USER", f"{registry.credential_prefix}PASSWORD"} <= (
+            loaded
+        )
+    assert {"registry-fedoraproject.cert", "registry-fedoraproject.key"} <= loaded
+
+
+def _yaml(name: str) -> dict:
+    document: dict = yaml.safe_load((OPENSHIFT / name).read_text())
+    return document
+
+
+def _configmap_config(tmp: Path) -> Path:
+    path = tmp / "config.toml"
+    path.write_text(_yaml("configmap.yaml")["data"]["config.toml"])
+    return path
+
+
+def test_openshift_configmap_is_a_valid_config_for_fedoras_broker(tmp_path):
+    path = _configmap_config(tmp_path)
+    conf = LazyConfig().load_config(config_path=str(path))  # fedora-messaging's own checks
+    settings = load_settings(path)  # ours
+    assert conf["callback"] == "fedora_container_sync.consumer:Consumer"
+    assert conf["amqp_url"].startswith("amqps://") and conf["passive_declares"] is True
+    assert conf["qos"]["prefetch_count"] == 1
+    (queue,) = conf["queues"]
+    assert conf["queues"][queue]["durable"] is True
+    assert conf["queues"][queue]["auto_delete"] is False
+    assert conf["bindings"] == [
+        {
+            "queue": queue,
+            "exchange": "amq.topic",
+            "routing_keys": ["org.fedoraproject.prod.pungi.compose.status.change"],
+        }
+    ]
+    assert conf["topic_prefix"] == "org.fedoraproject.prod"
+    assert settings.publish_amqp_messages
+    assert [r.url for r in settings.registries] == ["registry.fedoraproject.org", "quay.io/fedora"]
+
+
+def test_openshift_deployment_matches_its_config_secret_and_image(tmp_path):
+    deployment = _yaml("deployment.yaml")
+    configmap = _yaml("configmap.yaml")
+    secret = _yaml("secret.yaml")
+    kustomization = _yaml("kustomization.yaml")
+    assert set(kustomization["resources"]) == {"configmap.yaml", "secret.yaml", "deployment.yaml"}
+    conf = tomllib.loads(configmap["data"]["config.toml"])
+    settings = load_settings(_configmap_config(tmp_path))
+
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+
+    # Probes on fedora-messaging's monitoring server.
+    (port,) = container["ports"]
+    assert port["containerPort"] == conf["monitoring"]["port"]
+    assert conf["monitoring"]["address"] == "0.0.0.0"  # noqa: S104 - probed on the pod IP
+    assert container["livenessProbe"]["httpGet"] == {"path": "/live", "port": port["name"]}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": port["name"]}
+    # The config file is the ConfigMap's.
+    config_volume = next(n for n, v in volumes.items() if "configMap" in v)
+    assert volumes[config_volume]["configMap"]["name"] == configmap["metadata"]["name"]
+    assert env["FEDORA_MESSAGING_CONF"] == f"{mounts[config_volume]}/config.toml"
+    # Secrets are files in $CREDENTIALS_DIRECTORY: registry credentials, client certificate,
+    # broker certificate.
+    secret_volume = next(n for n, v in volumes.items() if "secret" in v)
+    assert volumes[secret_volume]["secret"]["secretName"] == secret["metadata"]["name"]
+    credentials = mounts[secret_volume]
+    assert env["CREDENTIALS_DIRECTORY"] == credentials
+    keys = set(secret["stringData"])
+    for registry in settings.registries:
+        assert {f"{registry.credential_prefix}USER", f"{registry.credential_prefix}PASSWORD"} <= (
+            keys
+        )
+        if registry.cert_dir is not None:
+            assert str(registry.cert_dir) == credentials
+            assert any(k.endswith(".cert") for k in keys) and any(k.endswith(".key") for k in keys)
+    for tls_file in conf["tls"].values():
+        directory, _, name = tls_file.rpartition("/")
+        assert (directory, name in keys) == (credentials, True), tls_file
+    # The work dir is a writable volume.
+    work_volume = next(n for n, path in mounts.items() if path == str(settings.work_dir))
+    assert "emptyDir" in volumes[work_volume]
+    # The image sets the same paths, for runs without the Deployment's env.
+    containerfile = (OPENSHIFT / "Containerfile").read_text()
+    for name in ("FEDORA_MESSAGING_CONF", "CREDENTIALS_DIRECTORY"):
+        assert f"{name}={env[name]}" in containerfile
+    assert "skopeo" in containerfile
+    assert container["command"] == ["fedora-messaging", "consume"]

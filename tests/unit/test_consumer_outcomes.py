@@ -1,0 +1,125 @@
+"""How a run's result or error becomes the broker's answer, and the requeue delay."""
+
+from __future__ import annotations
+
+import pytest
+from fedora_messaging.exceptions import HaltConsumer
+
+from fedora_container_sync import gate
+from fedora_container_sync.consumer import (
+    Consumer,
+    ConsumerHalt,
+    Outcome,
+    decide_error,
+    decide_report,
+    requeue_delay,
+)
+from fedora_container_sync.errors import (
+    ComposeError,
+    ConfigError,
+    MessageError,
+    RegistryError,
+    RegistryUnavailable,
+    SkopeoTransientError,
+    TransientError,
+)
+from fedora_container_sync.report import ComposeReport, TagAction, TagOutcome
+from fedora_container_sync.settings import RequeueSettings, Settings
+
+CID = "Fedora-41-20241026.0"
+
+
+def report(*errors, held: int = 0) -> ComposeReport:
+    result = ComposeReport(CID, release=41)
+    result.errors.extend(errors)
+    decision = gate.GateDecision(
+        gate.Verdict.HOLD,
+        frozenset({"x86_64", "aarch64"}),
+        frozenset({"x86_64"}),
+        "compose lacks aarch64, which the tag serves now",
+        missing=frozenset({"aarch64"}),
+    )
+    for tag in ("41", "latest")[:held]:
+        result.tags.append(TagOutcome("quay.io/fedora", "fedora", tag, TagAction.HELD, decision))
+    return result
+
+
+@pytest.mark.parametrize(
+    ("run", "outcome", "reason"),
+    [
+        (None, Outcome.ACK, "nothing to do"),
+        (report(), Outcome.ACK, "done"),
+        (report(held=2), Outcome.ACK, "done; 2 tags held"),
+        (report(held=1), Outcome.ACK, "done; 1 tag held"),
+        (report(RegistryUnavailable("registry down")), Outcome.REQUEUE, "registry down"),
+        (
+            report(TransientError("a"), SkopeoTransientError("b")),
+            Outcome.REQUEUE,
+            "a (and 1 more errors)",
+        ),
+        (report(ComposeError("sha256 mismatch")), Outcome.DROP, "sha256 mismatch"),
+        # Retrying cannot fix the permanent part, and the run is idempotent: drop.
+        (
+            report(RegistryUnavailable("down"), RegistryError("unauthorized")),
+            Outcome.DROP,
+            "down (and 1 more errors)",
+        ),
+        (report(ComposeError("bad"), held=2), Outcome.DROP, "bad"),
+    ],
+)
+def test_decide_report(run, outcome, reason):
+    decision = decide_report(run)
+    assert (decision.outcome, decision.reason) == (outcome, reason)
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (MessageError("Fedora-41-1: location is outside compose_url_allowlist"), Outcome.DROP),
+        (ComposeError("no images.json"), Outcome.DROP),
+        (RegistryError("denied"), Outcome.DROP),
+        (TransientError("broker unreachable"), Outcome.REQUEUE),
+        (ConfigError("credentials missing"), Outcome.HALT),
+        (OSError(28, "No space left on device"), Outcome.REQUEUE),
+        (KeyError("bug"), Outcome.REQUEUE),
+    ],
+)
+def test_decide_error(error, outcome):
+    assert decide_error(error).outcome is outcome
+
+
+def test_decide_error_names_an_unexpected_error():
+    reason = decide_error(OSError(28, "No space left\non device")).reason
+    assert reason == "unexpected OSError: [Errno 28] No space left on device"
+
+
+@pytest.mark.parametrize(
+    ("failures", "delay"),
+    [(0, 30.0), (1, 30.0), (2, 60.0), (3, 120.0), (5, 480.0), (6, 600.0), (50, 600.0)],
+)
+def test_requeue_delay_doubles_up_to_the_bound(failures, delay):
+    assert requeue_delay(failures, RequeueSettings()) == delay
+
+
+def test_requeue_delay_never_overflows():
+    assert requeue_delay(10**6, RequeueSettings(initial_delay=1, max_delay=5)) == 5.0
+
+
+def test_unusable_config_halts_before_consuming(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    settings = Settings.model_validate(
+        {
+            "repos": {"Container_Base": "fedora"},
+            "registries": [{"url": "127.0.0.1:5000"}],
+            "compose_url_allowlist": ["https://kojipkgs.fedoraproject.org/compose/"],
+            "work_dir": str(blocker / "work"),
+        }
+    )
+    with pytest.raises(ConsumerHalt) as caught:
+        Consumer(settings)
+    halt = caught.value
+    # fedora-messaging sees a HaltConsumer; the interpreter exits quietly with its code.
+    assert isinstance(halt, HaltConsumer) and isinstance(halt, SystemExit)
+    assert halt.exit_code == halt.code == 2
+    assert str(halt).startswith(f"fedora-container-sync cannot start: work_dir {blocker}/work")

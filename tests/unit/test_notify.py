@@ -1,0 +1,181 @@
+"""Which result messages a run announces, and that they satisfy their schemas."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+from fedora_image_uploader_messages import ContainerPublishedV1
+from fedora_messaging import message as fm_message
+
+from fedora_container_sync import gate
+from fedora_container_sync.errors import ComposeError
+from fedora_container_sync.notify import published_repositories, result_messages
+from fedora_container_sync.platforms import sorted_arches
+from fedora_container_sync.report import ComposeReport, TagAction, TagOutcome
+from fedora_container_sync.schemas import TagHeldV1
+
+CID = "Fedora-41-20241026.0"
+ALL = {"x86_64", "aarch64", "ppc64le", "s390x"}
+FEDORA = "registry.fedoraproject.org"
+QUAY = "quay.io/fedora"
+
+
+def outcome(registry, repository, tag, action, current=None, compose=ALL):
+    """A tag outcome with the gate facts a real run records (the gate is tested elsewhere)."""
+    current = None if current is None else frozenset(current)
+    missing = (current or frozenset()) - frozenset(compose)
+    verdict = gate.Verdict.HOLD if missing else gate.Verdict.PUBLISH
+    reason = (
+        f"compose lacks {', '.join(sorted_arches(missing))}, which the tag serves now"
+        if missing
+        else "all current arches present"
+    )
+    decision = gate.GateDecision(verdict, current, frozenset(compose), reason, missing=missing)
+    return TagOutcome(registry, repository, tag, action, decision)
+
+
+def run(*outcomes, release=41, dry_run=False) -> ComposeReport:
+    report = ComposeReport(CID, dry_run=dry_run, release=release)
+    report.tags.extend(outcomes)
+    return report
+
+
+def test_one_message_per_repository_for_every_registry_and_tag():
+    report = run(
+        outcome(FEDORA, "fedora", "41", TagAction.PUBLISHED),
+        outcome(FEDORA, "fedora", "latest", TagAction.PUBLISHED),
+        outcome(QUAY, "fedora", "41", TagAction.PUBLISHED),
+        outcome(QUAY, "fedora", "latest", TagAction.UNCHANGED),  # an earlier delivery did it
+        outcome(FEDORA, "fedora-toolbox", "41", TagAction.PUBLISHED, compose={"x86_64"}),
+        outcome(QUAY, "fedora-toolbox", "41", TagAction.PUBLISHED, compose={"x86_64"}),
+    )
+    assert [entry.body() for entry in published_repositories(report)] == [
+        {
+            "architectures": ["x86_64", "aarch64", "ppc64le", "s390x"],
+            "compose_id": CID,
+            "registries": [FEDORA, QUAY],
+            "release": 41,
+            "repository": "fedora",
+            "tags": ["41", "latest"],
+        },
+        {
+            "architectures": ["x86_64"],
+            "compose_id": CID,
+            "registries": [FEDORA, QUAY],
+            "release": 41,
+            "repository": "fedora-toolbox",
+            "tags": ["41"],
+        },
+    ]
+
+
+def test_registries_with_different_tags_get_separate_messages():
+    # quay's "latest" was held: a single message would claim quay.io/fedora/fedora:latest.
+    report = run(
+        outcome(FEDORA, "fedora", "41", TagAction.PUBLISHED),
+        outcome(FEDORA, "fedora", "latest", TagAction.PUBLISHED),
+        outcome(QUAY, "fedora", "41", TagAction.PUBLISHED),
+        outcome(QUAY, "fedora", "latest", TagAction.HELD, current=ALL, compose={"x86_64"}),
+    )
+    entries = published_repositories(report)
+    assert [(e.registries, e.tags) for e in entries] == [
+        ((FEDORA,), ("41", "latest")),
+        ((QUAY,), ("41",)),
+    ]
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        run(outcome(FEDORA, "fedora", "41", TagAction.WOULD_PUBLISH), dry_run=True),
+        run(TagOutcome(FEDORA, "fedora", "41", TagAction.FAILED, error="registry answered 500")),
+        run(outcome(FEDORA, "fedora", "41", TagAction.HELD, current=ALL, compose={"x86_64"})),
+        run(),
+    ],
+    ids=["dry-run", "failed", "held", "nothing"],
+)
+def test_nothing_published_nothing_announced(report):
+    assert published_repositories(report) == []
+
+
+def test_messages_validate_against_their_schemas():
+    report = run(
+        outcome(QUAY, "fedora-toolbox", "41", TagAction.PUBLISHED, compose={"x86_64"}),
+        outcome(FEDORA, "fedora-toolbox", "41", TagAction.HELD, current=ALL, compose={"x86_64"}),
+    )
+    report.errors.append(ComposeError("aarch64: sha256 mismatch"))
+    published, held = result_messages(report)
+    assert isinstance(published, ContainerPublishedV1)
+    assert isinstance(held, TagHeldV1)
+    published.validate()
+    held.validate()
+    assert published.containers == ["quay.io/fedora/fedora-toolbox:41"]
+    assert held.body["missing_arches"] == ["aarch64", "ppc64le", "s390x"]
+    assert held.body["current_arches"] == ["x86_64", "aarch64", "ppc64le", "s390x"]
+    assert held.body["verdict"] == "held"
+    assert held.body["reason"] == "compose lacks aarch64, ppc64le, s390x, which the tag serves now"
+
+
+def test_dry_run_announces_nothing():
+    report = run(
+        outcome(FEDORA, "fedora", "41", TagAction.WOULD_HOLD, current=ALL, compose={"x86_64"}),
+        dry_run=True,
+    )
+    assert result_messages(report) == []
+
+
+HELD_BODY = {
+    "compose_id": CID,
+    "release": 41,
+    "registry": QUAY,
+    "repository": "fedora-toolbox",
+    "tag": "41",
+    "verdict": "held",
+    "reason": "compose lacks aarch64, which the tag serves now",
+    "missing_arches": ["aarch64"],
+    "current_arches": ["x86_64", "aarch64"],
+    "compose_arches": ["x86_64"],
+}
+
+
+def test_tag_held_schema_is_registered_under_its_topic():
+    assert fm_message.get_class("fedora_container_sync.tag.held.v1") is TagHeldV1
+    message = TagHeldV1(body=HELD_BODY)
+    assert message._headers["fedora_messaging_schema"] == "fedora_container_sync.tag.held.v1"
+    assert message.app_name == "fedora-container-sync"
+    assert message.containers == ["quay.io/fedora/fedora-toolbox:41"]
+
+
+def test_tag_held_summary_and_text():
+    message = TagHeldV1(body=HELD_BODY)
+    assert message.summary == (
+        f"fedora-container-sync held quay.io/fedora/fedora-toolbox:41 for compose {CID}: "
+        "missing aarch64"
+    )
+    text = str(message)
+    assert text.startswith(
+        f"The tag quay.io/fedora/fedora-toolbox:41 was not moved to compose {CID}"
+    )
+    assert "\tMissing arches: aarch64\n" in text
+    assert "\tArches served now: x86_64, aarch64\n" in text
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("tag", None), ("release", "Rawhide"), ("missing_arches", "aarch64"), ("compose_id", 41)],
+)
+def test_tag_held_schema_rejects_bad_bodies(key, value):
+    body = dict(HELD_BODY)
+    if value is None:
+        del body[key]  # a required key is missing
+    else:
+        body[key] = value
+    with pytest.raises(jsonschema.ValidationError):
+        TagHeldV1(body=body).validate()
+
+
+def test_loading_a_serialized_held_message_gives_the_class():
+    wire = fm_message.dumps(TagHeldV1(body=HELD_BODY))
+    (loaded,) = fm_message.loads(wire)
+    assert isinstance(loaded, TagHeldV1)
+    assert loaded.body == HELD_BODY

@@ -1,0 +1,36 @@
+import os
+import stat
+
+from fedora_container_sync.workdir import run_directory, sweep_stale_runs
+
+
+def test_run_directory_is_private_and_removed(tmp_path):
+    with run_directory(tmp_path, "Fedora-41-20241025.0") as path:
+        assert path.parent == tmp_path
+        assert path.name.startswith("Fedora-41-20241025.0.")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+        (path / "file").write_text("x")
+    assert not path.exists()
+
+
+def test_live_runs_are_kept_and_dead_ones_swept(tmp_path):
+    with run_directory(tmp_path, "a") as live:
+        # A run killed with -9: its directory and lock file remain, nobody holds the lock.
+        with run_directory(tmp_path, "b") as dead:
+            pass
+        dead.mkdir()
+        (dead / ".lock").write_text("")
+        (dead / "leftover.tar").write_text("x")
+        unrelated = tmp_path / "not-a-run"
+        unrelated.mkdir()
+        sweep_stale_runs(tmp_path)
+        assert live.exists()
+        assert not dead.exists()
+        assert unrelated.exists()
+
+
+def test_two_runs_of_one_compose_get_two_directories(tmp_path):
+    with run_directory(tmp_path, "c") as first, run_directory(tmp_path, "c") as second:
+        assert first != second
+        assert first.exists() and second.exists()
+    assert os.listdir(tmp_path) == []
