@@ -24,7 +24,7 @@ import httpx
 from .archive import MAGIC_LENGTH, Decoder, decoder_for, detect_transport
 from .errors import ComposeError, MessageError, TransientError, one_line
 from .messages import check_location
-from .retry import call_with_retry
+from .retry import call_with_retry, retry_after_seconds, transient_status
 from .selection import ImageArtifact
 from .settings import RetrySettings
 
@@ -215,16 +215,10 @@ class ComposeFetcher:
         if 200 <= status < 300:
             return
         what = f"{self._compose_id}: {path}: HTTP {status}"
-        if status == 429 or status >= 500:
-            raise TransientError(what, retry_after=_retry_after(response))
+        if transient_status(status):
+            raise TransientError(
+                what, retry_after=retry_after_seconds(response.headers.get("retry-after"))
+            )
         if status in (404, 410):
             raise ComposeError(f"{self._compose_id}: {path} not found (HTTP {status})")
         raise ComposeError(what)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

@@ -8,6 +8,7 @@ index. Tags move last; a failure anywhere leaves index tags as they were.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import shutil
@@ -20,7 +21,7 @@ import httpx
 
 from . import gate, skopeo
 from .compose import ComposeFetcher, LocalImage
-from .errors import ConfigError, PermanentError, RegistryError, SkopeoError, SyncError
+from .errors import ConfigError, PermanentError, SkopeoError, SyncError, TagRaceError
 from .layout import LocalManifest, annotate_layout, read_layout
 from .manifests import (
     ARCH,
@@ -35,6 +36,7 @@ from .manifests import (
 from .messages import ComposeMessage, Envelope, needs_work, parse_compose_message
 from .platforms import fedora_arch
 from .registry import mediatype
+from .registry.auth import RegistryAuth
 from .registry.client import RegistryClient
 from .report import ArchPush, ComposeReport, TagAction, TagOutcome
 from .retry import call_with_retry
@@ -102,6 +104,13 @@ class _Run:
         self.work = Path(
             tempfile.mkdtemp(prefix=f"{_safe_name(message.compose_id)}.", dir=settings.work_dir)
         )
+        # skopeo reads credentials from its auth file only, never from our environment.
+        self._secret_env = [
+            f"{registry.credential_prefix}{suffix}"
+            for registry in settings.registries
+            if registry.credential_prefix
+            for suffix in ("USER", "PASSWORD")
+        ]
 
     def execute(self) -> ComposeReport:
         _log.info(
@@ -199,6 +208,7 @@ class _Run:
             ),
             timeout=self.settings.skopeo_timeout,
             what=f"conversion of {artifact.path}",
+            hide_env=self._secret_env,
         )
         annotate_layout(
             layout,
@@ -229,19 +239,25 @@ class _Run:
         except SyncError as error:
             self._fail(error)
             return
-        auth = httpx.BasicAuth(credentials.username, credentials.password) if credentials else None
+        auth = RegistryAuth(
+            credentials, registry=registry.url, allow_http_realm=not registry.tls_verify
+        )
         client = RegistryClient(
-            registry, timeout=self.settings.http_timeout, retry=self.settings.retry, auth=auth
+            registry,
+            timeout=self.settings.http_timeout,
+            retry=self.settings.retry,
+            auth=auth,
+            log_prefix=f"compose {self.compose_id}: ",
         )
         with client, skopeo.auth_file(registry.host, credentials, self.work / "auth") as authfile:
             try:
                 client.ping()
             except SyncError as error:
-                self._fail(error)
-                _log.error(
-                    "compose %s: registry %s skipped: nothing was changed there",
-                    self.compose_id,
-                    registry.url,
+                # One line naming the registry; the other registries still get the compose.
+                self._fail(
+                    type(error)(
+                        f"registry {registry.url} not usable, nothing was changed there: {error}"
+                    )
                 )
                 return
             for repository in _unique(a.repository for a in artifacts):
@@ -307,8 +323,9 @@ class _Run:
                         ),
                         timeout=self.settings.skopeo_timeout,
                         what=f"push of {name}",
+                        hide_env=self._secret_env,
                     ),
-                    what=f"push of {name}",
+                    what=f"compose {self.compose_id}: push of {name}",
                     policy=self.settings.retry,
                 )
                 landed = skopeo.read_digest(digest_file, what=f"push of {name}")
@@ -359,37 +376,54 @@ class _Run:
     ) -> None:
         """Gate one index tag. ``entries`` maps each pushed arch to its entry (None: dry run)."""
         name = f"{registry.url}/{repository}:{tag}"
+        pushed = [entry for entry in entries.values() if entry is not None]
+        body = build_index(pushed, compose_id=self.compose_id) if pushed else b""
         try:
-            current = client.manifest_get(repository, tag)
-            current_arches = (
-                None if current is None else self._arches_of(client, repository, current)
-            )
-            pushed = [entry for entry in entries.values() if entry is not None]
-            body = build_index(pushed, compose_id=self.compose_id) if pushed else b""
-            decision = gate.decide(
-                current_arches,
-                set(entries),
-                failed_arches=failed,
-                current_digest=current.digest if current else None,
-                new_digest=digest_of(body) if body else None,
-                policy=self.settings.gate_policy,
-            )
-            if decision.verdict is gate.Verdict.HOLD:
-                action = TagAction.WOULD_HOLD if self.dry_run else TagAction.HELD
-                digest = current.digest if current else None
-            elif decision.verdict is gate.Verdict.UNCHANGED:
-                action, digest = TagAction.UNCHANGED, current.digest if current else None
-            elif self.dry_run:
-                action, digest = TagAction.WOULD_PUBLISH, None
-            else:
+            # Gate, write, read back. distribution has no conditional PUT, so another writer can
+            # move the tag between our read and our write: the read-back catches that, and the
+            # gate runs again on what the tag holds now.
+            for attempt in itertools.count(1):
+                current = client.manifest_get(repository, tag)
+                current_arches = (
+                    None if current is None else self._arches_of(client, repository, current)
+                )
+                decision = gate.decide(
+                    current_arches,
+                    set(entries),
+                    failed_arches=failed,
+                    current_digest=current.digest if current else None,
+                    new_digest=digest_of(body) if body else None,
+                    policy=self.settings.gate_policy,
+                )
+                if decision.verdict is gate.Verdict.HOLD:
+                    action = TagAction.WOULD_HOLD if self.dry_run else TagAction.HELD
+                    digest = current.digest if current else None
+                    break
+                if decision.verdict is gate.Verdict.UNCHANGED:
+                    action, digest = TagAction.UNCHANGED, current.digest if current else None
+                    break
+                if self.dry_run:
+                    action, digest = TagAction.WOULD_PUBLISH, None
+                    break
                 digest = client.manifest_put(repository, tag, mediatype.OCI_INDEX, body)
                 readback = client.manifest_get(repository, tag)
-                if readback is None or readback.digest != digest:
-                    raise RegistryError(
-                        f"{name}: read back {readback.digest if readback else 'nothing'} "
-                        f"after writing {digest}; another writer moved the tag"
+                if readback is not None and readback.digest == digest:
+                    action = TagAction.PUBLISHED
+                    break
+                found = readback.digest if readback else "nothing"
+                if attempt >= self.settings.retry.attempts:
+                    raise TagRaceError(
+                        f"{name}: lost a race {attempt} times: right after writing {digest} "
+                        f"the tag held {found} (another writer moved it)"
                     )
-                action = TagAction.PUBLISHED
+                _log.warning(
+                    "compose %s: lost a race on %s: right after writing %s the tag held %s "
+                    "(another writer moved it); gating again",
+                    self.compose_id,
+                    name,
+                    digest,
+                    found,
+                )
         except SyncError as error:
             self._fail(error)
             self.report.tags.append(
