@@ -131,7 +131,10 @@ class RegistryAuth(httpx.Auth):
             request.headers["Authorization"] = self._basic
             yield request
         elif scheme == "bearer":
-            token_response = yield self._token_request(params)
+            token_request = self._token_request(params)
+            if "user-agent" in request.headers:
+                token_request.headers["User-Agent"] = request.headers["user-agent"]
+            token_response = yield token_request
             token = self._store_token(params, token_response)
             request.headers["Authorization"] = f"Bearer {token}"
             yield request
