@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -203,7 +203,9 @@ class ComposeFetcher:
     def _redirect_target(self, url: str, response: httpx.Response) -> str:
         target = str(urljoin(url, response.headers.get("location", "")))
         try:
-            check_location(target, self._allowlist, compose_id=self._compose_id)
+            # Same rule as a message's location; a query (signed mirror URLs) is fine here.
+            without_query = urlunsplit(urlsplit(target)._replace(query=""))
+            check_location(without_query, self._allowlist, compose_id=self._compose_id)
         except MessageError:
             raise ComposeError(
                 f"{self._compose_id}: {url} redirects to {target}, outside compose_url_allowlist"

@@ -28,12 +28,12 @@ _TRANSIENT = re.compile(
     r"connection refused|connection reset|broken pipe|\bEOF\b|i/o timeout|timeout|"
     r"TLS handshake|no such host|network is unreachable|toomanyrequests|too many requests|"
     r"\b429\b|\b50[234]\b|received unexpected HTTP status: 5\d\d|Service Unavailable|"
-    r"Bad Gateway|Gateway Timeout",
+    r"Bad Gateway|Gateway Timeout|\bunavailable\b",
     re.IGNORECASE,
 )
 #: ... unless the registry said something final.
 _PERMANENT = re.compile(
-    r"unauthorized|denied|authentication required|manifest unknown|name unknown|"
+    r"unauthorized|denied|forbidden|authentication required|manifest unknown|name unknown|"
     r"invalid reference|no such file|not found|does not match|unsupported",
     re.IGNORECASE,
 )
