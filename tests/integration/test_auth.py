@@ -13,37 +13,16 @@ from fedora_container_sync.errors import RegistryError
 from fedora_container_sync.registry.auth import RegistryAuth
 from fedora_container_sync.registry.client import RegistryClient
 from fedora_container_sync.settings import Credentials, RegistrySettings, RetrySettings
+from support.auth import PASSWORD, USER
 from support.harness import ARCHES, Harness
-from support.servers import Registry, RegistryTLS, write_htpasswd
-from support.tokens import TokenServer, issue_cert, make_ca
+from support.servers import Registry, RegistryTLS
+from support.tokens import issue_cert, make_ca
 
 pytestmark = pytest.mark.integration
 
-USER = "sync-bot"
-PASSWORD = "correct-horse-battery-staple"
 TOOLBOX = "fedora-toolbox"
 COMPOSE = "Fedora-41-20241025.0"
 OUR_AGENT = "fedora-container-sync"
-
-
-@pytest.fixture(scope="module")
-def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    htpasswd = write_htpasswd(tmp_path_factory.mktemp("htpasswd") / "htpasswd", {USER: PASSWORD})
-    with Registry(htpasswd=htpasswd, credentials=(USER, PASSWORD)) as registry:
-        yield registry
-
-
-@pytest.fixture(scope="module")
-def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenServer]:
-    with TokenServer(tmp_path_factory.mktemp("tokens"), {USER: PASSWORD}) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def token_registry(token_server: TokenServer) -> Iterator[Registry]:
-    auth = RegistryAuth(Credentials(USER, PASSWORD), registry="test", allow_http_realm=True)
-    with Registry(token_auth=token_server.registry_auth_config(), http_auth=auth) as registry:
-        yield registry
 
 
 def make_harness(request: pytest.FixtureRequest, registry: Registry) -> Harness:

@@ -182,6 +182,8 @@ class TokenServer:
     expires_in: int = 300
     public_prefix: str = "public/"
     requests: list[TokenRequest] = field(default_factory=list)
+    #: every token handed out, so tests can look for them where they must not be
+    issued: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: _TokenHTTPServer | None = None
 
@@ -284,6 +286,8 @@ class TokenServer:
             "access": access,
         }
         token = jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": [self._x5c]})
+        with self._lock:
+            self.issued.append(token)
         return {
             "token": token,
             "access_token": token,
