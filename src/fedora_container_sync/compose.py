@@ -90,9 +90,14 @@ class ComposeFetcher:
             try:
                 target.deserialize(document)
             except Exception as error:  # productmd raises ValueError, KeyError, TypeError...
+                reason = (
+                    f"missing key {error.args[0]!r}"
+                    if isinstance(error, KeyError) and error.args
+                    else one_line(error)
+                )
                 raise ComposeError(
                     f"{self._compose_id}: metadata/{name} is not valid productmd metadata: "
-                    f"{one_line(error)}"
+                    f"{reason}"
                 ) from None
         compose_id = info.compose.id
         if compose_id != self._compose_id:
