@@ -96,8 +96,7 @@ class ComposeFetcher:
                     else one_line(error)
                 )
                 raise ComposeError(
-                    f"{self._compose_id}: metadata/{name} is not valid productmd metadata: "
-                    f"{reason}"
+                    f"{self._compose_id}: metadata/{name} is not valid productmd metadata: {reason}"
                 ) from None
         compose_id = info.compose.id
         if compose_id != self._compose_id:
