@@ -280,4 +280,3 @@ def _next_page(response: httpx.Response, host: str) -> str | None:
     if url.is_absolute_url and netloc != host:
         raise RegistryError(f"tag list of {host}: next page points at another host")
     return url.raw_path.decode("ascii")
-
