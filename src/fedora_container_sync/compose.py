@@ -115,7 +115,7 @@ class ComposeFetcher:
         where = f"{self._compose_id}: {artifact.path}"
         call_with_retry(
             lambda: self._download_once(artifact, final, where),
-            what=f"download of {artifact.path}",
+            what=f"compose {self._compose_id}: download of {artifact.path}",
             policy=self._retry,
         )
         return LocalImage(artifact, final, detect_transport(final, where=where))
@@ -181,7 +181,9 @@ class ComposeFetcher:
                 raise ComposeError(f"{self._compose_id}: {path} is not JSON: {error}") from None
             return document
 
-        return call_with_retry(once, what=f"fetch of {path}", policy=self._retry)
+        return call_with_retry(
+            once, what=f"compose {self._compose_id}: fetch of {path}", policy=self._retry
+        )
 
     @contextlib.contextmanager
     def _stream(self, path: str) -> Iterator[httpx.Response]:

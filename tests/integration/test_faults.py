@@ -176,6 +176,7 @@ def test_compose_timeouts_and_5xx_are_retried(proxied, compose_proxy):
     assert result.code == 0, result.err
     assert_complete(proxied, OLD)
     retries = retry_lines(result.err)
+    assert all(f"retrying compose {OLD}: " in line for line in retries), result.err
     assert any("timed out" in line for line in retries), result.err
     assert any("HTTP 503" in line for line in retries)
     assert {"hang", "status 503", "drop", "status 429"} <= {r.fault for r in compose_proxy.faults()}
