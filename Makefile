@@ -24,15 +24,15 @@ lint: venv
 check: lint test
 
 # skopeo + a CNCF distribution registry server: Debian/Ubuntu `docker-registry`,
-# Fedora `docker-distribution` (binary `registry`).
+# Fedora `docker-distribution` (binary `registry`); htpasswd for the Basic-auth test registry.
 system-deps:
-	@if command -v skopeo >/dev/null && { command -v docker-registry || command -v registry; } >/dev/null; then \
+	@if command -v skopeo >/dev/null && command -v htpasswd >/dev/null && { command -v docker-registry || command -v registry; } >/dev/null; then \
 		exit 0; \
 	elif command -v apt-get >/dev/null; then \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq skopeo docker-registry; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq skopeo docker-registry apache2-utils; \
 	elif command -v dnf >/dev/null; then \
-		$(SUDO) dnf install -y skopeo docker-distribution; \
+		$(SUDO) dnf install -y skopeo docker-distribution httpd-tools; \
 	else \
 		echo "install skopeo and a distribution registry server (docker-registry) first" >&2; \
 		exit 1; \

@@ -9,6 +9,7 @@ and the transport is detected from the tar's members, never from the file name.
 from __future__ import annotations
 
 import lzma
+import posixpath
 import tarfile
 import zlib
 from pathlib import Path
@@ -83,6 +84,31 @@ def decoder_for(head: bytes) -> Decoder:
     return _Plain()
 
 
+def check_member(member: tarfile.TarInfo, *, where: str) -> None:
+    """Refuse a member that would land outside the directory skopeo extracts the archive to.
+
+    Absolute names, ``..`` that climbs out, links pointing out (``docker save`` links identical
+    layers as ``../<id>/layer.tar``, which stays inside and is fine) and device files.
+    """
+    name = member.name
+    if _escapes(name):
+        raise ComposeError(f"{where}: archive member {name!r} escapes the archive")
+    if member.issym() or member.islnk():
+        base = posixpath.dirname(name) if member.issym() else ""
+        if _escapes(posixpath.join(base, member.linkname)) or member.linkname.startswith("/"):
+            raise ComposeError(
+                f"{where}: archive member {name!r} links to {member.linkname!r}, "
+                "outside the archive"
+            )
+    elif not (member.isfile() or member.isdir()):
+        raise ComposeError(f"{where}: archive member {name!r} is a device or special file")
+
+
+def _escapes(path: str) -> bool:
+    normalized = posixpath.normpath(path)
+    return path.startswith("/") or normalized == ".." or normalized.startswith("../")
+
+
 def detect_transport(tar_path: Path, *, where: str) -> str:
     """``docker-archive`` or ``oci-archive`` for an uncompressed tar, from its members.
 
@@ -93,6 +119,7 @@ def detect_transport(tar_path: Path, *, where: str) -> str:
     try:
         with tarfile.open(tar_path, mode="r:") as archive:
             for member in archive:
+                check_member(member, where=where)
                 names.add(member.name.removeprefix("./"))
     except (tarfile.TarError, OSError) as error:
         raise ComposeError(f"{where}: not a tar archive ({error})") from None

@@ -151,6 +151,8 @@ def _replay(args: argparse.Namespace) -> int:
     envelopes = read_message_file(_read_text(args.message_file), source=source)
     # Check every message before doing anything: a bad file does no partial work.
     for envelope in envelopes:
+        if envelope.is_compose_status and envelope.status is None:
+            raise UsageError(f"{source}: {envelope.label}: body.status is missing or not a string")
         if needs_work(envelope):
             try:
                 parse_compose_message(envelope.body, settings.compose_url_allowlist)

@@ -17,14 +17,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
 from .archive import MAGIC_LENGTH, Decoder, decoder_for, detect_transport
 from .errors import ComposeError, MessageError, TransientError, one_line
 from .messages import check_location
-from .retry import call_with_retry
+from .retry import call_with_retry, retry_after_seconds, transient_status
 from .selection import ImageArtifact
 from .settings import RetrySettings
 
@@ -90,9 +90,13 @@ class ComposeFetcher:
             try:
                 target.deserialize(document)
             except Exception as error:  # productmd raises ValueError, KeyError, TypeError...
+                reason = (
+                    f"missing key {error.args[0]!r}"
+                    if isinstance(error, KeyError) and error.args
+                    else one_line(error)
+                )
                 raise ComposeError(
-                    f"{self._compose_id}: metadata/{name} is not valid productmd metadata: "
-                    f"{one_line(error)}"
+                    f"{self._compose_id}: metadata/{name} is not valid productmd metadata: {reason}"
                 ) from None
         compose_id = info.compose.id
         if compose_id != self._compose_id:
@@ -111,7 +115,7 @@ class ComposeFetcher:
         where = f"{self._compose_id}: {artifact.path}"
         call_with_retry(
             lambda: self._download_once(artifact, final, where),
-            what=f"download of {artifact.path}",
+            what=f"compose {self._compose_id}: download of {artifact.path}",
             policy=self._retry,
         )
         return LocalImage(artifact, final, detect_transport(final, where=where))
@@ -177,7 +181,9 @@ class ComposeFetcher:
                 raise ComposeError(f"{self._compose_id}: {path} is not JSON: {error}") from None
             return document
 
-        return call_with_retry(once, what=f"fetch of {path}", policy=self._retry)
+        return call_with_retry(
+            once, what=f"compose {self._compose_id}: fetch of {path}", policy=self._retry
+        )
 
     @contextlib.contextmanager
     def _stream(self, path: str) -> Iterator[httpx.Response]:
@@ -203,7 +209,9 @@ class ComposeFetcher:
     def _redirect_target(self, url: str, response: httpx.Response) -> str:
         target = str(urljoin(url, response.headers.get("location", "")))
         try:
-            check_location(target, self._allowlist, compose_id=self._compose_id)
+            # Same rule as a message's location; a query (signed mirror URLs) is fine here.
+            without_query = urlunsplit(urlsplit(target)._replace(query=""))
+            check_location(without_query, self._allowlist, compose_id=self._compose_id)
         except MessageError:
             raise ComposeError(
                 f"{self._compose_id}: {url} redirects to {target}, outside compose_url_allowlist"
@@ -215,16 +223,10 @@ class ComposeFetcher:
         if 200 <= status < 300:
             return
         what = f"{self._compose_id}: {path}: HTTP {status}"
-        if status == 429 or status >= 500:
-            raise TransientError(what, retry_after=_retry_after(response))
+        if transient_status(status):
+            raise TransientError(
+                what, retry_after=retry_after_seconds(response.headers.get("retry-after"))
+            )
         if status in (404, 410):
             raise ComposeError(f"{self._compose_id}: {path} not found (HTTP {status})")
         raise ComposeError(what)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

@@ -65,6 +65,10 @@ class RegistryUnavailable(TransientError):
     """A registry could not be reached or answered with a transient error."""
 
 
+class TagRaceError(TransientError):
+    """Another writer moved a tag right after we wrote it, every time we tried."""
+
+
 class SkopeoError(PermanentError):
     """skopeo failed in a way retrying cannot fix."""
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 
-import httpx
-
 from . import audit
 from .audit import ReadFailure, RepositoryState
 from .errors import SyncError
 from .manifests import Manifest, platform_of_config
 from .platforms import fedora_arch
+from .registry.auth import RegistryAuth
 from .registry.client import RegistryClient
 from .settings import Releases, Settings
 
@@ -33,7 +32,9 @@ def read_registries(settings: Settings) -> tuple[list[RepositoryState], list[Rea
     failures: list[ReadFailure] = []
     for registry in settings.registries:
         credentials = registry.credentials()
-        auth = httpx.BasicAuth(credentials.username, credentials.password) if credentials else None
+        auth = RegistryAuth(
+            credentials, registry=registry.url, allow_http_realm=not registry.tls_verify
+        )
         with RegistryClient(
             registry, timeout=settings.http_timeout, retry=settings.retry, auth=auth
         ) as client:

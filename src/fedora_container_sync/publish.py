@@ -8,6 +8,7 @@ index. Tags move last; a failure anywhere leaves index tags as they were.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Iterable
@@ -18,7 +19,13 @@ import httpx
 
 from . import bodhi, gate, skopeo
 from .compose import ComposeFetcher, ComposeMetadata, LocalImage
-from .errors import ConfigError, PermanentError, RegistryError, SkopeoError, SyncError
+from .errors import (
+    ConfigError,
+    PermanentError,
+    SkopeoError,
+    SyncError,
+    TagRaceError,
+)
 from .layout import LocalManifest, annotate_layout, read_layout
 from .manifests import (
     ARCH,
@@ -32,6 +39,7 @@ from .manifests import (
 from .messages import ComposeMessage, Envelope, needs_work, parse_compose_message
 from .platforms import FEDORA_PLATFORMS, fedora_arch
 from .registry import mediatype
+from .registry.auth import RegistryAuth
 from .registry.client import RegistryClient
 from .report import ArchPush, ComposeReport, TagAction, TagOutcome
 from .retry import call_with_retry
@@ -139,6 +147,13 @@ class _Run:
         self.compose_id = message.compose_id
         self.report = ComposeReport(message.compose_id, dry_run=dry_run)
         self.work = Path()  # set by execute(): a private, locked directory for this run
+        # skopeo reads credentials from its auth file only, never from our environment.
+        self._secret_env = [
+            f"{registry.credential_prefix}{suffix}"
+            for registry in settings.registries
+            if registry.credential_prefix
+            for suffix in ("USER", "PASSWORD")
+        ]
 
     def execute(self) -> ComposeReport:
         _log.info(
@@ -256,6 +271,7 @@ class _Run:
             ),
             timeout=self.settings.skopeo_timeout,
             what=f"conversion of {artifact.path}",
+            hide_env=self._secret_env,
         )
         annotate_layout(
             layout,
@@ -286,19 +302,25 @@ class _Run:
         except SyncError as error:
             self._fail(error)
             return
-        auth = httpx.BasicAuth(credentials.username, credentials.password) if credentials else None
+        auth = RegistryAuth(
+            credentials, registry=registry.url, allow_http_realm=not registry.tls_verify
+        )
         client = RegistryClient(
-            registry, timeout=self.settings.http_timeout, retry=self.settings.retry, auth=auth
+            registry,
+            timeout=self.settings.http_timeout,
+            retry=self.settings.retry,
+            auth=auth,
+            log_prefix=f"compose {self.compose_id}: ",
         )
         with client, skopeo.auth_file(registry.host, credentials, self.work / "auth") as authfile:
             try:
                 client.ping()
             except SyncError as error:
-                self._fail(error)
-                _log.error(
-                    "compose %s: registry %s skipped: nothing was changed there",
-                    self.compose_id,
-                    registry.url,
+                # One line naming the registry; the other registries still get the compose.
+                self._fail(
+                    type(error)(
+                        f"registry {registry.url} not usable, nothing was changed there: {error}"
+                    )
                 )
                 return
             for repository in _unique(a.repository for a in artifacts):
@@ -418,8 +440,9 @@ class _Run:
                 ),
                 timeout=self.settings.skopeo_timeout,
                 what=f"push of {name}",
+                hide_env=self._secret_env,
             ),
-            what=f"push of {name}",
+            what=f"compose {self.compose_id}: push of {name}",
             policy=self.settings.retry,
         )
         landed = skopeo.read_digest(digest_file, what=f"push of {name}")
@@ -440,36 +463,53 @@ class _Run:
         ``stale`` each arch whose per-arch tag the guard kept to the newer compose there."""
         name = f"{registry.url}/{repository}:{tag}"
         try:
-            found = client.manifest_get(repository, tag)
-            current = None if found is None else self._current(client, repository, found)
-            decision = gate.decide(
-                current,
-                entries,
-                compose_id=self.compose_id,
-                policy=self.settings.gate_policy,
-                expected=self.settings.expected_for(repository),
-                failed=failed,
-                stale=stale,
-                allow_drop=self.options.allow_drop,
-                force=self.options.force,
-            )
-            digest = current.digest if current else None
-            if decision.verdict in (gate.Verdict.HOLD, gate.Verdict.STALE):
-                action = TagAction.WOULD_HOLD if self.dry_run else TagAction.HELD
-            elif decision.verdict is gate.Verdict.UNCHANGED:
-                action = TagAction.UNCHANGED
-            elif self.dry_run or not decision.entries:
-                action, digest = TagAction.WOULD_PUBLISH, None
-            else:
+            # Gate, write, read back. distribution has no conditional PUT, so another writer can
+            # move the tag between our read and our write: the read-back catches that, and the
+            # gate runs again on what the tag holds now.
+            for attempt in itertools.count(1):
+                found = client.manifest_get(repository, tag)
+                current = None if found is None else self._current(client, repository, found)
+                decision = gate.decide(
+                    current,
+                    entries,
+                    compose_id=self.compose_id,
+                    policy=self.settings.gate_policy,
+                    expected=self.settings.expected_for(repository),
+                    failed=failed,
+                    stale=stale,
+                    allow_drop=self.options.allow_drop,
+                    force=self.options.force,
+                )
+                digest = current.digest if current else None
+                if decision.verdict in (gate.Verdict.HOLD, gate.Verdict.STALE):
+                    action = TagAction.WOULD_HOLD if self.dry_run else TagAction.HELD
+                    break
+                if decision.verdict is gate.Verdict.UNCHANGED:
+                    action = TagAction.UNCHANGED
+                    break
+                if self.dry_run or not decision.entries:
+                    action, digest = TagAction.WOULD_PUBLISH, None
+                    break
                 body = decision.index_body(self.compose_id)
                 digest = client.manifest_put(repository, tag, mediatype.OCI_INDEX, body)
                 readback = client.manifest_get(repository, tag)
-                if readback is None or readback.digest != digest:
-                    raise RegistryError(
-                        f"{name}: read back {readback.digest if readback else 'nothing'} "
-                        f"after writing {digest}; another writer moved the tag"
+                if readback is not None and readback.digest == digest:
+                    action = TagAction.PUBLISHED
+                    break
+                holds = readback.digest if readback else "nothing"
+                if attempt >= self.settings.retry.attempts:
+                    raise TagRaceError(
+                        f"{name}: lost a race {attempt} times: right after writing {digest} "
+                        f"the tag held {holds} (another writer moved it)"
                     )
-                action = TagAction.PUBLISHED
+                _log.warning(
+                    "compose %s: lost a race on %s: right after writing %s the tag held %s "
+                    "(another writer moved it); gating again",
+                    self.compose_id,
+                    name,
+                    digest,
+                    holds,
+                )
         except SyncError as error:
             self._fail(error)
             self.report.tags.append(
@@ -479,7 +519,10 @@ class _Run:
         outcome = TagOutcome(registry.url, repository, tag, action, decision, digest)
         self.report.tags.append(outcome)
         kept = decision.verdict in (gate.Verdict.HOLD, gate.Verdict.STALE)
-        log = _log.warning if kept or decision.forced else _log.info
+        # A tag kept only because an arch failed in this run follows from that failure, which
+        # was already reported as an error: one line per problem, not three.
+        follows_failure = kept and bool(failed) and decision.missing <= failed
+        log = _log.warning if (kept and not follows_failure) or decision.forced else _log.info
         log(
             "compose %s: gate: %s %s, verdict %s: current [%s], compose [%s]: %s%s",
             self.compose_id,

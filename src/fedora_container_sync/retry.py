@@ -1,14 +1,19 @@
 """The one retry policy for compose HTTP, registry HTTP and skopeo runs (tenacity).
 
-Only :class:`~fedora_container_sync.errors.TransientError` is retried, with exponential
-backoff and jitter, bounded by attempts and total time; a server's ``Retry-After`` is honoured.
-Each retry is one log line.
+What is transient is decided by the adapters, each translating its failures into
+:class:`~fedora_container_sync.errors.TransientError` (retried) or a permanent error (never
+retried); :func:`transient_status` is the shared rule for HTTP answers. Retries back off
+exponentially with jitter, bounded by attempts and by total time; a server's ``Retry-After`` is
+honoured (a wait that would overrun the time budget ends the retries instead). Each retry is one
+log line.
 """
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -20,28 +25,62 @@ from .settings import RetrySettings
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: HTTP answers worth retrying: request timeout, rate limit, bad gateway, unavailable, gateway
+#: timeout. Everything else (400, 401, 403, 404, 500, ...) is final.
+TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
+
+
+def transient_status(status: int) -> bool:
+    """True when an HTTP status means "try again later"."""
+    return status in TRANSIENT_STATUSES
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """A ``Retry-After`` header (delta-seconds or an HTTP date) as seconds from ``now``."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff(policy: RetrySettings, attempt: int, retry_after: float | None, jitter: float) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+    ``initial * 2^(attempt-1)`` capped at ``max_delay``, plus ``jitter`` (0..1) of one
+    ``initial``; never less than the server's ``Retry-After``.
+    """
+    delay = min(policy.max_delay, policy.initial_delay * 2.0 ** max(0, attempt - 1))
+    delay += jitter * policy.initial_delay
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
 
 class _Wait(tenacity.wait.wait_base):
-    """Exponential backoff (initial x 2^n, capped) plus up to one ``initial`` of jitter."""
-
     def __init__(self, policy: RetrySettings) -> None:
-        self._initial = policy.initial_delay
-        self._max = policy.max_delay
+        self._policy = policy
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        exponent = max(0, retry_state.attempt_number - 1)
-        delay = min(self._max, self._initial * 2.0**exponent)
-        delay += random.uniform(0, self._initial)  # noqa: S311 - jitter, not cryptography
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None
         retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            delay = max(delay, min(float(retry_after), max(self._max, 1.0)))
-        return delay
+        jitter = random.random()  # noqa: S311 - jitter, not cryptography
+        return backoff(self._policy, retry_state.attempt_number, retry_after, jitter)
 
 
 def call_with_retry(fn: Callable[[], T], *, what: str, policy: RetrySettings) -> T:
-    """Run ``fn``; retry it on :class:`TransientError` as ``policy`` allows, then re-raise."""
+    """Run ``fn``; retry it on :class:`TransientError` as ``policy`` allows, then re-raise.
+
+    ``what`` names the operation in the retry log line; include the compose ID when known.
+    """
 
     def log_retry(retry_state: tenacity.RetryCallState) -> None:
         outcome = retry_state.outcome
@@ -58,7 +97,7 @@ def call_with_retry(fn: Callable[[], T], *, what: str, policy: RetrySettings) ->
 
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(policy.attempts)
-        | tenacity.stop_after_delay(policy.max_total),
+        | tenacity.stop_before_delay(policy.max_total),
         wait=_Wait(policy),
         retry=tenacity.retry_if_exception_type(TransientError),
         before_sleep=log_retry,

@@ -14,7 +14,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +28,12 @@ _TRANSIENT = re.compile(
     r"connection refused|connection reset|broken pipe|\bEOF\b|i/o timeout|timeout|"
     r"TLS handshake|no such host|network is unreachable|toomanyrequests|too many requests|"
     r"\b429\b|\b50[234]\b|received unexpected HTTP status: 5\d\d|Service Unavailable|"
-    r"Bad Gateway|Gateway Timeout",
+    r"Bad Gateway|Gateway Timeout|\bunavailable\b",
     re.IGNORECASE,
 )
 #: ... unless the registry said something final.
 _PERMANENT = re.compile(
-    r"unauthorized|denied|authentication required|manifest unknown|name unknown|"
+    r"unauthorized|denied|forbidden|authentication required|manifest unknown|name unknown|"
     r"invalid reference|no such file|not found|does not match|unsupported",
     re.IGNORECASE,
 )
@@ -87,8 +87,11 @@ def convert_argv(skopeo: str, source: str, layout: Path, *, tmpdir: Path) -> lis
     ]
 
 
-def run(argv: Sequence[str], *, timeout: float, what: str) -> str:
-    """Run skopeo; return stdout. Raise the transient or permanent error its stderr implies."""
+def run(argv: Sequence[str], *, timeout: float, what: str, hide_env: Iterable[str] = ()) -> str:
+    """Run skopeo; return stdout. Raise the transient or permanent error its stderr implies.
+
+    ``hide_env`` names environment variables (credentials) skopeo must not inherit.
+    """
     _log.debug("running %s", " ".join(argv))
     try:
         result = subprocess.run(
@@ -97,7 +100,7 @@ def run(argv: Sequence[str], *, timeout: float, what: str) -> str:
             text=True,
             timeout=timeout,
             check=False,
-            env=_environment(),
+            env=_environment(hide_env),
         )
     except subprocess.TimeoutExpired:
         raise SkopeoTransientError(f"{what}: skopeo timed out after {timeout:.0f}s") from None
@@ -125,10 +128,10 @@ def _last_message(stderr: str) -> str:
     return lines[-1] if lines else "skopeo failed without a message"
 
 
-def _environment() -> dict[str, str]:
-    # No ambient auth: only the auth file we pass explicitly.
+def _environment(hide: Iterable[str]) -> dict[str, str]:
+    # No ambient auth and no credentials: only the auth file we pass explicitly.
     env = dict(os.environ)
-    for name in ("REGISTRY_AUTH_FILE",):
+    for name in ("REGISTRY_AUTH_FILE", *hide):
         env.pop(name, None)
     return env
 

@@ -7,8 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from fedora_container_sync.registry.auth import RegistryAuth
+from fedora_container_sync.settings import Credentials
+from support.auth import PASSWORD, USER
 from support.broker import Bus, rabbitmq_listening
 from support.harness import Harness
+from support.servers import Registry, write_htpasswd
+from support.tokens import TokenServer
 
 
 @pytest.fixture
@@ -30,3 +35,28 @@ def bus(harness, tmp_path) -> Iterator[Bus]:
         yield bus
     finally:
         bus.close()
+
+
+# Registries that need credentials (USER / PASSWORD from support.auth), one per session.
+
+
+@pytest.fixture(scope="session")
+def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """distribution with htpasswd (Basic) auth."""
+    htpasswd = write_htpasswd(tmp_path_factory.mktemp("htpasswd") / "htpasswd", {USER: PASSWORD})
+    with Registry(htpasswd=htpasswd, credentials=(USER, PASSWORD)) as registry:
+        yield registry
+
+
+@pytest.fixture(scope="session")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenServer]:
+    with TokenServer(tmp_path_factory.mktemp("tokens"), {USER: PASSWORD}) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def token_registry(token_server: TokenServer) -> Iterator[Registry]:
+    """distribution with token auth, trusting ``token_server``'s signing certificate."""
+    auth = RegistryAuth(Credentials(USER, PASSWORD), registry="test", allow_http_realm=True)
+    with Registry(token_auth=token_server.registry_auth_config(), http_auth=auth) as registry:
+        yield registry

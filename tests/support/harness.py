@@ -64,6 +64,13 @@ class Harness:
     releases: dict[str, int] | None = field(default_factory=lambda: {"latest": 41, "rawhide": 43})
     repos: dict[str, str] = field(default_factory=lambda: dict(REPOS))
     extra_config: str = ""
+    #: ``[retry]`` table: few attempts and tiny delays keep failing tests fast.
+    retry: dict[str, float] = field(
+        default_factory=lambda: {"attempts": 2, "initial_delay": 0.1, "max_delay": 0.2}
+    )
+    #: registry host -> the TOML keys of its ``[[registries]]`` entry, replacing the default
+    #: ``url = "<host>/<namespace>"`` + ``tls_verify = false`` (e.g. to go through a proxy).
+    registry_entries: dict[str, str] = field(default_factory=dict)
 
     def compose(
         self,
@@ -104,10 +111,13 @@ class Harness:
 
     def config(self) -> Path:
         registries = "".join(
-            f'[[consumer_config.container.registries]]\nurl = "{r.host}/{self.namespace}"\n'
-            "tls_verify = false\n"
+            "[[consumer_config.container.registries]]\n"
+            + self.registry_entries.get(
+                r.host, f'url = "{r.host}/{self.namespace}"\ntls_verify = false\n'
+            )
             for r in self.registries
         )
+        retry = "".join(f"{k} = {v}\n" for k, v in self.retry.items())
         repos = "".join(f'{k} = "{v}"\n' for k, v in self.repos.items())
         releases = (
             "[consumer_config.container.releases]\n"
@@ -123,10 +133,7 @@ compose_url_allowlist = ["{self.server.url}/{self.namespace}/"]
 work_dir = "{self.tmp / "work"}"
 {self.extra_config}
 [consumer_config.container.retry]
-attempts = 2
-initial_delay = 0.1
-max_delay = 0.2
-[consumer_config.container.repos]
+{retry}[consumer_config.container.repos]
 {repos}
 {releases}
 {registries}

@@ -8,10 +8,12 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,6 +32,7 @@ __all__ = [
     "OCI_MANIFEST",
     "FileServer",
     "Registry",
+    "RegistryTLS",
     "free_port",
     "registry_binary",
     "write_htpasswd",
@@ -191,7 +194,14 @@ def write_htpasswd(path: Path, users: dict[str, str]) -> Path:
     return path
 
 
-def _registry_config(*, port: int, data: Path, htpasswd: Path | None) -> str:
+def _registry_config(
+    *,
+    port: int,
+    data: Path,
+    htpasswd: Path | None,
+    token_auth: dict[str, str] | None = None,
+    tls: RegistryTLS | None = None,
+) -> str:
     # JSON strings are valid YAML double-quoted scalars, so json.dumps quotes paths safely.
     lines = [
         "version: 0.1",
@@ -217,7 +227,32 @@ def _registry_config(*, port: int, data: Path, htpasswd: Path | None) -> str:
             "    realm: basic-realm",
             f"    path: {json.dumps(str(htpasswd))}",
         ]
+    if token_auth is not None:
+        lines += ["auth:", "  token:"]
+        lines += [f"    {key}: {json.dumps(value)}" for key, value in token_auth.items()]
+    if tls is not None:
+        lines += [
+            "  tls:",
+            f"    certificate: {json.dumps(str(tls.certificate))}",
+            f"    key: {json.dumps(str(tls.key))}",
+        ]
+        if tls.client_cas is not None:
+            lines += ["    clientcas:", f"      - {json.dumps(str(tls.client_cas))}"]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class RegistryTLS:
+    """Serve HTTPS with ``certificate``/``key``; with ``client_cas``, require client certs.
+
+    ``ca`` verifies the server and ``client_cert``/``client_key`` identify the test helpers."""
+
+    certificate: Path
+    key: Path
+    ca: Path
+    client_cas: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
 
 
 class Registry:
@@ -236,9 +271,15 @@ class Registry:
         credentials: tuple[str, str] | None = None,
         binary: str | None = None,
         port: int = 0,
+        token_auth: dict[str, str] | None = None,
+        tls: RegistryTLS | None = None,
+        http_auth: httpx.Auth | None = None,
     ) -> None:
         self.htpasswd = htpasswd
         self.credentials = credentials
+        self.token_auth = token_auth
+        self.tls = tls
+        self.http_auth = http_auth
         self.binary = binary or registry_binary()
         #: a fixed port (e.g. one a config names before the registry starts); 0: any free one
         self.fixed_port = port
@@ -266,7 +307,13 @@ class Registry:
             self.port = self.fixed_port or free_port()
             config = tmp / "config.yml"
             config.write_text(
-                _registry_config(port=self.port, data=tmp / "data", htpasswd=self.htpasswd)
+                _registry_config(
+                    port=self.port,
+                    data=tmp / "data",
+                    htpasswd=self.htpasswd,
+                    token_auth=self.token_auth,
+                    tls=self.tls,
+                )
             )
             # REGISTRY_* variables would override the config file.
             env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
@@ -294,12 +341,12 @@ class Registry:
     def _wait_ready(self) -> bool:
         assert self._proc is not None
         deadline = time.monotonic() + self.START_TIMEOUT
-        with httpx.Client(timeout=1.0) as client:
+        with self.client() as client:
             while time.monotonic() < deadline:
                 if self._proc.poll() is not None:
                     return False
                 try:
-                    if client.get(f"{self.url}/v2/").status_code in (200, 401):
+                    if client.get("/v2/", auth=None).status_code in (200, 401):
                         return True
                 except httpx.TransportError:
                     pass
@@ -342,7 +389,7 @@ class Registry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def storage_dir(self) -> Path:
@@ -363,7 +410,13 @@ class Registry:
 
     def client(self) -> httpx.Client:
         """An httpx client for this registry (base_url set, credentials if given). Close it."""
-        return httpx.Client(base_url=self.url, auth=self.credentials, timeout=10.0)
+        auth: httpx.Auth | tuple[str, str] | None = self.http_auth or self.credentials
+        if self.tls is None:
+            return httpx.Client(base_url=self.url, auth=auth, timeout=10.0)
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        if self.tls.client_cert is not None and self.tls.client_key is not None:
+            context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
+        return httpx.Client(base_url=self.url, auth=auth, timeout=10.0, verify=context)
 
     def get_manifest(self, repo: str, ref: str) -> tuple[str, str, bytes] | None:
         """``(Content-Type, Docker-Content-Digest, body)`` of ``repo:ref`` (tag or digest), or

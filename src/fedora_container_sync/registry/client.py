@@ -18,7 +18,7 @@ import httpx
 
 from ..errors import RegistryError, RegistryUnavailable, one_line
 from ..manifests import Manifest, digest_of
-from ..retry import call_with_retry
+from ..retry import call_with_retry, retry_after_seconds, transient_status
 from ..settings import RegistrySettings, RetrySettings
 from . import mediatype
 
@@ -60,9 +60,11 @@ class RegistryClient:
         retry: RetrySettings,
         auth: httpx.Auth | None = None,
         transport: httpx.BaseTransport | None = None,
+        log_prefix: str = "",
     ) -> None:
         self.registry = registry
         self._retry = retry
+        self._log_prefix = log_prefix
         self._scheme: str | None = "https" if registry.tls_verify else None
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
@@ -90,7 +92,7 @@ class RegistryClient:
             response = self._request("GET", "/v2/", what=what)
             self._raise_for_status(response, what)
 
-        call_with_retry(once, what=f"check of {what}", policy=self._retry)
+        call_with_retry(once, what=f"{self._log_prefix}check of {what}", policy=self._retry)
 
     # -- manifests ---------------------------------------------------------------------------
 
@@ -123,7 +125,7 @@ class RegistryClient:
                 raise RegistryError(f"{what}: body does not match the requested digest")
             return Manifest(media_type, digest, body)
 
-        return call_with_retry(once, what=f"read of {what}", policy=self._retry)
+        return call_with_retry(once, what=f"{self._log_prefix}read of {what}", policy=self._retry)
 
     def manifest_put(self, repository: str, reference: str, media_type: str, body: bytes) -> str:
         """PUT the exact ``body``; return its digest after checking the registry agrees."""
@@ -141,7 +143,7 @@ class RegistryClient:
                 raise RegistryError(f"{what}: registry stored {landed}, expected {expected}")
             return expected
 
-        return call_with_retry(once, what=f"write of {what}", policy=self._retry)
+        return call_with_retry(once, what=f"{self._log_prefix}write of {what}", policy=self._retry)
 
     def blob_get(self, repository: str, digest: str) -> bytes:
         """A small blob (an image config), verified against its digest."""
@@ -156,7 +158,7 @@ class RegistryClient:
                 raise RegistryError(f"{what}: blob does not match its digest")
             return body
 
-        return call_with_retry(once, what=f"read of {what}", policy=self._retry)
+        return call_with_retry(once, what=f"{self._log_prefix}read of {what}", policy=self._retry)
 
     # -- tags --------------------------------------------------------------------------------
 
@@ -190,7 +192,7 @@ class RegistryClient:
                 raise RegistryError(f"{what}: not a JSON tag list")
             return listed, _next_page(response, self.registry.host)
 
-        return call_with_retry(once, what=f"read of {what}", policy=self._retry)
+        return call_with_retry(once, what=f"{self._log_prefix}read of {what}", policy=self._retry)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -251,8 +253,10 @@ class RegistryClient:
             return
         codes = ", ".join(sorted(_error_codes(response))) or "no error code"
         detail = f"{what}: HTTP {status} ({codes})"
-        if status == 429 or status in (500, 502, 503, 504):
-            raise RegistryUnavailable(detail, retry_after=_retry_after(response))
+        if transient_status(status):
+            raise RegistryUnavailable(
+                detail, retry_after=retry_after_seconds(response.headers.get("retry-after"))
+            )
         if status in (401, 403):
             raise RegistryError(f"{detail}: not authorized")
         raise RegistryError(detail)
@@ -276,10 +280,3 @@ def _next_page(response: httpx.Response, host: str) -> str | None:
     if url.is_absolute_url and netloc != host:
         raise RegistryError(f"tag list of {host}: next page points at another host")
     return url.raw_path.decode("ascii")
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", "")))
-    except ValueError:
-        return None

@@ -1,0 +1,171 @@
+"""The bad-input corpus (tests/data/bad/, see its README): every case gives the documented exit
+code, one clear line naming what is wrong, no traceback, and nothing pushed."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import pytest
+
+from support.harness import REPOS, Harness
+from support.images import build_garbage_archive, build_image_archive
+
+pytestmark = pytest.mark.integration
+
+CORPUS = Path(__file__).parents[1] / "data" / "bad"
+CASES = sorted(path for path in CORPUS.iterdir() if (path / "case.json").is_file())
+COMPOSE = "Fedora-41-20241025.0"
+
+
+def test_the_corpus_has_at_least_30_cases():
+    assert len(CASES) >= 30
+
+
+def _tar_xz(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
+    import lzma
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            info.size = len(data) if info.isfile() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return lzma.compress(buffer.getvalue(), format=lzma.FORMAT_XZ)
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    info.mode = 0o644
+    return info
+
+
+def write_bad_image(path: Path, kind: str) -> None:
+    manifest = (_member("manifest.json"), b"[]")
+    if kind in ("truncated-xz", "not-xz", "empty", "plain-tar"):
+        build_garbage_archive(path, kind)
+    elif kind == "corrupt-gzip":
+        path.write_bytes(gzip.compress(b"x" * 4096)[:10] + os.urandom(2048))
+    elif kind == "member-climbs-out":
+        path.write_bytes(_tar_xz([manifest, (_member("../escaped"), b"owned\n")]))
+    elif kind == "member-absolute":
+        path.write_bytes(_tar_xz([manifest, (_member("/etc/cron.d/x"), b"* * * * * root id\n")]))
+    elif kind == "symlink-out":
+        path.write_bytes(_tar_xz([manifest, (_member("x", tarfile.SYMTYPE, "/etc/shadow"), b"")]))
+    elif kind == "device":
+        path.write_bytes(_tar_xz([manifest, (_member("dev-null", tarfile.CHRTYPE), b"")]))
+    elif kind == "wrong-arch":
+        build_image_archive(path, arch="aarch64", fmt="docker", build_id="wrong-arch")
+    elif kind == "size-plus-one":
+        pass  # the file stays; only images.json's size changes
+    else:
+        raise ValueError(f"unknown image_file kind {kind!r}")
+
+
+def set_path(document: Any, path: str, value: Any) -> None:
+    *parents, last = path.split("/")
+    for part in parents:
+        document = document[int(part)] if isinstance(document, list) else document[part]
+    if isinstance(document, list):
+        document[int(last)] = value
+    else:
+        document[last] = value
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda path: path.name)
+def test_bad_input(case: Path, harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = json.loads((case / "case.json").read_text())
+    body = harness.compose(COMPOSE, arches=("x86_64",))
+    compose_dir = harness.compose_dir(body)
+    metadata = compose_dir / "metadata"
+    values = {
+        "location": body["location"],
+        "host": harness.server.url.removeprefix("http://"),
+        "ns": harness.namespace,
+        "compose_id": COMPOSE,
+        "allowlist": f"{harness.server.url}/{harness.namespace}/",
+        "work_dir": str(harness.tmp / "work"),
+        "registry": f"{harness.registries[0].host}/{harness.namespace}",
+    }
+
+    def template(text: str) -> str:
+        return Template(text).substitute(values)
+
+    # the message
+    for key, value in spec.get("body", {}).items():
+        body[key] = template(value) if isinstance(value, str) else value
+    for key in spec.get("body_delete", []):
+        del body[key]
+    message_file = harness.message_file(body)
+    if "messages" in spec:
+        message_file.write_text(template((case / spec["messages"]).read_text()))
+    # the config
+    harness.extra_config = spec.get("config_add", "")
+    config = harness.config()
+    if "config" in spec:
+        config.write_text(template((case / spec["config"]).read_text()))
+    for name, value in spec.get("env", {}).items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    if spec.get("work_dir") == "file":
+        (harness.tmp / "work").write_text("not a directory\n")
+    # the compose
+    for name in ("images_json", "composeinfo_json"):
+        if name in spec:
+            target = metadata / name.replace("_json", ".json")
+            target.write_bytes((case / spec[name]).read_bytes())
+    edits: dict[str, dict[str, Any]] = dict(spec.get("metadata_set", {}))
+    if "image_file" in spec:
+        images = json.loads((metadata / "images.json").read_text())
+        entry = images["payload"]["images"]["Container"]["x86_64"][0]
+        image = compose_dir / entry["path"]
+        write_bad_image(image, spec["image_file"])
+        data = image.read_bytes()
+        size = len(data) + (1 if spec["image_file"] == "size-plus-one" else 0)
+        prefix = "payload/images/Container/x86_64/0"
+        edits.setdefault("images.json", {}).update(
+            {
+                f"{prefix}/size": size,
+                f"{prefix}/checksums": {"sha256": hashlib.sha256(data).hexdigest()},
+            }
+        )
+    for name, changes in edits.items():
+        document = json.loads((metadata / name).read_text())
+        for path, value in changes.items():
+            set_path(document, path, value)
+        (metadata / name).write_text(json.dumps(document, indent=4))
+
+    result = harness.run("replay", "--config", str(config), str(message_file))
+
+    assert result.code == spec["exit"], result.err
+    assert "Traceback" not in result.err + result.out
+    for secret in spec.get("absent", []):
+        assert secret not in result.err + result.out
+    if spec["exit"] == 2:
+        assert result.out == ""
+        lines = result.err.splitlines()
+        assert len(lines) == 1, result.err
+        assert lines[0].startswith("fedora-container-sync: error: ")
+    elif spec["exit"] == 1:
+        lines = [line for line in result.err.splitlines() if ": ERROR: " in line]
+        others = [line for line in result.err.splitlines() if line not in lines]
+        assert len(lines) == 1, result.err
+        # Besides the error, only the gate's own lines for tags it held because of it.
+        assert all(": gate held " in line for line in others), result.err
+    else:
+        assert result.err == ""
+        lines = [line for line in result.out.splitlines() if line.startswith("ignored")]
+        assert len(lines) == 1, result.out
+    assert spec["error"] in lines[0], lines[0]
+    for repository in REPOS.values():
+        assert harness.registries[0].tags(harness.repo(repository)) == []

@@ -1,0 +1,342 @@
+"""A fault-injecting HTTP reverse proxy on 127.0.0.1, for putting in front of a real registry or
+compose server.
+
+Every request is read in full (``Content-Length`` or chunked), offered to ``rule``, and then
+either answered with a fault or forwarded to the upstream server with ``http.client``; the
+upstream's answer is passed back unchanged. The ``Host`` header is forwarded as the client sent
+it, so distribution builds its ``Location`` URLs with the proxy's address and the client stays on
+the proxy. ``rule`` may block (to force an interleaving between two clients); ``on_response``
+runs after an answer has been sent.
+
+Faults:
+
+* ``Fault.answer(503)`` / ``Fault.answer(429, retry_after="1")``: that status with a
+  distribution-style error body, the request is not forwarded;
+* ``Fault.drop()``: the connection is closed without an answer, the request is not forwarded;
+* ``Fault.drop_after()``: the request is forwarded (it takes effect), then the connection is
+  closed without passing the answer on;
+* ``Fault.hang(seconds)``: nothing is sent for ``seconds``, then the connection is closed;
+* ``Fault.redirect(url)``: a 302 to ``url``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+__all__ = ["Fault", "FaultProxy", "ProxyRequest", "first_time_faults"]
+
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+}
+_UPLOAD_SESSION = re.compile(r"/blobs/uploads/[^/?]+")
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    status: int = 0
+    retry_after: str | None = None
+    seconds: float = 0.0
+    location: str = ""
+
+    @classmethod
+    def answer(cls, status: int, retry_after: str | None = None) -> Fault:
+        return cls("status", status=status, retry_after=retry_after)
+
+    @classmethod
+    def drop(cls) -> Fault:
+        return cls("drop")
+
+    @classmethod
+    def drop_after(cls) -> Fault:
+        return cls("drop-after")
+
+    @classmethod
+    def hang(cls, seconds: float) -> Fault:
+        return cls("hang", seconds=seconds)
+
+    @classmethod
+    def redirect(cls, location: str) -> Fault:
+        return cls("redirect", status=302, location=location)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.status}" if self.kind == "status" else self.kind
+
+
+@dataclass(frozen=True)
+class ProxyRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def key(self) -> str:
+        """``METHOD path`` without the query and with blob-upload session IDs folded, so a
+        retried request has the same key as the first try."""
+        path = _UPLOAD_SESSION.sub("/blobs/uploads/*", self.path.split("?", 1)[0])
+        return f"{self.method} {path}"
+
+
+@dataclass
+class Record:
+    method: str
+    path: str
+    fault: str | None
+    status: int | None
+
+
+Rule = Callable[[ProxyRequest], Fault | None]
+
+
+def no_faults(_request: ProxyRequest) -> Fault | None:
+    return None
+
+
+def first_time_faults(
+    faults: list[Fault], *, share: int = 2, skip: Callable[[ProxyRequest], bool] | None = None
+) -> Rule:
+    """A rule that fails the first occurrence of about one in ``share`` distinct request keys
+    (chosen by a hash of the key), cycling through ``faults``; every later occurrence passes.
+
+    Each request therefore succeeds on a retry, whatever the interleaving of clients, and a
+    client that retries enough always completes.
+    """
+    lock = threading.Lock()
+    seen: set[str] = set()
+    count = 0
+
+    def rule(request: ProxyRequest) -> Fault | None:
+        nonlocal count
+        if skip is not None and skip(request):
+            return None
+        key = request.key
+        chosen = hashlib.sha256(key.encode()).digest()[0] % share == 0
+        with lock:
+            if key in seen or not chosen:
+                seen.add(key)
+                return None
+            seen.add(key)
+            fault = faults[count % len(faults)]
+            count += 1
+            return fault
+
+    return rule
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _ProxyServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _handle(self) -> None:
+        proxy = self.server.proxy
+        request = ProxyRequest(
+            self.command, self.path, {k: v for k, v in self.headers.items()}, self._read_body()
+        )
+        fault = proxy.rule(request)
+        if fault is not None and fault.kind in ("drop", "hang"):
+            if fault.kind == "hang":
+                time.sleep(fault.seconds)
+            proxy.record(request, fault, None)
+            self._hang_up()
+            return
+        if fault is not None and fault.kind in ("status", "redirect"):
+            body = json.dumps(
+                {"errors": [{"code": "UNAVAILABLE", "message": "injected fault", "detail": None}]}
+            ).encode()
+            self.send_response(fault.status)
+            if fault.retry_after is not None:
+                self.send_header("Retry-After", fault.retry_after)
+            if fault.location:
+                self.send_header("Location", fault.location)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            proxy.record(request, fault, fault.status)
+            proxy.on_response(request, fault.status)
+            return
+        try:
+            status, headers, body = proxy.forward(request)
+        except OSError:
+            proxy.record(request, Fault("upstream-down"), None)
+            self._hang_up()
+            return
+        if fault is not None:  # drop-after: it took effect upstream; the answer is lost
+            proxy.record(request, fault, status)
+            self._hang_up()
+            return
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.wfile.flush()
+        proxy.record(request, None, status)
+        proxy.on_response(request, status)
+
+    def _hang_up(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+
+class _ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True
+    proxy: FaultProxy
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients hanging up (or TLS probes) are normal here
+
+
+@dataclass
+class FaultProxy:
+    """Reverse proxy to ``upstream`` (``http://host:port``) with fault injection.
+
+    ``rule(request)`` → a :class:`Fault` or None (forward); ``on_response(request, status)`` runs
+    after each answer. ``records`` lists what happened to every request.
+    """
+
+    upstream: str
+    rule: Rule = no_faults
+    on_response: Callable[[ProxyRequest, int], None] = lambda _request, _status: None
+    records: list[Record] = field(default_factory=list)
+    _server: _ProxyServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> Self:
+        server = _ProxyServer(("127.0.0.1", 0), _Handler)
+        server.proxy = self
+        self._server = server
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("proxy not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    # what happened
+
+    def record(self, request: ProxyRequest, fault: Fault | None, status: int | None) -> None:
+        with self._lock:
+            self.records.append(
+                Record(request.method, request.path, fault.label if fault else None, status)
+            )
+
+    def faults(self) -> list[Record]:
+        with self._lock:
+            return [r for r in self.records if r.fault]
+
+    @property
+    def requests(self) -> list[tuple[str, str, int]]:
+        """``(method, path, status)`` of every request answered (FileServer-compatible)."""
+        with self._lock:
+            return [(r.method, r.path, r.status or 0) for r in self.records]
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self.records.clear()
+
+    def paths(self) -> Iterator[str]:
+        return (r.path for r in list(self.records))
+
+    # forwarding
+
+    def forward(self, request: ProxyRequest) -> tuple[int, list[tuple[str, str]], bytes]:
+        parts = urlsplit(self.upstream)
+        connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
+        try:
+            headers = {
+                k: v
+                for k, v in request.headers.items()
+                if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"
+            }
+            if request.body or request.method in ("POST", "PUT", "PATCH"):
+                headers["Content-Length"] = str(len(request.body))
+            connection.request(request.method, request.path, body=request.body, headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+            out = [
+                (k, v)
+                for k, v in response.getheaders()
+                if k.lower() not in _HOP_BY_HOP
+                and not (k.lower() == "content-length" and request.method != "HEAD")
+            ]
+            if request.method != "HEAD":
+                out.append(("Content-Length", str(len(body))))
+            return response.status, out, body
+        finally:
+            connection.close()
