@@ -140,14 +140,14 @@ class ComposeFetcher:
                             continue
                         decoder, chunk, head = decoder_for(head), head, b""
                     try:
-                        out.write(decoder.feed(chunk))
+                        out.writelines(decoder.feed(chunk))
                     except ValueError as error:
                         decode_error = str(error)
                 if not decode_error:
                     try:
                         if decoder is None:
                             decoder = decoder_for(head)
-                            out.write(decoder.feed(head))
+                            out.writelines(decoder.feed(head))
                         out.write(decoder.finish())
                     except ValueError as error:
                         decode_error = str(error)
