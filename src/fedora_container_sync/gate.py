@@ -118,6 +118,26 @@ def guard(current: CurrentTag | None, compose_id: str) -> str | None:
     return holder if is_newer(holder, compose_id) else None
 
 
+def held_build(
+    current: CurrentTag | None, arch: str, *, image_sha256: str, compose_id: str
+) -> IndexEntry | None:
+    """The entry of a per-arch tag that already holds this compose's build of ``arch``.
+
+    It does when the tag is a single image whose manifest annotations name this compose and
+    the checksum (from images.json) of the very file it was built from. The registry is the
+    record: a replay then needs neither that file nor a conversion, and the index entry is
+    what the registry holds. None otherwise.
+    """
+    if current is None or current.compose_id != compose_id or len(current.entries) != 1:
+        return None
+    entry = current.entries.get(arch)
+    if entry is None or entry.digest != current.digest:
+        return None
+    if entry.compose_id != compose_id or entry.image_sha256 != image_sha256:
+        return None
+    return entry
+
+
 def decide_arch_tag(
     current: CurrentTag | None,
     arch: str,
