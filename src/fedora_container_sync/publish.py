@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import re
+import shutil
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -204,6 +205,8 @@ class _Run:
         self._arch_tags: list[_ArchTag] = []
         #: (registry url, repository) -> per-arch tags not settled yet
         self._unsettled: dict[tuple[str, str], int] = {}
+        #: image file checksum -> pushes of its converted image not finished yet
+        self._pushing: dict[str, int] = {}
         self._steps_done = 0
         self._steps_total = 0
 
@@ -341,6 +344,7 @@ class _Run:
             artifact.sha256,
         )
         if self.dry_run:
+            local.path.unlink(missing_ok=True)
             self._built(pool, artifact, None)
             return
         pool.submit(
@@ -369,13 +373,17 @@ class _Run:
         where = f"{self.compose_id}: {artifact.path}"
         layout.parent.mkdir(parents=True, exist_ok=True)
         (self.work / "tmp").mkdir(parents=True, exist_ok=True)
-        skopeo.run(
-            skopeo.convert_argv(
-                self.settings.skopeo, local.reference, layout, tmpdir=self.work / "tmp"
-            ),
-            timeout=self.settings.skopeo_timeout,
-            what=f"conversion of {artifact.path}",
-        )
+        try:
+            skopeo.run(
+                skopeo.convert_argv(
+                    self.settings.skopeo, local.reference, layout, tmpdir=self.work / "tmp"
+                ),
+                timeout=self.settings.skopeo_timeout,
+                what=f"conversion of {artifact.path}",
+            )
+        finally:
+            # The work dir holds only what is still needed: at most a few images at a time.
+            local.path.unlink(missing_ok=True)
         annotate_layout(
             layout,
             {COMPOSE_ID: self.compose_id, ARCH: artifact.arch, IMAGE_SHA256: artifact.sha256},
@@ -517,6 +525,7 @@ class _Run:
                 self._record_push(replace(push, skipped=True))
                 self._settle(pool, target, _ArchResult(self._entry(image)))
                 continue
+            self._pushing[artifact.sha256] = self._pushing.get(artifact.sha256, 0) + 1
             pool.submit(
                 functools.partial(
                     self._copy, target.registry, target.artifact.repository, target.tag, image
@@ -524,6 +533,8 @@ class _Run:
                 functools.partial(self._pushed, pool, target, push, image),
                 priority=_PUSH,
             )
+        if image is not None and not self._pushing.get(artifact.sha256):
+            shutil.rmtree(image.layout, ignore_errors=True)
 
     def _pushed(
         self,
@@ -533,6 +544,9 @@ class _Run:
         image: PreparedImage,
         done: Future[None],
     ) -> None:
+        self._pushing[image.artifact.sha256] -= 1
+        if not self._pushing[image.artifact.sha256]:
+            shutil.rmtree(image.layout, ignore_errors=True)  # pushed everywhere it goes
         try:
             done.result()
         except SyncError as error:

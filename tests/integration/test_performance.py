@@ -4,13 +4,23 @@ outside: the compose server's and the registries' access logs, and a recording s
 
 from __future__ import annotations
 
+import functools
+import gzip
+import lzma
 import re
 import subprocess
 import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
+import httpx
 import pytest
 
+from fedora_container_sync.compose import ComposeFetcher
+from fedora_container_sync.selection import select_images
+from fedora_container_sync.settings import RetrySettings
 from support.harness import ARCHES, Harness, report_rows
 from support.servers import Registry
 
@@ -39,13 +49,18 @@ def archives(harness: Harness) -> list[str]:
 
 
 def recording_skopeo(harness: Harness, *, pause: float = 0.0) -> Path:
-    """A skopeo that logs ``start PID ARGV`` and ``end PID`` around the real one; its path
-    is configured as ``skopeo``. Returns the event log."""
+    """A skopeo that logs ``start PID ARGV`` and ``end PID`` around the real one, and
+    ``files TARS LAYOUTS``: how many downloaded archives and converted images the work dir
+    holds as it starts. Its path is configured as ``skopeo``. Returns the event log."""
     events = harness.tmp / "skopeo-events"
     events.touch()
     shim = harness.tmp / "skopeo"
+    run = harness.tmp / "work" / "*.run"
     shim.write_text(
         "#!/bin/sh\n"
+        f"tars=$(ls -d {run}/downloads/*.tar 2>/dev/null | wc -l)\n"
+        f"layouts=$(ls -d {run}/layouts/* 2>/dev/null | wc -l)\n"
+        f'echo "files $tars $layouts" >> {events}\n'
         f'echo "start $$ $*" >> {events}\n'
         + (f"sleep {pause}\n" if pause else "")
         + 'skopeo "$@"\nrc=$?\n'
@@ -66,9 +81,19 @@ def skopeo_runs(events: Path) -> list[str]:
 def most_at_once(events: Path) -> int:
     running = peak = 0
     for line in events.read_text().splitlines():
-        running += 1 if line.startswith("start") else -1
-        peak = max(peak, running)
+        if line.startswith(("start", "end")):
+            running += 1 if line.startswith("start") else -1
+            peak = max(peak, running)
     return peak
+
+
+def files_in_work_dir(events: Path) -> list[tuple[int, int]]:
+    found = []
+    for line in events.read_text().splitlines():
+        if line.startswith("files "):
+            _, tars, layouts = line.split()
+            found.append((int(tars), int(layouts)))
+    return found
 
 
 def test_each_image_is_downloaded_and_converted_once_for_all_registries(harness, second_registry):
@@ -177,12 +202,19 @@ def test_work_runs_in_parallel_up_to_max_parallel_and_index_tags_move_last(
         assert set(puts[: len(arch_tags)]) == arch_tags
 
 
-def test_one_at_a_time_with_max_parallel_1(harness):
+def test_one_image_at_a_time_with_max_parallel_1(harness, second_registry):
+    """Depth-first: each image is downloaded, converted and pushed everywhere before the next
+    is downloaded, and the work dir holds only what is still needed."""
+    harness.registries.append(second_registry)
     harness.extra_config = "max_parallel = 1\n"
     events = recording_skopeo(harness, pause=0.1)
-    result = harness.replay(harness.compose(OLD, arches=("x86_64", "aarch64")))
+    result = harness.replay(harness.compose(OLD, arches=("x86_64", "aarch64", "s390x")))
     assert result.code == 0, result.err
     assert most_at_once(events) == 1
+    kinds = ["push" if " docker://" in run else "convert" for run in skopeo_runs(events)]
+    assert kinds == ["convert", "push", "push"] * 3
+    # converting: its archive (being read) and its layout (being written); pushing: the layout
+    assert files_in_work_dir(events) == [(1, 0), (0, 1), (0, 1)] * 3
 
 
 def test_one_line_per_finished_step_without_a_terminal(harness):
@@ -209,3 +241,47 @@ def test_a_replay_of_an_older_compose_downloads_nothing_either(harness):
     result = harness.replay(old)
     assert result.code == 3, result.err
     assert archives(harness) == []
+
+
+class _EncodingHandler(SimpleHTTPRequestHandler):
+    """Serves files gzip-encoded whatever the client asked for (a misconfigured server)."""
+
+    asked: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.asked.append(self.headers.get("Accept-Encoding", ""))
+        path = Path(self.translate_path(self.path))
+        body = gzip.compress(path.read_bytes())
+        self.send_response(200)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_image_files_are_asked_for_as_they_are_and_decoded_if_encoded_anyway(harness, tmp_path):
+    compose_dir = harness.compose_dir(harness.compose(OLD, arches=("s390x",)))
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_EncodingHandler, directory=str(compose_dir))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        with httpx.Client() as http:
+            fetcher = ComposeFetcher(
+                http, url, compose_id=OLD, allowlist=[url], retry=RetrySettings(attempts=1)
+            )
+            (artifact,) = select_images(
+                fetcher.metadata().images.images, {"Container_Toolbox": TOOLBOX}, compose_id=OLD
+            )
+            _EncodingHandler.asked.clear()
+            local = fetcher.download(artifact, tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _EncodingHandler.asked == ["identity"]
+    archive = compose_dir / artifact.path
+    assert local.path.read_bytes() == lzma.decompress(archive.read_bytes())
