@@ -252,12 +252,7 @@ class _Run:
             registries = self._connect(pool, stack)
             self._read_arch_tags(pool, registries)
             builds = [a for a in self.artifacts if self._needs_build(a)]
-            repositories = len(_unique(a.repository for a in self.artifacts))
-            self._steps_total = (
-                len(builds) * (1 if self.dry_run else 2)
-                + len(self._arch_tags)
-                + len(registries) * repositories * len(self.tags.index_tags)
-            )
+            self._steps_total += len(builds) * (1 if self.dry_run else 2)
             for artifact in self.artifacts:
                 self._start(pool, artifact, build=artifact in builds)
             pool.run()
@@ -459,6 +454,8 @@ class _Run:
                     ),
                     functools.partial(self._arch_tag_read, pool, target),
                 )
+        # Steps: each per-arch tag settled, each index tag gated (and, later, each build).
+        self._steps_total = len(self._arch_tags) + len(self._unsettled) * len(self.tags.index_tags)
         pool.run()
 
     def _read_tag(

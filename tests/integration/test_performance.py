@@ -234,6 +234,19 @@ def test_one_line_per_finished_step_without_a_terminal(harness):
     assert len(steps) == 4 and all("unchanged" in line for line in steps)
 
 
+def test_the_step_count_stays_true_when_an_image_fails(harness):
+    body = harness.compose(OLD, arches=("x86_64", "s390x"))
+    tampered = next(harness.compose_dir(body).glob("Container/s390x/images/*.tar.xz"))
+    tampered.write_bytes(b"\0" * tampered.stat().st_size)
+    result = harness.replay(body)
+    assert result.code == 1
+    counts = [(int(m[1]), int(m[2])) for m in re.finditer(r": \[(\d+)/(\d+)\] ", result.err)]
+    # x86_64: downloaded, converted, pushed; s390x: nothing; 41 and latest: held. The total
+    # drops by the steps the failure made moot (s390x's conversion and push), and ends true.
+    assert [done for done, _ in counts] == [1, 2, 3, 4, 5], result.err
+    assert counts[-1] == (5, 5)
+
+
 def test_a_replay_of_an_older_compose_downloads_nothing_either(harness):
     old = harness.compose(OLD)
     assert harness.replay(harness.compose(NEW)).code == 0
