@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -85,21 +86,40 @@ class Compose:
     message: Path
 
 
+@dataclass(frozen=True)
+class Cpu:
+    """CPU seconds one scenario used: the commands it ran (skopeo; or fedora-container-sync
+    and its skopeo children), the registry servers, and this process (the compose server)."""
+
+    tools: float
+    registries: float
+    server: float
+
+    @property
+    def total(self) -> float:
+        return self.tools + self.registries + self.server
+
+
 @dataclass
 class Round:
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, Cpu] = field(default_factory=dict)
     rss_mb: float = 0.0
     #: the largest skopeo child of (b), for information
     skopeo_rss_mb: float = 0.0
+    #: CPU seconds of fedora-container-sync's own process during (b), without its children
+    own_cpu: float = 0.0
     order: str = ""
 
 
 @dataclass(frozen=True)
 class Usage:
-    """Peak RSS of fedora-container-sync's own process and of its largest child (skopeo)."""
+    """Peak RSS of fedora-container-sync's own process and of its largest child (skopeo), and
+    the CPU seconds of its own process."""
 
     rss_mb: float
     children_rss_mb: float
+    cpu: float
 
 
 NOTES_MARKER = "<!-- notes -->"
@@ -218,8 +238,9 @@ def ours(config: Path, message: Path, rss_file: Path) -> None:
         "import resource, sys\n"
         "from fedora_container_sync.cli import main\n"
         "rc = main(sys.argv[2:])\n"
-        "usage = [resource.getrusage(w).ru_maxrss\n"
-        "         for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]\n"
+        "me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, "
+        "resource.RUSAGE_CHILDREN))\n"
+        "usage = [me.ru_maxrss, kids.ru_maxrss, me.ru_utime + me.ru_stime]\n"
         "open(sys.argv[1], 'w').write(' '.join(map(str, usage)))\n"
         "sys.exit(rc)\n"
     )
@@ -243,8 +264,31 @@ def ours(config: Path, message: Path, rss_file: Path) -> None:
 
 
 def usage(rss_file: Path) -> Usage:
-    own, children = (int(n) / 1024 for n in rss_file.read_text().split())
-    return Usage(own, children)
+    own, children, cpu = rss_file.read_text().split()
+    return Usage(int(own) / 1024, int(children) / 1024, float(cpu))
+
+
+def _rusage(who: int) -> float:
+    used = resource.getrusage(who)
+    return used.ru_utime + used.ru_stime
+
+
+def _registry_cpu(registry: Registry) -> float:
+    """utime + stime of a running registry server, from /proc."""
+    fields = Path(f"/proc/{registry._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(action: Callable[[], None], registries: list[Registry]) -> tuple[float, Cpu]:
+    """Wall-clock seconds and CPU seconds of ``action``."""
+    tools, server = _rusage(resource.RUSAGE_CHILDREN), _rusage(resource.RUSAGE_SELF)
+    served = sum(_registry_cpu(r) for r in registries)
+    seconds = timed(action)
+    return seconds, Cpu(
+        _rusage(resource.RUSAGE_CHILDREN) - tools,
+        sum(_registry_cpu(r) for r in registries) - served,
+        _rusage(resource.RUSAGE_SELF) - server,
+    )
 
 
 def check_published(compose: Compose, registries: list[Registry]) -> None:
@@ -305,7 +349,9 @@ def run_round(
                 run_ours(compose, server, regs, work, result)
             else:
                 scenario = legacy if step == "a" else floor
-                result.seconds[step] = timed(lambda s=scenario, r=regs, w=work: s(compose, r, w))
+                result.seconds[step], result.cpu[step] = measured(
+                    lambda s=scenario, r=regs, w=work: s(compose, r, w), regs
+                )
         finally:
             stop(regs)
             shutil.rmtree(work, ignore_errors=True)
@@ -322,11 +368,14 @@ def run_ours(
         rss = scratch / f"rss-{name}"
         server.clear_requests()
         since = [len(r.log_text().splitlines()) for r in regs]
-        result.seconds[name] = timed(lambda c=config, f=rss: ours(c, compose.message, f))
+        result.seconds[name], result.cpu[name] = measured(
+            lambda c=config, f=rss: ours(c, compose.message, f), regs
+        )
         if name == "b":
             check_published(compose, regs)
-            measured = usage(rss)
-            result.rss_mb, result.skopeo_rss_mb = measured.rss_mb, measured.children_rss_mb
+            used = usage(rss)
+            result.rss_mb, result.skopeo_rss_mb = used.rss_mb, used.children_rss_mb
+            result.own_cpu = used.cpu
         else:
             check_free_replay(server, regs, since)
 
@@ -450,6 +499,32 @@ def report(
             f"({'met' if big.rss_mb <= RSS_TARGET_MB else '**missed**'}); "
             f"its largest skopeo child: {big.children_rss_mb:.0f} MB"
         )
+
+    def cpu(scenario: str, part: str) -> float:
+        return statistics.median(getattr(r.cpu[scenario], part) for r in rounds)
+
+    lines += [
+        "",
+        "CPU seconds per scenario (medians over rounds; the machine has "
+        f"{CPUS} cores, so at most {CPUS} CPU seconds per second):",
+        "",
+        "| scenario | wall s | commands | registries | compose server | total | cores busy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, name in (("a", "a legacy"), ("b", "b cold"), ("c", "c replay"), ("d", "d floor")):
+        wall = statistics.median(r.seconds[key] for r in rounds)
+        total = cpu(key, "total")
+        lines.append(
+            f"| {name} | {wall:.2f} | {cpu(key, 'tools'):.2f} | {cpu(key, 'registries'):.2f} "
+            f"| {cpu(key, 'server'):.2f} | {total:.2f} | {total / wall:.2f} |"
+        )
+    own = statistics.median(r.own_cpu for r in rounds)
+    lines += [
+        "",
+        f"Of (b)'s commands, fedora-container-sync's own process (downloads with checksum and "
+        f"decompression, interpreter start, orchestration; not its skopeo children): "
+        f"{own:.2f} CPU seconds.",
+    ]
     lines += [
         "",
         "Seconds per round (a legacy, b cold publish, c replay, d bare-skopeo floor):",
