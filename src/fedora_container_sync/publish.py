@@ -604,7 +604,11 @@ class _Run:
         """The per-arch tags of ``artifact`` still to settle, with their first verdict."""
         waiting = []
         for target in self._arch_tags:
-            if target.artifact is artifact and target.result is None and target.decision:
+            if (
+                target.artifact is artifact
+                and target.result is None
+                and target.decision is not None
+            ):
                 waiting.append((target, target.decision))
         return waiting
 

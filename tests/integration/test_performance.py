@@ -136,12 +136,18 @@ def test_a_replay_from_a_fresh_process_downloads_uploads_and_puts_nothing(harnes
     )
 
     replay = subprocess.run(
-        [sys.executable, "-m", "fedora_container_sync", "replay", "--config", str(config),
-         str(harness.message_file(body))],
+        [sys.executable, "-X", "importtime", "-m", "fedora_container_sync", "replay",
+         "--config", str(config), str(harness.message_file(body))],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
 
     assert replay.returncode == 0, replay.stderr
+    # A replay is mostly interpreter start: the bus client stays out of it.
+    imported = {line.rsplit("|", 1)[1].strip() for line in replay.stderr.splitlines()
+                if line.startswith("import time:")}  # fmt: skip
+    assert "fedora_container_sync.publish" in imported
+    heavy = {"fedora_messaging", "twisted", "pika", "fedora_container_sync.notify"}
+    assert not {m for m in imported if m in heavy or m.split(".")[0] in heavy}
     assert archives(harness) == []
     assert {path.rsplit("/", 1)[1] for _, path, _ in harness.server.requests} == {
         "composeinfo.json",
