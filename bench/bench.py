@@ -233,7 +233,8 @@ def floor(compose: Compose, registries: list[Registry], scratch: Path) -> None:
 
 
 def ours(config: Path, message: Path, rss_file: Path) -> None:
-    """Run the real CLI in a child process that reports its own peak RSS (and its children's)."""
+    """Run the real CLI in a child process that reports its own peak RSS and CPU seconds, and
+    its largest child's peak RSS."""
     code = (
         "import resource, sys\n"
         "from fedora_container_sync.cli import main\n"
