@@ -1,5 +1,7 @@
 # Quick start:  make demo   (publishes a sample compose to a throw-away local registry)
 #               make test   (the whole test suite against real skopeo and registries)
+#               make bench  (legacy vs cold publish vs replay vs bare skopeo; writes
+#                            docs/benchmarks.md; BENCH_ARGS="--rounds 5" to change it)
 # Both install what is missing: skopeo and the registry server (apt-get or dnf), and a
 # virtualenv with this package in $(VENV).
 
@@ -8,13 +10,16 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint check system-deps venv clean
+.PHONY: demo test bench lint check system-deps venv clean
 
 demo: system-deps venv
 	$(BIN)/python demo/demo.py
 
 test: system-deps venv
 	$(BIN)/pytest
+
+bench: system-deps venv
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -14,8 +14,15 @@ registries (2 by default), times:
 
 It prints the medians of the per-round ratios b/a, b/d, d/a and c/b, the peak RSS of (b)'s
 Python process (also with one large image, --big-mib), and writes docs/benchmarks.md with the
-machine description. Ratios are measured side by side in the same run; no absolute number is a
-target.
+machine description and its load. Ratios are measured side by side in the same run; no absolute
+number is a target. The order of the scenarios rotates from round to round, so none always runs
+first (or last) on a machine that warms up or gets busier.
+
+Each run is checked, not only timed: (b) must publish every tag to every registry, and (c) must
+fetch no image archive and write nothing to any registry - else its time means nothing.
+
+Whatever follows the line ``<!-- notes -->`` in an existing output file is kept: the place for
+what the numbers mean.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -77,10 +86,43 @@ class Compose:
     message: Path
 
 
+@dataclass(frozen=True)
+class Cpu:
+    """CPU seconds one scenario used: the commands it ran (skopeo; or fedora-container-sync
+    and its skopeo children), the registry servers, and this process (the compose server)."""
+
+    tools: float
+    registries: float
+    server: float
+
+    @property
+    def total(self) -> float:
+        return self.tools + self.registries + self.server
+
+
 @dataclass
 class Round:
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, Cpu] = field(default_factory=dict)
     rss_mb: float = 0.0
+    #: the largest skopeo child of (b), for information
+    skopeo_rss_mb: float = 0.0
+    #: CPU seconds of fedora-container-sync's own process during (b), without its children
+    own_cpu: float = 0.0
+    order: str = ""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Peak RSS of fedora-container-sync's own process and of its largest child (skopeo), and
+    the CPU seconds of its own process."""
+
+    rss_mb: float
+    children_rss_mb: float
+    cpu: float
+
+
+NOTES_MARKER = "<!-- notes -->"
 
 
 def log(text: str) -> None:
@@ -191,12 +233,16 @@ def floor(compose: Compose, registries: list[Registry], scratch: Path) -> None:
 
 
 def ours(config: Path, message: Path, rss_file: Path) -> None:
-    """Run the real CLI in a child process that reports its own peak RSS."""
+    """Run the real CLI in a child process that reports its own peak RSS and CPU seconds, and
+    its largest child's peak RSS."""
     code = (
         "import resource, sys\n"
         "from fedora_container_sync.cli import main\n"
         "rc = main(sys.argv[2:])\n"
-        "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+        "me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, "
+        "resource.RUSAGE_CHILDREN))\n"
+        "usage = [me.ru_maxrss, kids.ru_maxrss, me.ru_utime + me.ru_stime]\n"
+        "open(sys.argv[1], 'w').write(' '.join(map(str, usage)))\n"
         "sys.exit(rc)\n"
     )
     result = subprocess.run(
@@ -218,6 +264,59 @@ def ours(config: Path, message: Path, rss_file: Path) -> None:
         raise RuntimeError(f"fedora-container-sync exited {result.returncode}: {result.stderr}")
 
 
+def usage(rss_file: Path) -> Usage:
+    own, children, cpu = rss_file.read_text().split()
+    return Usage(int(own) / 1024, int(children) / 1024, float(cpu))
+
+
+def _rusage(who: int) -> float:
+    used = resource.getrusage(who)
+    return used.ru_utime + used.ru_stime
+
+
+def _registry_cpu(registry: Registry) -> float:
+    """utime + stime of a running registry server, from /proc."""
+    fields = Path(f"/proc/{registry._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(action: Callable[[], None], registries: list[Registry]) -> tuple[float, Cpu]:
+    """Wall-clock seconds and CPU seconds of ``action``."""
+    tools, server = _rusage(resource.RUSAGE_CHILDREN), _rusage(resource.RUSAGE_SELF)
+    served = sum(_registry_cpu(r) for r in registries)
+    seconds = timed(action)
+    return seconds, Cpu(
+        _rusage(resource.RUSAGE_CHILDREN) - tools,
+        sum(_registry_cpu(r) for r in registries) - served,
+        _rusage(resource.RUSAGE_SELF) - server,
+    )
+
+
+def check_published(compose: Compose, registries: list[Registry]) -> None:
+    """(b) did its job: every per-arch tag and the index tag, in every registry."""
+    for registry in registries:
+        for image in compose.images:
+            for tag in (f"{RELEASE}-{image.arch}", RELEASE):
+                if registry.get_manifest(f"bench/{image.repository}", tag) is None:
+                    raise RuntimeError(
+                        f"cold publish left out {registry.host} {image.repository}:{tag}"
+                    )
+
+
+_WRITE = re.compile(r'"(PUT|POST|PATCH|DELETE) /v2/')
+
+
+def check_free_replay(server: FileServer, registries: list[Registry], since: list[int]) -> None:
+    """(c) did no work: no image archive fetched, nothing written to a registry."""
+    fetched = [path for _, path, _ in server.requests if not path.endswith(".json")]
+    if fetched:
+        raise RuntimeError(f"the replay fetched {len(fetched)} image files, e.g. {fetched[0]}")
+    for registry, start in zip(registries, since, strict=True):
+        writes = [line for line in registry.log_text().splitlines()[start:] if _WRITE.search(line)]
+        if writes:
+            raise RuntimeError(f"the replay wrote to {registry.host}: {writes[0]}")
+
+
 def timed(action: Callable[[], None]) -> float:
     start = time.perf_counter()
     action()
@@ -233,39 +332,64 @@ def stop(registries: list[Registry]) -> None:
         registry.stop()
 
 
-def run_round(compose: Compose, server: FileServer, scratch: Path, registries: int) -> Round:
+#: Scenario order per round (rotating): "bc" is the cold publish and its replay, back to back.
+ORDERS = (("a", "d", "bc"), ("d", "bc", "a"), ("bc", "a", "d"))
+
+
+def run_round(
+    compose: Compose, server: FileServer, scratch: Path, registries: int, number: int
+) -> Round:
     result = Round()
-    for name, scenario in (("a", legacy), ("d", floor)):
+    order = ORDERS[(number - 1) % len(ORDERS)]
+    result.order = ", ".join(order)
+    for step in order:
         regs = fresh_registries(registries)
         work = Path(tempfile.mkdtemp(dir=scratch))
         try:
-            result.seconds[name] = timed(lambda s=scenario, r=regs, w=work: s(compose, r, w))
+            if step == "bc":
+                run_ours(compose, server, regs, work, result)
+            else:
+                scenario = legacy if step == "a" else floor
+                result.seconds[step], result.cpu[step] = measured(
+                    lambda s=scenario, r=regs, w=work: s(compose, r, w), regs
+                )
         finally:
             stop(regs)
             shutil.rmtree(work, ignore_errors=True)
-    regs = fresh_registries(registries)
-    try:
-        for name in ("b", "c"):
-            work = Path(tempfile.mkdtemp(dir=scratch))
-            config = write_config(scratch / "config.toml", server, regs, work / "work")
-            rss = scratch / f"rss-{name}"
-            result.seconds[name] = timed(lambda c=config, f=rss: ours(c, compose.message, f))
-            if name == "b":
-                result.rss_mb = int(rss.read_text()) / 1024
-            shutil.rmtree(work, ignore_errors=True)
-    finally:
-        stop(regs)
     return result
 
 
-def big_image_rss(root: Path, server: FileServer, size_mib: int, registries: int) -> float:
+def run_ours(
+    compose: Compose, server: FileServer, regs: list[Registry], scratch: Path, result: Round
+) -> None:
+    """(b) a cold publish, then (c) the same message from a fresh process and work dir."""
+    for name in ("b", "c"):
+        work = scratch / f"work-{name}"
+        config = write_config(scratch / f"config-{name}.toml", server, regs, work)
+        rss = scratch / f"rss-{name}"
+        server.clear_requests()
+        since = [len(r.log_text().splitlines()) for r in regs]
+        result.seconds[name], result.cpu[name] = measured(
+            lambda c=config, f=rss: ours(c, compose.message, f), regs
+        )
+        if name == "b":
+            check_published(compose, regs)
+            used = usage(rss)
+            result.rss_mb, result.skopeo_rss_mb = used.rss_mb, used.children_rss_mb
+            result.own_cpu = used.cpu
+        else:
+            check_free_replay(server, regs, since)
+
+
+def big_image_rss(root: Path, server: FileServer, size_mib: int, registries: int) -> Usage:
     compose = build(root, repos=1, arches=1, size_mib=size_mib, compose_id="Fedora-41-20241101.0")
     write_message(compose, server)
     regs = fresh_registries(registries)
     try:
         config = write_config(root / "big.toml", server, regs, root / "big-work")
         ours(config, compose.message, root / "rss-big")
-        return int((root / "rss-big").read_text()) / 1024
+        check_published(compose, regs)
+        return usage(root / "rss-big")
     finally:
         stop(regs)
 
@@ -304,7 +428,20 @@ def machine() -> list[str]:
     ]
 
 
-def report(rounds: list[Round], big_rss: float | None, args: argparse.Namespace) -> str:
+def load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def report(
+    rounds: list[Round],
+    big: Usage | None,
+    args: argparse.Namespace,
+    loads: tuple[str, str],
+    notes: str,
+) -> str:
     def ratio(top: str, bottom: str) -> float:
         return statistics.median(r.seconds[top] / r.seconds[bottom] for r in rounds)
 
@@ -314,11 +451,21 @@ def report(rounds: list[Round], big_rss: float | None, args: argparse.Namespace)
         "# Benchmarks",
         "",
         "Written by `make bench` (bench/bench.py). Each round runs every scenario on fresh local",
-        "registries; ratios are per round, then the median across rounds. Lower is better.",
+        "registries, in an order that rotates from round to round; ratios are per round, then",
+        "the median across rounds. Lower is better.",
+        "",
+        "- (a) legacy: sequential `skopeo copy docker-archive:X.tar.xz docker://...` of every",
+        "  archive to every registry;",
+        "- (b) cold publish by fedora-container-sync (`replay` of the compose's message, a fresh",
+        "  process);",
+        "- (c) the same message again, from a fresh process and an empty work dir;",
+        "- (d) the floor: every archive converted once by bare skopeo (in parallel), then every",
+        "  converted image pushed once per registry (in parallel).",
         "",
         "## Machine",
         "",
         *machine(),
+        f"- load average (1, 5, 15 min) at the start: {loads[0]}; at the end: {loads[1]}",
         "",
         "## Workload",
         "",
@@ -326,7 +473,8 @@ def report(rounds: list[Round], big_rss: float | None, args: argparse.Namespace)
         f"{args.size_mib} MiB of incompressible data each (xz-compressed docker-archives)",
         f"- {args.registries} local registries (docker-registry on 127.0.0.1), compose over HTTP "
         "on 127.0.0.1",
-        f"- {args.rounds} interleaved rounds",
+        f"- {args.rounds} interleaved rounds; fedora-container-sync with its default "
+        f"max_parallel ({CPUS}, the CPU count); the floor with {CPUS} parallel skopeo runs",
         "",
         "## Results",
         "",
@@ -342,25 +490,68 @@ def report(rounds: list[Round], big_rss: float | None, args: argparse.Namespace)
         )
     lines += [
         "",
-        f"Peak RSS of fedora-container-sync during (b): {rss:.0f} MB "
-        f"(target ≤ {RSS_TARGET_MB} MB: {'met' if rss <= RSS_TARGET_MB else '**missed**'})",
+        f"- Peak RSS of fedora-container-sync during (b): {rss:.0f} MB "
+        f"(target ≤ {RSS_TARGET_MB} MB: {'met' if rss <= RSS_TARGET_MB else '**missed**'}); "
+        f"its largest skopeo child: {max(r.skopeo_rss_mb for r in rounds):.0f} MB",
     ]
-    if big_rss is not None:
+    if big is not None:
         lines.append(
-            f"Peak RSS with one {args.big_mib} MiB image: {big_rss:.0f} MB "
-            f"({'met' if big_rss <= RSS_TARGET_MB else '**missed**'})"
+            f"- Peak RSS with one {args.big_mib} MiB image: {big.rss_mb:.0f} MB "
+            f"({'met' if big.rss_mb <= RSS_TARGET_MB else '**missed**'}); "
+            f"its largest skopeo child: {big.children_rss_mb:.0f} MB"
         )
+
+    def cpu(scenario: str, part: str) -> float:
+        return statistics.median(getattr(r.cpu[scenario], part) for r in rounds)
+
+    lines += [
+        "",
+        "CPU seconds per scenario (medians over rounds; the machine has "
+        f"{CPUS} cores, so at most {CPUS} CPU seconds per second):",
+        "",
+        "| scenario | wall s | commands | registries | compose server | total | cores busy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, name in (("a", "a legacy"), ("b", "b cold"), ("c", "c replay"), ("d", "d floor")):
+        wall = statistics.median(r.seconds[key] for r in rounds)
+        total = cpu(key, "total")
+        lines.append(
+            f"| {name} | {wall:.2f} | {cpu(key, 'tools'):.2f} | {cpu(key, 'registries'):.2f} "
+            f"| {cpu(key, 'server'):.2f} | {total:.2f} | {total / wall:.2f} |"
+        )
+    own = statistics.median(r.own_cpu for r in rounds)
+    lines += [
+        "",
+        f"Of (b)'s commands, fedora-container-sync's own process (downloads with checksum and "
+        f"decompression, interpreter start, orchestration; not its skopeo children): "
+        f"{own:.2f} CPU seconds.",
+    ]
     lines += [
         "",
         "Seconds per round (a legacy, b cold publish, c replay, d bare-skopeo floor):",
         "",
-        "| round | a | b | c | d |",
-        "|---|---|---|---|---|",
+        "| round | order | a | b | c | d | b/a | b/d | d/a | c/b |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, r in enumerate(rounds, 1):
-        cells = " | ".join(f"{r.seconds[k]:.2f}" for k in "abcd")
-        lines.append(f"| {n} | {cells} |")
-    return "\n".join(lines) + "\n"
+        t = r.seconds
+        cells = " | ".join(f"{t[k]:.2f}" for k in "abcd")
+        quotients = " | ".join(
+            f"{t[x] / t[y]:.2f}" for x, y in (("b", "a"), ("b", "d"), ("d", "a"), ("c", "b"))
+        )
+        lines.append(f"| {n} | {r.order} | {cells} | {quotients} |")
+    lines += ["", NOTES_MARKER]
+    return "\n".join(lines) + "\n" + notes
+
+
+def kept_notes(path: Path) -> str:
+    """What follows the notes marker in an existing report (hand-written; kept)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    _, marker, notes = text.partition(NOTES_MARKER + "\n")
+    return notes if marker else ""
 
 
 def main() -> int:
@@ -374,6 +565,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
 
+    started_load = load()
     with tempfile.TemporaryDirectory(prefix="fcs-bench-") as tmp:
         root = Path(tmp)
         log(f"building {args.repos}x{args.arches} images of {args.size_mib} MiB ...")
@@ -390,18 +582,18 @@ def main() -> int:
             for number in range(1, args.rounds + 1):
                 scratch = root / f"round-{number}"
                 scratch.mkdir()
-                rounds.append(run_round(compose, server, scratch, args.registries))
+                rounds.append(run_round(compose, server, scratch, args.registries, number))
                 seconds = ", ".join(f"{k}={v:.2f}s" for k, v in sorted(rounds[-1].seconds.items()))
                 log(f"round {number}: {seconds}, peak RSS {rounds[-1].rss_mb:.0f} MB")
                 shutil.rmtree(scratch, ignore_errors=True)
-            big = None
-            if args.big_mib:
-                log(f"peak RSS with one {args.big_mib} MiB image ...")
-                big_root = root / "big"
-                big_root.mkdir()
-                with FileServer(big_root / "served") as big_server:
-                    big = big_image_rss(big_root, big_server, args.big_mib, args.registries)
-    text = report(rounds, big, args)
+        big = None
+        if args.big_mib:
+            log(f"peak RSS with one {args.big_mib} MiB image ...")
+            big_root = root / "big"
+            (big_root / "served").mkdir(parents=True)
+            with FileServer(big_root / "served") as big_server:
+                big = big_image_rss(big_root, big_server, args.big_mib, args.registries)
+    text = report(rounds, big, args, (started_load, load()), kept_notes(args.output))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(text)

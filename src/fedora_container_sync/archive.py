@@ -12,6 +12,7 @@ import lzma
 import posixpath
 import tarfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -25,10 +26,14 @@ DOCKER_ARCHIVE = "docker-archive"
 OCI_ARCHIVE = "oci-archive"
 
 
+#: The most decompressed bytes one step produces: memory stays flat whatever the ratio.
+PIECE = 4 << 20
+
+
 class Decoder(Protocol):
     name: str
 
-    def feed(self, data: bytes) -> bytes: ...
+    def feed(self, data: bytes) -> Iterator[bytes]: ...
 
     def finish(self) -> bytes: ...
 
@@ -36,15 +41,19 @@ class Decoder(Protocol):
 class _Plain:
     name = "tar"
 
-    def feed(self, data: bytes) -> bytes:
-        return data
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        yield data
 
     def finish(self) -> bytes:
         return b""
 
 
 class _Streams:
-    """Decompresses concatenated xz or gzip streams; raises ValueError on bad or short data."""
+    """Decompresses concatenated xz or gzip streams; raises ValueError on bad or short data.
+
+    Output comes in pieces of at most :data:`PIECE` bytes, so a highly compressed chunk never
+    turns into one huge buffer.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -55,19 +64,28 @@ class _Streams:
             return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
         return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
 
-    def feed(self, data: bytes) -> bytes:
-        out = []
-        while data:
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while True:
+            decoder = self._decoder
             try:
-                out.append(self._decoder.decompress(data))
+                piece = decoder.decompress(data, PIECE)
             except (lzma.LZMAError, zlib.error) as error:
                 raise ValueError(f"corrupt {self.name} data: {error}") from None
-            if not self._decoder.eof:
-                break
-            data = self._decoder.unused_data
-            if data:
-                self._decoder = self._new()
-        return b"".join(out)
+            if piece:
+                yield piece
+            if decoder.eof:
+                data = decoder.unused_data
+                if not data:
+                    return
+                self._decoder = self._new()  # the next of concatenated streams
+            elif isinstance(decoder, lzma.LZMADecompressor):
+                if decoder.needs_input:
+                    return
+                data = b""  # more output is buffered inside the decoder
+            else:
+                data = decoder.unconsumed_tail
+                if not data and len(piece) < PIECE:
+                    return
 
     def finish(self) -> bytes:
         if not self._decoder.eof:

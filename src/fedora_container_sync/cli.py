@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import SyncError, UsageError
+from .progress import STEPS, Console
 from .report import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, ComposeReport, render
 
 if TYPE_CHECKING:
@@ -111,12 +112,13 @@ def _hours(value: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    console = None
     try:
         args = build_parser().parse_args(argv)
-        _setup_logging(verbose=getattr(args, "verbose", False))
+        console = _setup_logging(verbose=getattr(args, "verbose", False))
         if args.command == "audit":
             return _audit(args)
-        return _replay(args)
+        return _replay(args, console)
     except UsageError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -129,9 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a bug: still one line, never a traceback
         print(f"{PROG}: internal error: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        if console is not None:
+            console.done()
 
 
-def _replay(args: argparse.Namespace) -> int:
+def _replay(args: argparse.Namespace, console: Console) -> int:
     from .messages import needs_work, parse_compose_message, read_message_file
     from .platforms import FEDORA_PLATFORMS
     from .publish import PublishOptions, handle_envelope, prepare_work_dir
@@ -184,6 +189,7 @@ def _replay(args: argparse.Namespace) -> int:
         if publisher is not None:
             _announce(report, publisher)
         reports.append(report)
+        console.done()
         print(render([report]), flush=True)
     codes = {report.exit_code for report in reports}
     if EXIT_FAILED in codes:
@@ -249,15 +255,19 @@ def _read_text(name: str) -> str:
         raise UsageError(f"message file {name}: unreadable: {error}") from None
 
 
-def _setup_logging(*, verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def _setup_logging(*, verbose: bool) -> Console:
+    """Warnings and errors (every step too with ``-v``) on stderr; one line per finished step
+    always, or on a terminal one status line rewritten in place."""
+    handler = Console(sys.stderr, status=sys.stderr.isatty())
     handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger(STEPS).setLevel(logging.INFO)
     # Libraries below us log at INFO per request; keep them quiet unless something is wrong.
     for noisy in ("httpx", "httpcore", "fedora_messaging"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    return handler
 
 
 if __name__ == "__main__":

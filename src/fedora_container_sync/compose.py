@@ -31,7 +31,8 @@ from .settings import RetrySettings
 _log = logging.getLogger(__name__)
 
 _MAX_REDIRECTS = 5
-_CHUNK = 1 << 20
+#: Image files come as they are: the checksum in images.json is of these very bytes.
+_IDENTITY = {"Accept-Encoding": "identity"}
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,11 @@ class ComposeFetcher:
         decode_error: str | None = None
         head = b""
         try:
-            with self._stream(artifact.path) as response, partial.open("wb") as out:
-                for chunk in response.iter_bytes(_CHUNK):
+            with (
+                self._stream(artifact.path, headers=_IDENTITY) as response,
+                partial.open("wb") as out,
+            ):
+                for chunk in _body(response):
                     hasher.update(chunk)
                     size += len(chunk)
                     if size > artifact.size:
@@ -144,14 +148,14 @@ class ComposeFetcher:
                             continue
                         decoder, chunk, head = decoder_for(head), head, b""
                     try:
-                        out.write(decoder.feed(chunk))
+                        out.writelines(decoder.feed(chunk))
                     except ValueError as error:
                         decode_error = str(error)
                 if not decode_error:
                     try:
                         if decoder is None:
                             decoder = decoder_for(head)
-                            out.write(decoder.feed(head))
+                            out.writelines(decoder.feed(head))
                         out.write(decoder.finish())
                     except ValueError as error:
                         decode_error = str(error)
@@ -186,12 +190,16 @@ class ComposeFetcher:
         )
 
     @contextlib.contextmanager
-    def _stream(self, path: str) -> Iterator[httpx.Response]:
+    def _stream(
+        self, path: str, *, headers: dict[str, str] | None = None
+    ) -> Iterator[httpx.Response]:
         """GET ``path`` under the compose, following in-allowlist redirects; 2xx only."""
         url = self.url(path)
         for _ in range(_MAX_REDIRECTS + 1):
             try:
-                with self._client.stream("GET", url, follow_redirects=False) as response:
+                with self._client.stream(
+                    "GET", url, headers=headers, follow_redirects=False
+                ) as response:
                     if response.is_redirect:
                         url = self._redirect_target(url, response)
                         continue
@@ -230,3 +238,10 @@ class ComposeFetcher:
         if status in (404, 410):
             raise ComposeError(f"{self._compose_id}: {path} not found (HTTP {status})")
         raise ComposeError(what)
+
+
+def _body(response: httpx.Response) -> Iterator[bytes]:
+    """The body's bytes as they arrive: no re-chunking into big buffers, no extra copies
+    (it costs a third of a download's CPU), unless the server encoded them anyway."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    return response.iter_raw() if encoding in ("", "identity") else response.iter_bytes()

@@ -24,7 +24,7 @@ this project; there is nothing to compare, and it moves.
 from __future__ import annotations
 
 from collections.abc import Mapping, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from .manifests import IndexEntry, build_index, digest_of
@@ -90,6 +90,9 @@ class GateDecision:
     #: The newer compose the tag holds (stale, or forced over).
     holder: str | None = None
     forced: bool = False
+    #: Held only because an arch failed in this run: a consequence of an error already
+    #: reported, not a finding of its own.
+    after_failure: bool = False
 
     @property
     def moves_tag(self) -> bool:
@@ -116,6 +119,26 @@ def guard(current: CurrentTag | None, compose_id: str) -> str | None:
         return None
     holder = newest(current.composes, release_of=compose_id)
     return holder if is_newer(holder, compose_id) else None
+
+
+def held_build(
+    current: CurrentTag | None, arch: str, *, image_sha256: str, compose_id: str
+) -> IndexEntry | None:
+    """The entry of a per-arch tag that already holds this compose's build of ``arch``.
+
+    It does when the tag is a single image whose manifest annotations name this compose and
+    the checksum (from images.json) of the very file it was built from. The registry is the
+    record: a replay then needs neither that file nor a conversion, and the index entry is
+    what the registry holds. None otherwise.
+    """
+    if current is None or current.compose_id != compose_id or len(current.entries) != 1:
+        return None
+    entry = current.entries.get(arch)
+    if entry is None or entry.digest != current.digest:
+        return None
+    if entry.compose_id != compose_id or entry.image_sha256 != image_sha256:
+        return None
+    return entry
 
 
 def decide_arch_tag(
@@ -206,9 +229,8 @@ def decide(
     # 2. This run's own failures.
     failures = frozenset(failed) - published
     if failures:
-        return verdict(
-            Verdict.HOLD, f"publishing {_names(failures)} failed in this run", missing=failures
-        )
+        reason = f"publishing {_names(failures)} failed in this run"
+        return replace(verdict(Verdict.HOLD, reason, missing=failures), after_failure=True)
     if not published:
         return verdict(
             Verdict.HOLD, "no arch of this image published", missing=current_arches or frozenset()

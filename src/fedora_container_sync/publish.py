@@ -8,10 +8,16 @@ index. Tags move last; a failure anywhere leaves index tags as they were.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import logging
 import re
+import shutil
+import tempfile
+import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -37,7 +43,9 @@ from .manifests import (
     platform_of_config,
 )
 from .messages import ComposeMessage, Envelope, needs_work, parse_compose_message
+from .ordering import is_newer
 from .platforms import FEDORA_PLATFORMS, fedora_arch
+from .progress import STEPS
 from .registry import mediatype
 from .registry.auth import RegistryAuth
 from .registry.client import RegistryClient
@@ -54,17 +62,24 @@ from .tags import (
     plan_tags,
 )
 from .workdir import run_directory
+from .workpool import WorkPool
 
 _log = logging.getLogger(__name__)
+#: One line per finished step (see :mod:`.progress`).
+_steps = logging.getLogger(STEPS)
+
+#: Which waiting step starts first when a worker is free: the later in an image's way, the
+#: sooner. Images go through depth-first and index tags move as soon as they may.
+_DOWNLOAD, _CONVERT, _PUSH, _GATE = range(4)
 
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """An image downloaded and verified (and, unless dry-running, converted)."""
+    """An image downloaded, verified and converted into a local OCI layout, ready to push."""
 
     local: LocalImage
-    layout: Path | None = None
-    manifest: LocalManifest | None = None
+    layout: Path
+    manifest: LocalManifest
 
     @property
     def artifact(self) -> ImageArtifact:
@@ -113,9 +128,9 @@ def prepare_work_dir(settings: Settings) -> None:
     work_dir = settings.work_dir
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
-        probe = work_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A probe of its own: two processes starting at once must not remove each other's.
+        with tempfile.NamedTemporaryFile(dir=work_dir, prefix=".write-test."):
+            pass
     except OSError as error:
         raise ConfigError(f"work_dir {work_dir}: not usable: {error.strerror or error}") from None
 
@@ -131,7 +146,61 @@ def publish_compose(
     return _Run(message, settings, dry_run=dry_run, options=options).execute()
 
 
+@dataclass
+class _Registry:
+    """A configured registry this run talks to: its API client and skopeo's auth file."""
+
+    settings: RegistrySettings
+    client: RegistryClient
+    authfile: Path | None
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+
+@dataclass
+class _ArchTag:
+    """One per-arch tag (``41-x86_64``) in one registry, from its one read to its outcome."""
+
+    registry: _Registry
+    artifact: ImageArtifact
+    tag: str
+    #: What the tag holds now (None: it does not exist).
+    current: gate.CurrentTag | None = None
+    #: The entry of the build the tag holds, when it is this compose's build of this file.
+    held: IndexEntry | None = None
+    #: The rollback guard's verdict before any build: unchanged when the tag already holds
+    #: this compose's build of this image file, stale when it holds a newer compose.
+    decision: gate.GateDecision | None = None
+    #: How it ended; None while it waits for its image or its push.
+    result: _ArchResult | None = None
+
+
+#: What one repository's index tags in one registry are gated with: the registry, the entry of
+#: each arch this run settled, the arches that failed, the arches a newer compose holds.
+_GateInputs = tuple["_Registry", dict[str, IndexEntry | None], set[str], dict[str, str]]
+
+
 class _Run:
+    """One compose, start to end.
+
+    1. Plan (compose metadata, selection, tags).
+    2. Read every per-arch tag in every registry, once. A tag whose manifest names this compose
+       and this image file's checksum already holds the build; an image every registry holds
+       is neither downloaded nor converted (the registry is the record, so this holds for a
+       fresh process too), and its index entries come from what the registries hold.
+    3. Download and convert each remaining image once, then push it to each registry that
+       needs it, digest preserved.
+    4. When every per-arch tag of a repository in a registry is settled, gate its index tags.
+
+    Steps 3-4 run in a pool of ``max_parallel`` workers, across images, arches and registries;
+    all decisions and bookkeeping happen on the calling thread, in the pool's follow-ups.
+    """
+
+    tags: ReleaseTags
+    fetcher: ComposeFetcher
+
     def __init__(
         self,
         message: ComposeMessage,
@@ -154,8 +223,22 @@ class _Run:
             if registry.credential_prefix
             for suffix in ("USER", "PASSWORD")
         ]
+        self.artifacts: list[ImageArtifact] = []
+        self._arch_tags: list[_ArchTag] = []
+        #: (registry url, repository) -> per-arch tags not settled yet
+        self._unsettled: dict[tuple[str, str], int] = {}
+        #: image file checksum -> pushes of its converted image not finished yet
+        self._pushing: dict[str, int] = {}
+        self._steps_done = 0
+        #: (registry url, repository) -> what its index tags were gated with
+        self._gate_inputs: dict[
+            tuple[str, str],
+            tuple[_Registry, dict[str, IndexEntry | None], set[str], dict[str, str]],
+        ] = {}
+        self._steps_total = 0
 
     def execute(self) -> ComposeReport:
+        started = time.monotonic()
         _log.info(
             "compose %s: %s %s from %s",
             self.compose_id,
@@ -167,14 +250,20 @@ class _Run:
         # share files, and what a killed run left behind is swept, never built upon.
         with run_directory(self.settings.work_dir, self.compose_id) as self.work:
             self._execute()
+        self.report.seconds = time.monotonic() - started
+        self._sort_report()
         self._log_result()
         return self.report
 
     def _execute(self) -> None:
-        with httpx.Client(
-            timeout=httpx.Timeout(self.settings.http_timeout, connect=15.0),
-            headers={"User-Agent": "fedora-container-sync"},
-        ) as http:
+        with (
+            httpx.Client(
+                timeout=httpx.Timeout(self.settings.http_timeout, connect=15.0),
+                headers={"User-Agent": "fedora-container-sync"},
+            ) as http,
+            contextlib.ExitStack() as stack,
+            WorkPool(self.settings.max_parallel) as pool,
+        ):
             fetcher = ComposeFetcher(
                 http,
                 self.message.location,
@@ -185,10 +274,17 @@ class _Run:
             planned = self._plan(fetcher, http)
             if planned is None:
                 return
-            artifacts, tags = planned
-            prepared = self._prepare(fetcher, artifacts)
-        for registry in self.settings.registries:
-            self._publish_to(registry, artifacts, prepared, tags)
+            self.artifacts, self.tags = planned
+            self.fetcher = fetcher
+            registries = self._connect(pool, stack)
+            self._read_arch_tags(pool, registries)
+            builds = [a for a in self.artifacts if self._needs_build(a)]
+            self._steps_total += len(builds) * (1 if self.dry_run else 2)
+            for artifact in self.artifacts:
+                self._start(pool, artifact, build=artifact in builds)
+            pool.run()
+            if not self.dry_run:
+                self._verify_moved_tags()
 
     # -- compose side ------------------------------------------------------------------------
 
@@ -235,44 +331,84 @@ class _Run:
         looked_up = bodhi.current_releases(http, self.settings.bodhi, retry=self.settings.retry)
         return merge_releases(static, looked_up)
 
-    def _prepare(
-        self, fetcher: ComposeFetcher, artifacts: list[ImageArtifact]
-    ) -> dict[tuple[str, str], PreparedImage]:
-        prepared = {}
-        for artifact in artifacts:
-            try:
-                local = fetcher.download(artifact, self.work / "downloads")
-                _log.info(
-                    "compose %s: verified %s (%s, %d bytes, sha256 %s)",
-                    self.compose_id,
-                    artifact.path,
-                    local.transport,
-                    artifact.size,
-                    artifact.sha256,
-                )
-                image = PreparedImage(local)
-                if not self.dry_run:
-                    image = self._convert(image)
-            except SyncError as error:
-                self._fail(error)
-                continue
-            prepared[(artifact.repository, artifact.arch)] = image
-        return prepared
+    def _needs_build(self, artifact: ImageArtifact) -> bool:
+        """Does a registry lack this build (and may it get it)?"""
+        return any(d.verdict is gate.Verdict.PUBLISH for _, d in self._waiting(artifact))
 
-    def _convert(self, image: PreparedImage) -> PreparedImage:
-        artifact = image.artifact
+    def _start(self, pool: WorkPool, artifact: ImageArtifact, *, build: bool) -> None:
+        """Settle the tags that keep what they hold; download the image if a registry needs it."""
+        for target, decision in self._waiting(artifact):
+            if decision.verdict is gate.Verdict.STALE or not build:
+                self._keep(pool, target, decision)
+        if not build:
+            return
+        pool.submit(
+            functools.partial(self.fetcher.download, artifact, self.work / "downloads"),
+            functools.partial(self._downloaded, pool, artifact),
+            priority=_DOWNLOAD,
+        )
+
+    def _downloaded(
+        self, pool: WorkPool, artifact: ImageArtifact, done: Future[LocalImage]
+    ) -> None:
+        try:
+            local = done.result()
+        except SyncError as error:
+            self._fail(error)
+            self._steps_total -= 1 if self.dry_run else 2
+            self._abandon(pool, artifact)
+            return
+        self.report.downloads += 1
+        self.report.download_bytes += artifact.size
+        self._step(
+            "downloaded and verified %s (%s, %d bytes, sha256 %s)",
+            artifact.path,
+            local.transport,
+            artifact.size,
+            artifact.sha256,
+        )
+        if self.dry_run:
+            local.path.unlink(missing_ok=True)
+            self._built(pool, artifact, None)
+            return
+        pool.submit(
+            functools.partial(self._convert, local),
+            functools.partial(self._converted, pool, artifact),
+            priority=_CONVERT,
+        )
+
+    def _converted(
+        self, pool: WorkPool, artifact: ImageArtifact, done: Future[PreparedImage]
+    ) -> None:
+        try:
+            image = done.result()
+        except SyncError as error:
+            self._fail(error)
+            self._steps_total -= 1
+            self._abandon(pool, artifact)
+            return
+        self.report.conversions += 1
+        self._step("converted %s to %s", artifact.path, image.manifest.digest)
+        self._built(pool, artifact, image)
+
+    def _convert(self, local: LocalImage) -> PreparedImage:
+        artifact = local.artifact
         layout = self.work / "layouts" / artifact.sha256
         where = f"{self.compose_id}: {artifact.path}"
         layout.parent.mkdir(parents=True, exist_ok=True)
         (self.work / "tmp").mkdir(parents=True, exist_ok=True)
-        skopeo.run(
-            skopeo.convert_argv(
-                self.settings.skopeo, image.local.reference, layout, tmpdir=self.work / "tmp"
-            ),
-            timeout=self.settings.skopeo_timeout,
-            what=f"conversion of {artifact.path}",
-            hide_env=self._secret_env,
-        )
+        try:
+            skopeo.run(
+                skopeo.convert_argv(
+                    self.settings.skopeo, local.reference, layout, tmpdir=self.work / "tmp"
+                ),
+                timeout=self.settings.skopeo_timeout,
+                what=f"conversion of {artifact.path}",
+                hide_env=self._secret_env,
+            )
+        finally:
+            # The work dir holds only what is still needed: at most a few images at a time.
+            local.path.unlink(missing_ok=True)
         annotate_layout(
             layout,
             {COMPOSE_ID: self.compose_id, ARCH: artifact.arch, IMAGE_SHA256: artifact.sha256},
@@ -286,35 +422,40 @@ class _Run:
             raise PermanentError(
                 f"{where}: listed as {artifact.arch} but the image is built for {built_for}"
             )
-        return PreparedImage(image.local, layout, manifest)
+        return PreparedImage(local, layout, manifest)
 
     # -- registry side -----------------------------------------------------------------------
 
-    def _publish_to(
-        self,
-        registry: RegistrySettings,
-        artifacts: list[ImageArtifact],
-        prepared: dict[tuple[str, str], PreparedImage],
-        tags: ReleaseTags,
-    ) -> None:
-        try:
-            credentials = registry.credentials()
-        except SyncError as error:
-            self._fail(error)
-            return
-        auth = RegistryAuth(
-            credentials, registry=registry.url, allow_http_realm=not registry.tls_verify
-        )
-        client = RegistryClient(
-            registry,
-            timeout=self.settings.http_timeout,
-            retry=self.settings.retry,
-            auth=auth,
-            log_prefix=f"compose {self.compose_id}: ",
-        )
-        with client, skopeo.auth_file(registry.host, credentials, self.work / "auth") as authfile:
+    def _connect(self, pool: WorkPool, stack: contextlib.ExitStack) -> list[_Registry]:
+        """A client and an auth file per registry that answers; the others are skipped."""
+        candidates: list[_Registry] = []
+        for settings in self.settings.registries:
             try:
-                client.ping()
+                credentials = settings.credentials()
+            except SyncError as error:
+                self._fail(error)
+                continue
+            auth = RegistryAuth(
+                credentials, registry=settings.url, allow_http_realm=not settings.tls_verify
+            )
+            client = stack.enter_context(
+                RegistryClient(
+                    settings,
+                    timeout=self.settings.http_timeout,
+                    retry=self.settings.retry,
+                    auth=auth,
+                    log_prefix=f"compose {self.compose_id}: ",
+                )
+            )
+            authfile = stack.enter_context(
+                skopeo.auth_file(settings.host, credentials, self.work / "auth")
+            )
+            candidates.append(_Registry(settings, client, authfile))
+        answering: list[_Registry] = []
+
+        def pinged(registry: _Registry, done: Future[None]) -> None:
+            try:
+                done.result()
             except SyncError as error:
                 # One line naming the registry; the other registries still get the compose.
                 self._fail(
@@ -323,67 +464,195 @@ class _Run:
                     )
                 )
                 return
-            for repository in _unique(a.repository for a in artifacts):
-                entries: dict[str, IndexEntry | None] = {}
-                stale: dict[str, str] = {}
-                for artifact in (a for a in artifacts if a.repository == repository):
-                    image = prepared.get((repository, artifact.arch))
-                    if image is None:
-                        continue  # download or verification failed; already reported
-                    pushed = self._push_arch(client, registry, image, tags, authfile)
-                    if pushed.newer is not None:
-                        stale[artifact.arch] = pushed.newer
-                    elif not pushed.failed:
-                        entries[artifact.arch] = pushed.entry
-                failed = {a.arch for a in artifacts if a.repository == repository}
-                failed -= entries.keys() | stale.keys()
-                for tag in tags.index_tags:
-                    self._gate_index(client, registry, repository, tag, entries, failed, stale)
+            answering.append(registry)
 
-    def _push_arch(
-        self,
-        client: RegistryClient,
-        registry: RegistrySettings,
-        image: PreparedImage,
-        tags: ReleaseTags,
-        authfile: Path | None,
-    ) -> _ArchResult:
-        """Move one per-arch tag, unless the rollback guard keeps it."""
-        artifact = image.artifact
-        tag = tags.arch_tag(artifact.arch)
-        manifest, layout = image.manifest, image.layout
-        if not self.dry_run and (manifest is None or layout is None):
-            raise ValueError(f"{artifact.path} was not converted before its push")
+        for registry in candidates:
+            pool.submit(registry.client.ping, functools.partial(pinged, registry))
+        pool.run()
+        return [r for r in candidates if r in answering]
+
+    def _read_arch_tags(self, pool: WorkPool, registries: list[_Registry]) -> None:
+        """Read every per-arch tag once, in every registry; what each holds decides the rest."""
+        for registry in registries:
+            for artifact in self.artifacts:
+                target = _ArchTag(registry, artifact, self.tags.arch_tag(artifact.arch))
+                self._arch_tags.append(target)
+                key = (registry.url, artifact.repository)
+                self._unsettled[key] = self._unsettled.get(key, 0) + 1
+                pool.submit(
+                    functools.partial(
+                        self._read_tag, registry.client, artifact.repository, target.tag
+                    ),
+                    functools.partial(self._arch_tag_read, pool, target),
+                )
+        # Steps: each per-arch tag settled, each index tag gated (and, later, each build).
+        self._steps_total = len(self._arch_tags) + len(self._unsettled) * len(self.tags.index_tags)
+        pool.run()
+
+    def _read_tag(
+        self, client: RegistryClient, repository: str, tag: str
+    ) -> gate.CurrentTag | None:
+        found = client.manifest_get(repository, tag)
+        return None if found is None else self._current(client, repository, found)
+
+    def _arch_tag_read(
+        self, pool: WorkPool, target: _ArchTag, done: Future[gate.CurrentTag | None]
+    ) -> None:
+        artifact = target.artifact
         try:
-            found = client.manifest_get(artifact.repository, tag)
-            current = None if found is None else self._current(client, artifact.repository, found)
+            target.current = done.result()
+        except SyncError as error:
+            self._arch_failed(target, error)
+            self._settle(pool, target, _ArchResult(failed=True))
+            return
+        target.held = gate.held_build(
+            target.current, artifact.arch, image_sha256=artifact.sha256, compose_id=self.compose_id
+        )
+        target.decision = gate.decide_arch_tag(
+            target.current,
+            artifact.arch,
+            target.held.digest if target.held else None,
+            compose_id=self.compose_id,
+            force=self.options.force,
+        )
+
+    def _keep(self, pool: WorkPool, target: _ArchTag, decision: gate.GateDecision) -> None:
+        """Settle a per-arch tag that keeps what it holds: this very build (the index entry
+        comes from the registry) or a newer compose's (stale)."""
+        push = self._arch_push(target, decision)
+        if decision.verdict is gate.Verdict.STALE:
+            self._record_push(push)
+            self._settle(pool, target, _ArchResult(newer=decision.holder or ""))
+            return
+        if decision.verdict is not gate.Verdict.UNCHANGED or target.held is None:
+            raise ValueError(f"{target.tag}: kept without holding this build")
+        self._record_push(replace(push, digest=target.held.digest, skipped=True))
+        self._settle(pool, target, _ArchResult(target.held))
+
+    def _built(self, pool: WorkPool, artifact: ImageArtifact, image: PreparedImage | None) -> None:
+        """Push a converted image wherever it is needed (``image`` is None in a dry run)."""
+        for target, pre_decision in self._waiting(artifact):
+            if image is None:  # dry run: what each tag would get
+                if pre_decision.verdict is gate.Verdict.UNCHANGED:
+                    self._keep(pool, target, pre_decision)
+                else:
+                    self._record_push(replace(self._arch_push(target, pre_decision), planned=True))
+                    self._settle(pool, target, _ArchResult())
+                continue
+            # Now that the digest is known, decide as for any push: a registry that held this
+            # build as another digest gets the same one as the others.
             decision = gate.decide_arch_tag(
-                current,
+                target.current,
                 artifact.arch,
-                manifest.digest if manifest else None,
+                image.manifest.digest,
                 compose_id=self.compose_id,
                 force=self.options.force,
             )
-            push = ArchPush(
-                registry.url, artifact.repository, tag, artifact.arch, decision=decision
+            push = replace(self._arch_push(target, decision), digest=image.manifest.digest)
+            if decision.verdict is gate.Verdict.UNCHANGED:
+                self._record_push(replace(push, skipped=True))
+                self._settle(pool, target, _ArchResult(self._entry(image)))
+                continue
+            self._pushing[artifact.sha256] = self._pushing.get(artifact.sha256, 0) + 1
+            pool.submit(
+                functools.partial(
+                    self._copy, target.registry, target.artifact.repository, target.tag, image
+                ),
+                functools.partial(self._pushed, pool, target, push, image),
+                priority=_PUSH,
             )
-            if decision.verdict is gate.Verdict.STALE:
-                self._record_push(push)
-                return _ArchResult(newer=decision.holder or "")
-            if self.dry_run or manifest is None or layout is None:
-                self._record_push(replace(push, planned=True))
-                return _ArchResult()
-            skipped = decision.verdict is gate.Verdict.UNCHANGED
-            if not skipped:
-                self._copy(registry, artifact.repository, tag, layout, manifest, authfile)
+        if image is not None and not self._pushing.get(artifact.sha256):
+            shutil.rmtree(image.layout, ignore_errors=True)
+
+    def _pushed(
+        self,
+        pool: WorkPool,
+        target: _ArchTag,
+        push: ArchPush,
+        image: PreparedImage,
+        done: Future[None],
+    ) -> None:
+        self._pushing[image.artifact.sha256] -= 1
+        if not self._pushing[image.artifact.sha256]:
+            shutil.rmtree(image.layout, ignore_errors=True)  # pushed everywhere it goes
+        try:
+            done.result()
         except SyncError as error:
-            self._fail(error)
-            self.report.pushes.append(
-                ArchPush(registry.url, artifact.repository, tag, artifact.arch, error=str(error))
+            self._arch_failed(target, error)
+            self._settle(pool, target, _ArchResult(failed=True))
+            return
+        self._record_push(push)
+        self._settle(pool, target, _ArchResult(self._entry(image)))
+
+    def _abandon(self, pool: WorkPool, artifact: ImageArtifact) -> None:
+        """The image could not be downloaded or converted (already reported): its tags stay."""
+        for target, _ in self._waiting(artifact):
+            self._steps_total -= 1
+            self._settle(pool, target, _ArchResult(failed=True))
+
+    def _arch_failed(self, target: _ArchTag, error: SyncError) -> None:
+        self._fail(error)
+        self._steps_total -= 1
+        self.report.pushes.append(
+            ArchPush(
+                target.registry.url,
+                target.artifact.repository,
+                target.tag,
+                target.artifact.arch,
+                error=str(error),
             )
-            return _ArchResult(failed=True)
-        self._record_push(replace(push, digest=manifest.digest, skipped=skipped))
-        entry = IndexEntry(
+        )
+
+    def _settle(self, pool: WorkPool, target: _ArchTag, result: _ArchResult) -> None:
+        """Record how a per-arch tag ended; gate the index tags once the repository's are all
+        settled in that registry (index tags move last)."""
+        target.result = result
+        registry, repository = target.registry, target.artifact.repository
+        key = (registry.url, repository)
+        self._unsettled[key] -= 1
+        if self._unsettled[key]:
+            return
+        entries: dict[str, IndexEntry | None] = {}
+        stale: dict[str, str] = {}
+        failed: set[str] = set()
+        for done in self._arch_tags:
+            if done.registry is not registry or done.artifact.repository != repository:
+                continue
+            outcome = done.result or _ArchResult(failed=True)
+            if outcome.newer is not None:
+                stale[done.artifact.arch] = outcome.newer
+            elif outcome.failed:
+                failed.add(done.artifact.arch)
+            else:
+                entries[done.artifact.arch] = outcome.entry
+        self._gate_inputs[key] = (registry, entries, failed, stale)
+        pool.submit(
+            functools.partial(self._gate_indexes, registry, repository, entries, failed, stale),
+            self._gated,
+            priority=_GATE,
+        )
+
+    def _waiting(self, artifact: ImageArtifact) -> list[tuple[_ArchTag, gate.GateDecision]]:
+        """The per-arch tags of ``artifact`` still to settle, with their first verdict."""
+        waiting = []
+        for target in self._arch_tags:
+            if (
+                target.artifact is artifact
+                and target.result is None
+                and target.decision is not None
+            ):
+                waiting.append((target, target.decision))
+        return waiting
+
+    def _arch_push(self, target: _ArchTag, decision: gate.GateDecision) -> ArchPush:
+        artifact = target.artifact
+        return ArchPush(
+            target.registry.url, artifact.repository, target.tag, artifact.arch, decision=decision
+        )
+
+    def _entry(self, image: PreparedImage) -> IndexEntry:
+        artifact, manifest = image.artifact, image.manifest
+        return IndexEntry(
             artifact.arch,
             manifest.media_type,
             manifest.digest,
@@ -391,42 +660,40 @@ class _Run:
             self.compose_id,
             artifact.sha256,
         )
-        return _ArchResult(entry)
 
     def _record_push(self, push: ArchPush) -> None:
-        """Report one per-arch tag's outcome, and log it as one line (the report row)."""
+        """Report one per-arch tag's outcome, and log it as one step line (the report row)."""
         self.report.pushes.append(push)
         name, verdict, current, compose, reason = push.row()
         kept_or_forced = push.stale or (push.decision is not None and push.decision.forced)
-        (_log.warning if kept_or_forced else _log.info)(
-            "compose %s: tag %s, verdict %s: current [%s], compose [%s]: %s%s",
-            self.compose_id,
+        self._step(
+            "tag %s, verdict %s: current [%s], compose [%s]: %s%s",
             name,
             verdict,
             current,
             compose,
             reason,
             "; not moved" if push.stale else "",
+            level=logging.WARNING if kept_or_forced else logging.INFO,
         )
 
     def _copy(
         self,
-        registry: RegistrySettings,
+        registry: _Registry,
         repository: str,
         tag: str,
-        layout: Path,
-        manifest: LocalManifest,
-        authfile: Path | None,
+        image: PreparedImage,
     ) -> None:
         """``skopeo copy`` the converted image to ``tag``, digest preserved and checked."""
+        layout, manifest = image.layout, image.manifest
         name = f"{registry.url}/{repository}:{tag}"
         digest_file = self.work / "digests" / _safe_name(f"{registry.url}-{repository}-{tag}")
         digest_file.parent.mkdir(parents=True, exist_ok=True)
         destination = skopeo.Destination(
-            f"docker://{registry.host}/{registry.repository_path(repository)}:{tag}",
-            tls_verify=registry.tls_verify,
-            cert_dir=registry.cert_dir,
-            auth_file=authfile,
+            f"docker://{registry.settings.host}/{registry.settings.repository_path(repository)}:{tag}",
+            tls_verify=registry.settings.tls_verify,
+            cert_dir=registry.settings.cert_dir,
+            auth_file=registry.authfile,
         )
         call_with_retry(
             lambda: skopeo.run(
@@ -449,18 +716,79 @@ class _Run:
         if landed != manifest.digest:
             raise SkopeoError(f"push of {name}: landed as {landed}, expected {manifest.digest}")
 
+    def _verify_moved_tags(self) -> None:
+        """Re-read every index tag this run moved, once all its work is done.
+
+        distribution has no conditional PUT, and the read-back after each PUT cannot see a
+        writer whose PUT lands later: a run for an older compose that read the tag before our
+        write may overwrite it afterwards. If one did, gate the tag again: the rollback guard
+        lets it move forward to this compose, so the newer compose ends up on the tag.
+        """
+        for number, outcome in enumerate(self.report.tags):
+            if outcome.action is not TagAction.PUBLISHED:
+                continue
+            registry, entries, failed, stale = self._gate_inputs[
+                (outcome.registry, outcome.repository)
+            ]
+            name = f"{outcome.registry}/{outcome.repository}:{outcome.tag}"
+            try:
+                found = registry.client.manifest_get(outcome.repository, outcome.tag)
+            except SyncError as read_error:
+                self._fail(read_error)
+                continue
+            holder = None if found is None else found.annotations.get(COMPOSE_ID)
+            if found is not None and (
+                found.digest == outcome.digest or not is_newer(self.compose_id, holder)
+            ):
+                continue  # still ours, or a newer compose's: as it should be
+            _log.warning(
+                "compose %s: %s was overwritten by %s after this run wrote it; gating again",
+                self.compose_id,
+                name,
+                holder,
+            )
+            again, gate_error = self._gate_index(
+                registry, outcome.repository, outcome.tag, entries, failed, stale
+            )
+            if gate_error is not None:
+                self._fail(gate_error)
+            self.report.tags[number] = again
+
+    def _gate_indexes(
+        self,
+        registry: _Registry,
+        repository: str,
+        entries: dict[str, IndexEntry | None],
+        failed: set[str],
+        stale: dict[str, str],
+    ) -> list[tuple[TagOutcome, SyncError | None]]:
+        """Gate every index tag of ``repository`` in ``registry``, in order (a worker)."""
+        return [
+            self._gate_index(registry, repository, tag, entries, failed, stale)
+            for tag in self.tags.index_tags
+        ]
+
+    def _gated(self, done: Future[list[tuple[TagOutcome, SyncError | None]]]) -> None:
+        for outcome, error in done.result():
+            if error is not None:
+                self._fail(error)
+                self._steps_total -= 1
+                self.report.tags.append(outcome)
+                continue
+            self._record_tag(outcome)
+
     def _gate_index(
         self,
-        client: RegistryClient,
-        registry: RegistrySettings,
+        registry: _Registry,
         repository: str,
         tag: str,
         entries: dict[str, IndexEntry | None],
         failed: set[str],
         stale: dict[str, str],
-    ) -> None:
+    ) -> tuple[TagOutcome, SyncError | None]:
         """Gate one index tag. ``entries`` maps each pushed arch to its entry (None: dry run);
         ``stale`` each arch whose per-arch tag the guard kept to the newer compose there."""
+        client = registry.client
         name = f"{registry.url}/{repository}:{tag}"
         try:
             # Gate, write, read back. distribution has no conditional PUT, so another writer can
@@ -511,28 +839,30 @@ class _Run:
                     holds,
                 )
         except SyncError as error:
-            self._fail(error)
-            self.report.tags.append(
-                TagOutcome(registry.url, repository, tag, TagAction.FAILED, error=str(error))
-            )
-            return
-        outcome = TagOutcome(registry.url, repository, tag, action, decision, digest)
+            failure = TagOutcome(registry.url, repository, tag, TagAction.FAILED, error=str(error))
+            return failure, error
+        return TagOutcome(registry.url, repository, tag, action, decision, digest), None
+
+    def _record_tag(self, outcome: TagOutcome) -> None:
+        """Report one index tag's outcome, and log it as one step line."""
         self.report.tags.append(outcome)
-        kept = decision.verdict in (gate.Verdict.HOLD, gate.Verdict.STALE)
+        decision, action = outcome.decision, outcome.action
         # A tag kept only because an arch failed in this run follows from that failure, which
         # was already reported as an error: one line per problem, not three.
-        follows_failure = kept and bool(failed) and decision.missing <= failed
-        log = _log.warning if (kept and not follows_failure) or decision.forced else _log.info
-        log(
-            "compose %s: gate: %s %s, verdict %s: current [%s], compose [%s]: %s%s",
-            self.compose_id,
+        kept = action in (TagAction.HELD, TagAction.WOULD_HOLD) and not (
+            decision is not None and decision.after_failure
+        )
+        forced = decision is not None and decision.forced
+        self._step(
+            "gate: %s %s, verdict %s: current [%s], compose [%s]: %s%s",
             action.value,
-            name,
-            decision.verdict.value,
+            f"{outcome.registry}/{outcome.repository}:{outcome.tag}",
+            decision.verdict.value if decision else "failed",
             outcome.arches("current_arches"),
             outcome.arches("compose_arches"),
-            decision.reason,
-            f" ({digest})" if digest and action is TagAction.PUBLISHED else "",
+            outcome.reason,
+            f" ({outcome.digest})" if outcome.digest and action is TagAction.PUBLISHED else "",
+            level=logging.WARNING if kept or forced else logging.INFO,
         )
 
     def _current(self, client: RegistryClient, repository: str, found: Manifest) -> gate.CurrentTag:
@@ -561,6 +891,35 @@ class _Run:
 
     # -- bookkeeping -------------------------------------------------------------------------
 
+    def _step(self, text: str, *args: object, level: int = logging.INFO) -> None:
+        """Log one finished step, counted."""
+        self._steps_done += 1
+        _steps.log(
+            level,
+            "compose %s: [%d/%d] " + text,
+            self.compose_id,
+            self._steps_done,
+            max(self._steps_total, self._steps_done),
+            *args,
+        )
+
+    def _sort_report(self) -> None:
+        """Rows in a fixed order, however the parallel work finished: registries as
+        configured, then images as the compose lists them, then index tags."""
+        registries = {r.url: n for n, r in enumerate(self.settings.registries)}
+        images = {(a.repository, a.arch): n for n, a in enumerate(self.artifacts)}
+        repositories: dict[str, int] = {}
+        for artifact in self.artifacts:
+            repositories.setdefault(artifact.repository, len(repositories))
+        self.report.pushes.sort(
+            key=lambda p: (registries.get(p.registry, 0), images.get((p.repository, p.arch), 0))
+        )
+        # Stable: each repository's index tags were added together, in their planned order.
+        self.report.tags.sort(
+            key=lambda t: (registries.get(t.registry, 0), repositories.get(t.repository, 0))
+        )
+        self.report.errors.sort(key=str)
+
     def _note(self, note: str) -> None:
         _log.info("compose %s: %s", self.compose_id, note)
         self.report.notes.append(note)
@@ -572,10 +931,10 @@ class _Run:
     def _log_result(self) -> None:
         report = self.report
         _log.info(
-            "compose %s: done: %d per-arch tags pushed, %d index tags published, %d held, "
-            "%d stale per-arch tags, %d errors",
+            "compose %s: done: %s; %d index tags published, %d held, %d stale per-arch tags, "
+            "%d errors",
             self.compose_id,
-            sum(1 for p in report.pushes if p.ok and p.digest and not p.skipped),
+            report.work(),
             sum(1 for t in report.tags if t.action is TagAction.PUBLISHED),
             len(report.held),
             len(report.stale_pushes),

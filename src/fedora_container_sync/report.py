@@ -116,6 +116,15 @@ class TagOutcome:
         )
 
 
+def _size(count: int) -> str:
+    value, unit = float(count), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
 def _arches(value: frozenset[str] | None) -> str:
     return ",".join(sorted_arches(value)) if value else "-"
 
@@ -132,6 +141,31 @@ class ComposeReport:
     tags: list[TagOutcome] = field(default_factory=list)
     errors: list[SyncError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The work done: image files downloaded (and their compressed bytes), images converted.
+    downloads: int = 0
+    download_bytes: int = 0
+    conversions: int = 0
+    #: Wall-clock seconds the run took (set when it ends).
+    seconds: float | None = None
+
+    @property
+    def pushed(self) -> int:
+        """Per-arch images copied to a registry."""
+        return sum(1 for p in self.pushes if p.ok and p.digest and not p.skipped)
+
+    @property
+    def already_there(self) -> int:
+        """Per-arch tags that already held this compose's build."""
+        return sum(1 for p in self.pushes if p.ok and p.skipped)
+
+    def work(self) -> str:
+        """One line: what the run downloaded, converted and pushed, and how long it took."""
+        line = (
+            f"downloaded {self.downloads} ({_size(self.download_bytes)}), "
+            f"converted {self.conversions}, "
+            f"pushed {self.pushed}, already there {self.already_there}"
+        )
+        return line if self.seconds is None else f"{line} in {self.seconds:.1f}s"
 
     @property
     def held(self) -> list[TagOutcome]:
@@ -177,6 +211,8 @@ def render(reports: list[ComposeReport]) -> str:
                 cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
                 lines.append("    " + "  ".join([*cells, row[4]]).rstrip())
         lines.extend(f"  error: {error}" for error in report.errors)
+        if report.pushes or report.tags or report.downloads:
+            lines.append(f"  work: {report.work()}")
         lines.append(f"  result: {_result(report)}")
     return "\n".join(lines)
 

@@ -25,9 +25,11 @@ from .settings import RetrySettings
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: HTTP answers worth retrying: request timeout, rate limit, bad gateway, unavailable, gateway
-#: timeout. Everything else (400, 401, 403, 404, 500, ...) is final.
-TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
+#: HTTP answers worth retrying: request timeout, rate limit, internal error, bad gateway,
+#: unavailable, gateway timeout. distribution answers 500 UNKNOWN for storage hiccups, among
+#: them two writers updating one tag at the same moment (seen in the concurrency tests), so it
+#: is retried a bounded number of times too. Everything else (400, 401, 403, 404, ...) is final.
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 def transient_status(status: int) -> bool:

@@ -216,6 +216,8 @@ class Settings(_Model):
     skopeo: str = "skopeo"
     http_timeout: float = Field(default=60.0, gt=0)
     skopeo_timeout: float = Field(default=3600.0, gt=0)
+    #: How many downloads, conversions, pushes and registry reads run at once.
+    max_parallel: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     retry: RetrySettings = RetrySettings()
     requeue: RequeueSettings = RequeueSettings()
 

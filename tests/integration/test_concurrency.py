@@ -161,13 +161,16 @@ def writer(
     *,
     before_put: Callable[[str], str | None],
     before_readback: Callable[[str], str | None],
+    before_verify: Callable[[str], str | None] = lambda _: None,
 ) -> tuple[Callable[[ProxyRequest], Fault | None], Callable[[ProxyRequest, int], None]]:
     """Rules for one process's proxy. Events it sets: ``<who>-arches`` (all per-arch tags
     written), ``<who>-read-<tag>`` (gate read answered), ``<who>-put-<tag>`` (index PUT
     answered), ``<who>-done-<tag>`` (the read-back after that PUT answered). ``before_put`` /
-    ``before_readback`` name the event to wait for first (None: go)."""
+    ``before_readback`` name the event to wait for first (None: go); ``before_verify`` likewise
+    for the next read of the tag after that (the end-of-run check)."""
     put_done: set[str] = set()
     readback_held: set[str] = set()
+    verify_held: set[str] = set()
 
     def rule(request: ProxyRequest) -> Fault | None:
         tag = manifest_tag(request, namespace)
@@ -182,6 +185,11 @@ def writer(
         elif request.method == "GET" and tag in put_done and tag not in readback_held:
             readback_held.add(tag)
             wait_for = before_readback(tag)
+            if wait_for:
+                choreo.wait(wait_for)
+        elif request.method == "GET" and tag in readback_held and tag not in verify_held:
+            verify_held.add(tag)
+            wait_for = before_verify(tag)
             if wait_for:
                 choreo.wait(wait_for)
         return None
@@ -267,4 +275,33 @@ def test_older_compose_that_loses_the_race_leaves_the_newer_one(harness):
     assert results["new"][0] == 0, results["new"][2]
     assert "lost a race" in results["old"][2]
     assert "Traceback" not in results["old"][2]
+    assert_tags_hold(harness, NEW)
+
+
+def test_older_compose_that_writes_after_the_newer_ones_read_back_is_undone(harness):
+    """old reads; new writes and reads back its own; only then old writes over it (its own
+    read-back sees nothing wrong). The newer run's end-of-run check finds an older compose on
+    the tag and gates it again: the newer compose ends up on every tag."""
+    choreo = Choreography()
+    ns = harness.namespace
+    old_rules = writer(
+        choreo, "old", ns, before_put=lambda tag: f"new-done-{tag}", before_readback=lambda _: None
+    )
+    new_rules = writer(
+        choreo,
+        "new",
+        ns,
+        before_put=lambda tag: f"old-read-{tag}",
+        before_readback=lambda _: None,
+        before_verify=lambda tag: f"old-done-{tag}",
+    )
+    results = choreographed(harness, old_rules, new_rules)
+    assert choreo.expired == []
+    code, _out, err = results["new"]
+    assert code == 0, err
+    overwritten = [line for line in err.splitlines() if "was overwritten by" in line]
+    assert len(overwritten) == len(INDEX_TAGS), err
+    assert all(OLD in line and "gating again" in line for line in overwritten)
+    code, _out, err = results["old"]
+    assert code == 0, err
     assert_tags_hold(harness, NEW)

@@ -127,7 +127,9 @@ def test_killed_mid_publish_a_fresh_consumer_completes_the_redelivered_message(b
     harness = bus.harness
     bus.publish(bus.pungi(harness.compose(OLD)))
     skopeo, paused = pausing_skopeo(tmp_path, on=":41-ppc64le")
-    first = bus.consumer(bus.config(settings=PUBLISH + f'skopeo = "{skopeo}"\n', name="first"))
+    # One step at a time: the kill lands after exactly x86_64 and aarch64 were pushed.
+    settings = PUBLISH + f'skopeo = "{skopeo}"\nmax_parallel = 1\n'
+    first = bus.consumer(bus.config(settings=settings, name="first"))
     wait_until(paused.exists, timeout=90, what="the consumer to start pushing 41-ppc64le")
 
     before = {arch: harness.digest(TOOLBOX, f"41-{arch}") for arch in ARCHES}

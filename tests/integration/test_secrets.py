@@ -57,13 +57,14 @@ def capture(monkeypatch: pytest.MonkeyPatch) -> Capture:
     handler = Capture()
     original = cli._setup_logging
 
-    def setup(*, verbose: bool) -> None:
-        original(verbose=verbose)
+    def setup(*, verbose: bool) -> cli.Console:
+        console = original(verbose=verbose)
         for name in ("fedora_container_sync", "httpx", "httpcore"):
             logger = logging.getLogger(name)
             logger.setLevel(logging.DEBUG)
             if handler not in logger.handlers:
                 logger.addHandler(handler)
+        return console
 
     monkeypatch.setattr(cli, "_setup_logging", setup)
     yield handler

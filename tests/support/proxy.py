@@ -173,9 +173,10 @@ class _Handler(BaseHTTPRequestHandler):
         )
         fault = proxy.rule(request)
         if fault is not None and fault.kind in ("drop", "hang"):
+            # Recorded when injected: a client that gave up may finish before the hang ends.
+            proxy.record(request, fault, None)
             if fault.kind == "hang":
                 time.sleep(fault.seconds)
-            proxy.record(request, fault, None)
             self._hang_up()
             return
         if fault is not None and fault.kind in ("status", "redirect"):

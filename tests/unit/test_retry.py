@@ -33,7 +33,7 @@ FAST = RetrySettings(attempts=3, initial_delay=0.0, max_delay=0.0, max_total=60)
         (403, False),
         (404, False),
         (405, False),
-        (500, False),
+        (500, True),
         (501, False),
     ],
 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable
 from urllib.parse import urlsplit
@@ -105,6 +106,8 @@ class RegistryAuth(httpx.Auth):
             self._basic = "Basic " + base64.b64encode(pair).decode("ascii")
         self._send_basic = False
         self._tokens: dict[str, tuple[str, float]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RegistryAuth(registry={self._registry!r})"
@@ -131,15 +134,25 @@ class RegistryAuth(httpx.Auth):
             request.headers["Authorization"] = self._basic
             yield request
         elif scheme == "bearer":
-            token_request = self._token_request(params)
-            if "user-agent" in request.headers:
-                token_request.headers["User-Agent"] = request.headers["user-agent"]
-            token_response = yield token_request
-            token = self._store_token(params, token_response)
+            # One token request per scope, also when parallel requests meet the same challenge:
+            # whoever holds the scope's lock fetches; the others then find the token cached.
+            scope = normalize_scope(params.get("scope", ""))
+            with self._lock_for(scope):
+                token = self._cached_token([scope])
+                if token is None or request.headers.get("Authorization") == f"Bearer {token}":
+                    token_request = self._token_request(params)
+                    if "user-agent" in request.headers:
+                        token_request.headers["User-Agent"] = request.headers["user-agent"]
+                    token_response = yield token_request
+                    token = self._store_token(params, token_response)
             request.headers["Authorization"] = f"Bearer {token}"
             yield request
 
     # -- tokens ------------------------------------------------------------------------------
+
+    def _lock_for(self, scope: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(scope, threading.Lock())
 
     def _cached_token(self, scopes: Iterable[str]) -> str | None:
         now = self._clock()
