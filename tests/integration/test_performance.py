@@ -346,15 +346,14 @@ def test_on_a_terminal_the_steps_are_one_status_line(harness):
     assert "work: downloaded 2 " in replay.stdout and "result: OK" in replay.stdout
 
 
-def test_memory_stays_flat_with_a_large_image(harness):
-    """No image is ever held in memory whole: a 96 MiB image leaves the process well under
-    96 MiB above its usual size (about 60 MB)."""
+def peak_rss_mib(harness, compose_id: str, payload_mib: int) -> float:
+    """Publish one image of ``payload_mib`` in a fresh process; its peak RSS in MiB."""
     compose_dir = build_compose(
         harness.served_root / harness.namespace,
-        compose_id=OLD,
+        compose_id=compose_id,
         release_version="41",
         images=[ComposeImage("Container_Toolbox", "x86_64")],
-        payload_size=96 << 20,
+        payload_size=payload_mib << 20,
     )
     code = (
         "import resource, sys\n"
@@ -369,6 +368,14 @@ def test_memory_stays_flat_with_a_large_image(harness):
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert replay.returncode == 0, replay.stderr
-    assert "work: downloaded 1 (96." in replay.stdout
-    peak_mib = int(replay.stdout.split()[-1]) / 1024
-    assert peak_mib < 120, f"peak RSS {peak_mib:.0f} MiB"
+    assert f"work: downloaded 1 ({payload_mib}." in replay.stdout, replay.stdout
+    return int(replay.stdout.split()[-1]) / 1024
+
+
+def test_memory_stays_flat_with_a_large_image(harness):
+    """No image is ever held in memory whole: publishing a 96 MiB image costs well under 96 MiB
+    more than publishing a 1 MiB one, measured side by side in the same conditions (the
+    process's usual size, about 60 MB, varies with the machine)."""
+    small = peak_rss_mib(harness, OLD, 1)
+    large = peak_rss_mib(harness, "Fedora-41-20241026.0", 96)
+    assert large - small < 32, f"peak RSS {small:.0f} MiB with 1 MiB, {large:.0f} MiB with 96 MiB"
