@@ -62,6 +62,17 @@ def read_layout(layout: Path, *, where: str) -> LocalManifest:
     return LocalManifest(media_type, digest, len(body), platform)
 
 
+def manifest_blob(layout: Path, digest: str, *, where: str) -> bytes:
+    """The exact bytes of the manifest ``digest`` in ``layout``, checked against the digest."""
+    try:
+        body = _blob(layout, digest)
+    except (OSError, ValueError) as error:
+        raise ComposeError(f"{where}: converted manifest is unreadable: {error}") from None
+    if digest_of(body) != digest:
+        raise ComposeError(f"{where}: converted manifest does not match its digest")
+    return body
+
+
 def _blob(layout: Path, digest: str) -> bytes:
     algorithm, _, value = digest.partition(":")
     if algorithm != "sha256" or not value.isalnum():

@@ -28,17 +28,19 @@ from .compose import ComposeFetcher, ComposeMetadata, LocalImage
 from .errors import (
     ConfigError,
     PermanentError,
+    RegistryError,
     SkopeoError,
     SyncError,
     TagRaceError,
 )
-from .layout import LocalManifest, annotate_layout, read_layout
+from .layout import LocalManifest, annotate_layout, manifest_blob, read_layout
 from .manifests import (
     ARCH,
     COMPOSE_ID,
     IMAGE_SHA256,
     IndexEntry,
     Manifest,
+    digest_of,
     entry_of,
     platform_of_config,
 )
@@ -277,6 +279,7 @@ class _Run:
             self.artifacts, self.tags = planned
             self.fetcher = fetcher
             registries = self._connect(pool, stack)
+            self._registries = {registry.url: registry for registry in registries}
             self._read_arch_tags(pool, registries)
             builds = [a for a in self.artifacts if self._needs_build(a)]
             self._steps_total += len(builds) * (1 if self.dry_run else 2)
@@ -570,16 +573,20 @@ class _Run:
         target: _ArchTag,
         push: ArchPush,
         image: PreparedImage,
-        done: Future[None],
+        done: Future[gate.GateDecision | None],
     ) -> None:
         self._pushing[image.artifact.sha256] -= 1
         if not self._pushing[image.artifact.sha256]:
             shutil.rmtree(image.layout, ignore_errors=True)  # pushed everywhere it goes
         try:
-            done.result()
+            kept = done.result()
         except SyncError as error:
             self._arch_failed(target, error)
             self._settle(pool, target, _ArchResult(failed=True))
+            return
+        if kept is not None:  # a newer compose's run moved the tag while we uploaded
+            self._record_push(replace(push, decision=kept))
+            self._settle(pool, target, _ArchResult(newer=kept.holder or ""))
             return
         self._record_push(push)
         self._settle(pool, target, _ArchResult(self._entry(image)))
@@ -683,14 +690,24 @@ class _Run:
         repository: str,
         tag: str,
         image: PreparedImage,
-    ) -> None:
-        """``skopeo copy`` the converted image to ``tag``, digest preserved and checked."""
+    ) -> gate.GateDecision | None:
+        """Push the converted image, then move ``tag`` to it; None when it moved.
+
+        skopeo uploads the blobs and the manifest by digest (untagged, digest preserved and
+        checked): that is the slow part, and no tag changes meanwhile. The tag then moves with
+        one manifest PUT, right after the rollback guard looked at what it holds *now*, and is
+        read back; so a run for another compose has only milliseconds, not a whole upload, to
+        slip in between. A tag that turned out to hold a newer compose is not moved: the
+        guard's decision comes back.
+        """
         layout, manifest = image.layout, image.manifest
+        client = registry.client
         name = f"{registry.url}/{repository}:{tag}"
         digest_file = self.work / "digests" / _safe_name(f"{registry.url}-{repository}-{tag}")
         digest_file.parent.mkdir(parents=True, exist_ok=True)
+        path = registry.settings.repository_path(repository)
         destination = skopeo.Destination(
-            f"docker://{registry.settings.host}/{registry.settings.repository_path(repository)}:{tag}",
+            f"docker://{registry.settings.host}/{path}@{manifest.digest}",
             tls_verify=registry.settings.tls_verify,
             cert_dir=registry.settings.cert_dir,
             auth_file=registry.authfile,
@@ -715,6 +732,78 @@ class _Run:
         landed = skopeo.read_digest(digest_file, what=f"push of {name}")
         if landed != manifest.digest:
             raise SkopeoError(f"push of {name}: landed as {landed}, expected {manifest.digest}")
+        body = manifest_blob(layout, manifest.digest, where=name)
+        return self._move_arch_tag(
+            client, repository, tag, image.artifact.arch, manifest.media_type, body
+        )
+
+    def _move_arch_tag(
+        self,
+        client: RegistryClient,
+        repository: str,
+        tag: str,
+        arch: str,
+        media_type: str,
+        body: bytes,
+    ) -> gate.GateDecision | None:
+        """Guard, PUT and read back one per-arch tag (again after a lost race)."""
+        name = f"{client.registry.url}/{repository}:{tag}"
+        digest = digest_of(body)
+        for attempt in itertools.count(1):
+            current = self._read_tag(client, repository, tag)
+            decision = gate.decide_arch_tag(
+                current, arch, digest, compose_id=self.compose_id, force=self.options.force
+            )
+            if decision.verdict is gate.Verdict.STALE:
+                return decision
+            if decision.verdict is not gate.Verdict.UNCHANGED:
+                client.manifest_put(repository, tag, media_type, body)
+            readback = client.manifest_get(repository, tag)
+            if readback is not None and readback.digest == digest:
+                return None
+            holds = readback.digest if readback else "nothing"
+            if attempt >= self.settings.retry.attempts:
+                raise TagRaceError(
+                    f"{name}: lost a race {attempt} times: right after writing "
+                    f"{digest} the tag held {holds} (another writer moved it)"
+                )
+            _log.warning(
+                "compose %s: lost a race on %s: right after writing %s the tag held %s "
+                "(another writer moved it); checking again",
+                self.compose_id,
+                name,
+                digest,
+                holds,
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _verify_arch_tag(self, push: ArchPush) -> None:
+        """The per-arch part of :meth:`_verify_moved_tags`: put this compose's image back on
+        a tag that a run for an older compose moved after ours (it is still in the registry
+        by digest)."""
+        client = self._registries[push.registry].client
+        name = f"{push.registry}/{push.repository}:{push.tag}"
+        try:
+            found = client.manifest_get(push.repository, push.tag)
+            holder = None if found is None else found.annotations.get(COMPOSE_ID)
+            if found is not None and (
+                found.digest == push.digest or not is_newer(self.compose_id, holder)
+            ):
+                return
+            _log.warning(
+                "compose %s: %s was overwritten by %s after this run wrote it; moving it back",
+                self.compose_id,
+                name,
+                holder,
+            )
+            ours = client.manifest_get(push.repository, str(push.digest))
+            if ours is None:
+                raise RegistryError(f"{name}: {push.digest} is gone from the registry")
+            self._move_arch_tag(
+                client, push.repository, push.tag, push.arch, ours.media_type, ours.body
+            )
+        except SyncError as error:
+            self._fail(error)
 
     def _verify_moved_tags(self) -> None:
         """Re-read every index tag this run moved, once all its work is done.
@@ -724,6 +813,9 @@ class _Run:
         write may overwrite it afterwards. If one did, gate the tag again: the rollback guard
         lets it move forward to this compose, so the newer compose ends up on the tag.
         """
+        for push in self.report.pushes:
+            if push.digest and push.ok and not (push.skipped or push.planned or push.stale):
+                self._verify_arch_tag(push)
         for number, outcome in enumerate(self.report.tags):
             if outcome.action is not TagAction.PUBLISHED:
                 continue

@@ -108,14 +108,15 @@ def test_held_tags_are_announced_with_this_projects_schema(bus):
 
 
 def pausing_skopeo(tmp_path, *, on: str):
-    """The real skopeo, except that a push to a destination ending in ``on`` first creates the
-    returned marker file and then hangs until killed: a consumer caught mid-publish."""
+    """The real skopeo, except that a push with an argument ending in ``on`` (the push's
+    ``--digestfile`` is named after its tag) first creates the returned marker file and then
+    hangs until killed: a consumer caught mid-publish."""
     marker = tmp_path / "paused"
     script = tmp_path / "skopeo-pausing"
     script.write_text(
         "#!/bin/sh\n"
         'for arg in "$@"; do\n'
-        f"    case \"$arg\" in docker://*'{on}') : > '{marker}'; exec sleep 600 ;; esac\n"
+        f"    case \"$arg\" in *'{on}') : > '{marker}'; exec sleep 600 ;; esac\n"
         "done\n"
         f"exec '{shutil.which('skopeo')}' \"$@\"\n"
     )
@@ -126,7 +127,7 @@ def pausing_skopeo(tmp_path, *, on: str):
 def test_killed_mid_publish_a_fresh_consumer_completes_the_redelivered_message(bus, tmp_path):
     harness = bus.harness
     bus.publish(bus.pungi(harness.compose(OLD)))
-    skopeo, paused = pausing_skopeo(tmp_path, on=":41-ppc64le")
+    skopeo, paused = pausing_skopeo(tmp_path, on="-41-ppc64le")
     # One step at a time: the kill lands after exactly x86_64 and aarch64 were pushed.
     settings = PUBLISH + f'skopeo = "{skopeo}"\nmax_parallel = 1\n'
     first = bus.consumer(bus.config(settings=settings, name="first"))

@@ -206,6 +206,8 @@ def test_work_runs_in_parallel_up_to_max_parallel_and_index_tags_move_last(
             for method, path in requests(registry, harness.namespace, since=since[id(registry)])
             if method == "PUT" and "/manifests/" in path
         ]
+        # Images are uploaded by digest, then their tags move: count the tag moves.
+        puts = [reference for reference in puts if not reference.startswith("sha256:")]
         arch_tags = {f"41-{arch}" for arch in ARCHES}
         assert set(puts) == arch_tags | {"41", "latest"}
         assert set(puts[: len(arch_tags)]) == arch_tags
