@@ -31,9 +31,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
+
+from support.servers import BackgroundServer
 
 __all__ = ["Fault", "FaultProxy", "ProxyRequest", "first_time_faults"]
 
@@ -235,7 +236,7 @@ class _ProxyServer(ThreadingHTTPServer):
 
 
 @dataclass
-class FaultProxy:
+class FaultProxy(BackgroundServer):
     """Reverse proxy to ``upstream`` (``http://host:port``) with fault injection.
 
     ``rule(request)`` → a :class:`Fault` or None (forward); ``on_response(request, status)`` runs
@@ -246,40 +247,12 @@ class FaultProxy:
     rule: Rule = no_faults
     on_response: Callable[[ProxyRequest, int], None] = lambda _request, _status: None
     records: list[Record] = field(default_factory=list)
-    _server: _ProxyServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self) -> Self:
+    def _make_server(self) -> ThreadingHTTPServer:
         server = _ProxyServer(("127.0.0.1", 0), _Handler)
         server.proxy = self
-        self._server = server
-        threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("proxy not running")
-        return int(self._server.server_address[1])
+        return server
 
     @property
     def host(self) -> str:

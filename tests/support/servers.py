@@ -30,6 +30,7 @@ __all__ = [
     "MANIFEST_ACCEPT",
     "OCI_INDEX",
     "OCI_MANIFEST",
+    "BackgroundServer",
     "FileServer",
     "Registry",
     "RegistryTLS",
@@ -102,39 +103,39 @@ class _RecordingServer(ThreadingHTTPServer):
         pass
 
 
-class FileServer:
-    """Serve ``directory`` over HTTP on 127.0.0.1 (random port) from a daemon thread.
+class BackgroundServer:
+    """An HTTP server on 127.0.0.1 (random port) served from a daemon thread: the lifecycle
+    every test server here shares. Subclasses build their server in ``_make_server``; use as a
+    context manager, or call ``start()``/``stop()``."""
 
-    ``url`` is ``http://127.0.0.1:PORT``; ``requests`` lists ``(method, path, status)`` of every
-    answered request, in order. Use as a context manager, or call ``start()``/``stop()``.
-    """
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-        self._server: _RecordingServer | None = None
-        self._thread: threading.Thread | None = None
+    def _make_server(self) -> ThreadingHTTPServer:
+        raise NotImplementedError
 
     def start(self) -> Self:
         if self._server is not None:
-            raise RuntimeError("FileServer already started")
-        self._server = _RecordingServer(self.directory)
+            raise RuntimeError(f"{type(self).__name__} already started")
+        server = self._make_server()
+        self._server = server
         self._thread = threading.Thread(
-            target=self._server.serve_forever,
+            target=server.serve_forever,
             kwargs={"poll_interval": 0.05},
-            name=f"FileServer:{self.port}",
+            name=f"{type(self).__name__}:{self.port}",
             daemon=True,
         )
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        if self._server is None:
+        server, self._server = self._server, None
+        if server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
+        server.shutdown()
+        server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._server = None
         self._thread = None
 
     def __enter__(self) -> Self:
@@ -149,14 +150,30 @@ class FileServer:
         self.stop()
 
     @property
-    def _srv(self) -> _RecordingServer:
+    def port(self) -> int:
         if self._server is None:
-            raise RuntimeError("FileServer is not running")
-        return self._server
+            raise RuntimeError(f"{type(self).__name__} is not running")
+        return int(self._server.server_address[1])
+
+
+class FileServer(BackgroundServer):
+    """Serve ``directory`` over HTTP on 127.0.0.1 (random port) from a daemon thread.
+
+    ``url`` is ``http://127.0.0.1:PORT``; ``requests`` lists ``(method, path, status)`` of every
+    answered request, in order. Use as a context manager, or call ``start()``/``stop()``.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def _make_server(self) -> ThreadingHTTPServer:
+        return _RecordingServer(self.directory)
 
     @property
-    def port(self) -> int:
-        return int(self._srv.server_address[1])
+    def _srv(self) -> _RecordingServer:
+        if not isinstance(self._server, _RecordingServer):
+            raise RuntimeError("FileServer is not running")
+        return self._server
 
     @property
     def url(self) -> str:

@@ -21,8 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -30,6 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from support.servers import BackgroundServer
 
 __all__ = ["TokenServer", "issue_cert", "make_ca"]
 
@@ -174,7 +175,7 @@ class _TokenHTTPServer(ThreadingHTTPServer):
 
 
 @dataclass
-class TokenServer:
+class TokenServer(BackgroundServer):
     """Issues registry tokens on ``http://127.0.0.1:PORT/token`` (see the module docstring)."""
 
     directory: Path
@@ -185,7 +186,6 @@ class TokenServer:
     #: every token handed out, so tests can look for them where they must not be
     issued: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: _TokenHTTPServer | None = None
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -205,39 +205,14 @@ class TokenServer:
         self.rootcertbundle.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
         self._x5c = base64.b64encode(self._cert.public_bytes(serialization.Encoding.DER)).decode()
 
-    # lifecycle
-
-    def start(self) -> Self:
+    def _make_server(self) -> ThreadingHTTPServer:
         server = _TokenHTTPServer(("127.0.0.1", 0), _Handler)
         server.tokens = self
-        self._server = server
-        threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return server
 
     @property
     def realm(self) -> str:
-        if self._server is None:
-            raise RuntimeError("token server not running")
-        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+        return f"http://127.0.0.1:{self.port}/token"
 
     def registry_auth_config(self) -> dict[str, str]:
         """The ``auth.token`` settings for the registry."""
