@@ -16,7 +16,6 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -1043,10 +1042,6 @@ def _facts(metadata: ComposeMetadata) -> ComposeFacts:
         str(info.compose.type),
         str(info.compose.label) if info.compose.label else None,
     )
-
-
-def _unique(values: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(values))
 
 
 def _safe_name(value: str) -> str:
