@@ -12,7 +12,6 @@ import contextlib
 import functools
 import itertools
 import logging
-import re
 import shutil
 import tempfile
 import time
@@ -62,7 +61,7 @@ from .tags import (
     needs_lookup,
     plan_tags,
 )
-from .workdir import run_directory
+from .workdir import run_directory, safe_name
 from .workpool import WorkPool
 
 _log = logging.getLogger(__name__)
@@ -702,7 +701,7 @@ class _Run:
         layout, manifest = image.layout, image.manifest
         client = registry.client
         name = f"{registry.url}/{repository}:{tag}"
-        digest_file = self.work / "digests" / _safe_name(f"{registry.url}-{repository}-{tag}")
+        digest_file = self.work / "digests" / safe_name(f"{registry.url}-{repository}-{tag}")
         digest_file.parent.mkdir(parents=True, exist_ok=True)
         path = registry.settings.repository_path(repository)
         destination = skopeo.Destination(
@@ -1042,7 +1041,3 @@ def _facts(metadata: ComposeMetadata) -> ComposeFacts:
         str(info.compose.type),
         str(info.compose.label) if info.compose.label else None,
     )
-
-
-def _safe_name(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", value)

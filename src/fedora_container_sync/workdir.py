@@ -28,7 +28,7 @@ _SUFFIX = ".run"
 def run_directory(work_dir: Path, name: str) -> Iterator[Path]:
     """A fresh, locked, private directory for one run; removed when the run ends."""
     sweep_stale_runs(work_dir)
-    path = Path(tempfile.mkdtemp(prefix=f"{_safe(name)}.", suffix=_SUFFIX, dir=work_dir))
+    path = Path(tempfile.mkdtemp(prefix=f"{safe_name(name)}.", suffix=_SUFFIX, dir=work_dir))
     descriptor = os.open(path / _LOCK, os.O_CREAT | os.O_RDWR, 0o600)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
@@ -61,5 +61,6 @@ def sweep_stale_runs(work_dir: Path) -> None:
             os.close(descriptor)
 
 
-def _safe(value: str) -> str:
+def safe_name(value: str) -> str:
+    """``value`` as a single, harmless file name component."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", value)
