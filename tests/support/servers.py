@@ -103,7 +103,28 @@ class _RecordingServer(ThreadingHTTPServer):
         pass
 
 
-class BackgroundServer:
+class _StartStop:
+    """``with server:`` means ``start()`` ... ``stop()``."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class BackgroundServer(_StartStop):
     """An HTTP server on 127.0.0.1 (random port) served from a daemon thread: the lifecycle
     every test server here shares. Subclasses build their server in ``_make_server``; use as a
     context manager, or call ``start()``/``stop()``."""
@@ -137,17 +158,6 @@ class BackgroundServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:
@@ -272,7 +282,7 @@ class RegistryTLS:
     client_key: Path | None = None
 
 
-class Registry:
+class Registry(_StartStop):
     """A throw-away CNCF distribution registry (``docker-registry serve``) on 127.0.0.1.
 
     Storage, config and log live in a temp dir removed by ``stop()``. ``htpasswd`` enables basic
@@ -385,17 +395,6 @@ class Registry:
             self._tmp.cleanup()
             self._tmp = None
             self._log_path = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # addresses and logs
 
