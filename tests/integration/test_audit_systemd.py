@@ -57,8 +57,10 @@ def test_service_writes_the_status_page_where_a_web_server_can_read_it():
     assert [(e[0], e[1]) for e in entries] == [("u", service["User"])]
     assert service["Group"] == service["User"]
     assert service["RemoveIPC"] == "yes"
-    # The service comment shows the same path to the web server.
+    # The service comment and README show the same path to the web server.
     assert f"alias {page.parent}/;" in SERVICE.read_text()
+    readme = (UNITS.parent / "README.md").read_text()
+    assert f"alias {page.parent}/;" in readme
 
 
 def test_service_hardening_did_not_get_worse():
