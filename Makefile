@@ -1,4 +1,5 @@
-# Quick start:  make demo   (publishes a sample compose to a throw-away local registry)
+# Quick start:  make demo   (publishes a sample compose to a throw-away local registry, then
+#                            writes the audit's status page, .demo/status.html)
 #               make test   (the whole test suite against real skopeo and registries)
 #               make bench  (legacy vs cold publish vs replay vs bare skopeo; writes
 #                            docs/benchmarks.md; BENCH_ARGS="--rounds 5" to change it)
@@ -10,10 +11,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench lint check system-deps venv clean
+.PHONY: demo screenshot test bench lint check system-deps venv clean
 
 demo: system-deps venv
 	$(BIN)/python demo/demo.py
+
+# docs/audit-page.png, shown in README: the demo's status page in headless Chromium.
+screenshot: system-deps venv
+	$(BIN)/python demo/demo.py --screenshot docs/audit-page.png
 
 test: system-deps venv
 	$(BIN)/pytest
@@ -29,17 +34,18 @@ lint: venv
 check: lint test
 
 # skopeo + a CNCF distribution registry server: Debian/Ubuntu `docker-registry`,
-# Fedora `docker-distribution` (binary `registry`); htpasswd for the Basic-auth test registry.
+# Fedora `docker-distribution` (binary `registry`); htpasswd for the Basic-auth test registry;
+# chromium (headless) for the test that loads the audit's status page in a real browser.
 system-deps:
-	@if command -v skopeo >/dev/null && command -v htpasswd >/dev/null && { command -v docker-registry || command -v registry; } >/dev/null; then \
+	@if command -v skopeo >/dev/null && command -v htpasswd >/dev/null && { command -v docker-registry || command -v registry; } >/dev/null && { command -v chromium || command -v chromium-browser; } >/dev/null; then \
 		exit 0; \
 	elif command -v apt-get >/dev/null; then \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq skopeo docker-registry apache2-utils; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq skopeo docker-registry apache2-utils chromium; \
 	elif command -v dnf >/dev/null; then \
-		$(SUDO) dnf install -y skopeo docker-distribution httpd-tools; \
+		$(SUDO) dnf install -y skopeo docker-distribution httpd-tools chromium; \
 	else \
-		echo "install skopeo and a distribution registry server (docker-registry) first" >&2; \
+		echo "install skopeo, a distribution registry server (docker-registry) and chromium first" >&2; \
 		exit 1; \
 	fi
 

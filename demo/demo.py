@@ -5,14 +5,19 @@ builds a small sample compose (fedora-toolbox, four arches), then replays two sa
 messages through the real command line, exactly as an operator would:
 
 1. Fedora-41-20241025.0 finished with every arch → per-arch tags and 41/latest published.
-2. Fedora-41-20241026.0 finished, but its aarch64 build failed → per-arch tags of the other
-   arches move, 41/latest are held (exit 3), so no pull of fedora-toolbox:41 loses aarch64.
+2. Fedora-41-20241026.0 finished, but its fedora-toolbox aarch64 build failed → per-arch tags
+   of the other arches move, 41/latest of fedora-toolbox are held (exit 3), so no pull of
+   fedora-toolbox:41 loses aarch64; fedora (every arch built) moves.
+
+Then it audits the registry and writes the status page, .demo/status.html
+(``--screenshot FILE`` also takes a screenshot of it in headless Chromium, for docs/).
 
 Everything it starts is stopped at the end; files live in .demo/ (removed on the next run).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -33,6 +38,9 @@ from support.servers import FileServer, Registry  # noqa: E402
 
 ARCHES = ("x86_64", "aarch64", "ppc64le", "s390x")
 WORK = ROOT / ".demo"
+PAGE = WORK / "status.html"
+#: The viewport of the screenshot in docs/ (the demo page fits in it).
+SCREENSHOT_SIZE = (1800, 900)
 
 
 def banner(text: str) -> None:
@@ -49,6 +57,31 @@ def replay(config: Path, messages: Path) -> int:
     ]
     print("$ fedora-container-sync replay --config", config.name, messages.name, flush=True)
     return subprocess.run(command, check=False).returncode
+
+
+def audit(config: Path, page: Path) -> int:
+    command = [
+        str(Path(sys.executable).with_name("fedora-container-sync")),
+        "audit",
+        "--config",
+        str(config),
+        "--html",
+        str(page),
+    ]
+    print(f"$ fedora-container-sync audit --config {config.name} --html {page.name}", flush=True)
+    return subprocess.run(command, check=False).returncode
+
+
+def screenshot(page: Path, png: Path) -> None:
+    from support.browser import read_png, render
+
+    width, height = SCREENSHOT_SIZE
+    rendering = render(page.as_uri(), width=width, height=height)
+    if rendering.errors:
+        raise SystemExit(f"the page logged errors: {rendering.errors}")
+    image = read_png(rendering.png)
+    png.write_bytes(rendering.png)
+    print(f"screenshot ({image.width}x{image.height}): {png}")
 
 
 def show_tags(registry: Registry, repository: str) -> None:
@@ -70,6 +103,9 @@ def show_tags(registry: Registry, repository: str) -> None:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--screenshot", metavar="FILE", type=Path, help="PNG of the status page")
+    args = parser.parse_args()
     shutil.rmtree(WORK, ignore_errors=True)
     served = WORK / "composes"
     served.mkdir(parents=True)
@@ -85,7 +121,8 @@ def main() -> int:
                 served,
                 compose_id=compose_id,
                 release_version="41",
-                images=[ComposeImage("Container_Toolbox", arch) for arch in arches],
+                images=[ComposeImage("Container_Toolbox", arch) for arch in arches]
+                + [ComposeImage("Container_Base", arch) for arch in ARCHES],
             )
             body = finished_message(
                 compose_dir, served_root=served, base_url=server.url, status=status
@@ -101,6 +138,7 @@ compose_url_allowlist = ["{server.url}/"]
 work_dir = "{WORK / "work"}"
 
 [consumer_config.container.repos]
+Container_Base = "fedora"
 Container_Toolbox = "fedora-toolbox"
 
 [consumer_config.container.releases]
@@ -118,7 +156,7 @@ tls_verify = false
         print(f"exit code {first}")
         show_tags(registry, "fedora/fedora-toolbox")
 
-        banner("2. the next compose: aarch64 failed to build")
+        banner("2. the next compose: fedora-toolbox's aarch64 build failed")
         second = replay(config, messages[1])
         print(f"exit code {second} (3 = finished, but the gate held a tag)")
         show_tags(registry, "fedora/fedora-toolbox")
@@ -127,10 +165,18 @@ tls_verify = false
         print(
             "fedora-toolbox:41 and :latest still list all four arches (from the first compose);\n"
             "41-x86_64, 41-ppc64le and 41-s390x moved to the second compose's builds;\n"
-            "41-aarch64 still serves the last good aarch64 build."
+            "41-aarch64 still serves the last good aarch64 build.\n"
+            "fedora:41 and :latest moved: every arch of fedora built."
         )
+
+        banner("3. the audit, and its status page")
+        audited = audit(config, PAGE)
+        print(f"exit code {audited} (3 = findings: the held tags)")
     banner("registry and compose server stopped")
-    return 0 if (first, second) == (0, 3) else 1
+    if args.screenshot:
+        screenshot(PAGE, args.screenshot)
+    print(f"status page: {PAGE}")
+    return 0 if (first, second, audited) == (0, 3, 3) else 1
 
 
 if __name__ == "__main__":

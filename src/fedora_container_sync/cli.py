@@ -6,9 +6,10 @@ bus messages through the same code path as the consumer. Exit codes: 0 everythin
 published, 2 bad usage, config or message file. Every failure is one line on stderr; the
 summary goes to stdout.
 
-``audit [--config FILE] [--max-age HOURS] [--json]`` reads every configured registry and reports
-held, missing, carried and diverged tags. Exit codes: 0 clean, 3 findings, 1 a registry could
-not be read (or the findings could not be sent to the bus), 2 bad usage or config.
+``audit [--config FILE] [--max-age HOURS] [--json] [--html PATH]`` reads every configured
+registry and reports held, missing, carried and diverged tags; ``--html`` also writes them as a
+status page. Exit codes: 0 clean, 3 findings, 1 a registry could not be read (or the findings
+could not be sent to the bus, or the page could not be written), 2 bad usage or config.
 """
 
 from __future__ import annotations
@@ -97,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="count only findings older than HOURS (ages come from compose dates)",
     )
     audit.add_argument("--json", action="store_true", help="print the findings as a JSON document")
+    audit.add_argument(
+        "--html",
+        metavar="PATH",
+        type=Path,
+        help="also write the findings as a self-contained HTML status page to PATH "
+        "(replaced atomically, mode 0644, for a web server to serve)",
+    )
     audit.add_argument("-v", "--verbose", action="store_true", help="log every step")
     return parser
 
@@ -207,6 +215,8 @@ def _audit(args: argparse.Namespace) -> int:
     from .inventory import read_registries, repositories
     from .settings import config_path, load_settings
 
+    if args.html is not None:
+        _check_page_path(args.html)
     path = config_path(args.config)
     settings = load_settings(path)
     settings.check_credentials()
@@ -225,12 +235,32 @@ def _audit(args: argparse.Namespace) -> int:
         max_age_hours=args.max_age,
     )
     print(render_json(result) if args.json else render_table(result), flush=True)
+    page_error = None
+    if args.html is not None:
+        from .audit_page import render_html
+        from .files import write_atomically
+
+        try:
+            write_atomically(args.html, render_html(result, states, settings.releases))
+            _log.info("audit: status page written to %s", args.html)
+        except SyncError as error:  # the findings still go to the bus
+            page_error = error
     if settings.publish_amqp_messages and result.findings:
         from .audit_schema import publish_findings
 
         sent = publish_findings(result.findings)
         _log.info("audit: %d finding messages sent", sent)
+    if page_error is not None:
+        raise page_error
     return result.exit_code
+
+
+def _check_page_path(path: Path) -> None:
+    """Refuse, before reading any registry, a page path that can never be written."""
+    if path.is_dir():
+        raise UsageError(f"--html {path}: is a directory")
+    if not path.parent.is_dir():
+        raise UsageError(f"--html {path}: directory {path.parent} does not exist")
 
 
 def _announce(report: ComposeReport, publisher: BusPublisher) -> None:

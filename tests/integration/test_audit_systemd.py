@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import re
 import shlex
 import shutil
 import subprocess
@@ -39,7 +40,46 @@ def test_service_runs_the_audit_once_with_max_age_48():
         "FEDORA_MESSAGING_CONF=/etc/fedora-messaging/container-sync.toml"
     )
     assert service["EnvironmentFile"] == "/etc/fedora-container-sync/credentials.env"
-    assert "StateDirectory" not in service  # nothing to write
+
+
+def test_service_writes_the_status_page_where_a_web_server_can_read_it():
+    service = unit(SERVICE)["Service"]
+    page = build_parser().parse_args(shlex.split(service["ExecStart"])[1:]).html
+    # Its only writable place: the state directory, world-readable, not under
+    # /var/lib/private/ (where DynamicUser= would put it, out of a web server's reach).
+    assert page == Path("/var/lib") / service["StateDirectory"] / "index.html"
+    assert service["StateDirectoryMode"] == "0755"
+    assert "DynamicUser" not in service and "ReadWritePaths" not in service
+    assert service["ProtectSystem"] == "strict"
+    # A static system user, created by the sysusers.d file shipped beside the unit.
+    sysusers = (UNITS / "fedora-container-sync-audit.sysusers").read_text().splitlines()
+    entries = [line.split() for line in sysusers if line and not line.startswith("#")]
+    assert [(e[0], e[1]) for e in entries] == [("u", service["User"])]
+    assert service["Group"] == service["User"]
+    assert service["RemoveIPC"] == "yes"
+    # The service comment and README show the same path to the web server.
+    assert f"alias {page.parent}/;" in SERVICE.read_text()
+    readme = (UNITS.parent / "README.md").read_text()
+    assert f"alias {page.parent}/;" in readme
+
+
+def test_service_hardening_did_not_get_worse():
+    """systemd-analyze's exposure score of the unit, at most what it was with DynamicUser=."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(SERVICE)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    if match is None and "--offline" in result.stderr:
+        pytest.skip("this systemd-analyze has no --offline (systemd < 250)")
+    assert match is not None, result.stdout + result.stderr
+    assert float(match[1]) <= 3.2
 
 
 def test_timer_starts_it_daily():

@@ -17,6 +17,7 @@ import yaml
 from fedora_messaging import message as fm_message
 from fedora_messaging.config import LazyConfig
 
+from fedora_container_sync.cli import build_parser
 from fedora_container_sync.settings import load_settings
 from support.broker import (
     BIN,
@@ -152,7 +153,13 @@ def test_openshift_deployment_matches_its_config_secret_and_image(tmp_path):
     configmap = _yaml("configmap.yaml")
     secret = _yaml("secret.yaml")
     kustomization = _yaml("kustomization.yaml")
-    assert set(kustomization["resources"]) == {"configmap.yaml", "secret.yaml", "deployment.yaml"}
+    assert set(kustomization["resources"]) == {
+        "configmap.yaml",
+        "secret.yaml",
+        "deployment.yaml",
+        "audit-cronjob.yaml",
+        "status-page.yaml",
+    }
     conf = tomllib.loads(configmap["data"]["config.toml"])
     settings = load_settings(_configmap_config(tmp_path))
 
@@ -198,3 +205,62 @@ def test_openshift_deployment_matches_its_config_secret_and_image(tmp_path):
         assert f"{name}={env[name]}" in containerfile
     assert "skopeo" in containerfile
     assert container["command"] == ["fedora-messaging", "consume"]
+
+
+def test_openshift_audit_cronjob_writes_the_page_that_nginx_serves():
+    deployment = _yaml("deployment.yaml")
+    cronjob = _yaml("audit-cronjob.yaml")
+    status = {
+        d["kind"]: d for d in yaml.safe_load_all((OPENSHIFT / "status-page.yaml").read_text())
+    }
+    assert set(status) == {"PersistentVolumeClaim", "Deployment", "Service", "Route"}
+
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    (audit,) = pod["containers"]
+    (consumer,) = deployment["spec"]["template"]["spec"]["containers"]
+    # The consumer's image, config and credentials, mounted and named the same way.
+    assert audit["image"] == consumer["image"]
+    assert audit["env"] == [e for e in consumer["env"] if e["name"] != "HOME"]
+    consumer_volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in audit["volumeMounts"]}
+    consumer_mounts = {m["name"]: m for m in consumer["volumeMounts"]}
+    for name in ("config", "credentials"):
+        assert volumes[name] == consumer_volumes[name]
+        assert mounts[name] == consumer_mounts[name]
+    # The audit with --max-age 48, as the systemd timer runs it, writing the page onto the
+    # claim; a run with findings (exit 3) is not retried.
+    args = build_parser().parse_args(audit["command"][1:])
+    assert audit["command"][0] == "fedora-container-sync"
+    assert (args.command, args.max_age, args.json) == ("audit", 48.0, False)
+    claim = status["PersistentVolumeClaim"]["metadata"]["name"]
+    (page_volume,) = [n for n, v in volumes.items() if "persistentVolumeClaim" in v]
+    assert volumes[page_volume]["persistentVolumeClaim"]["claimName"] == claim
+    assert args.html.parent == Path(mounts[page_volume]["mountPath"])
+    assert (job["backoffLimit"], pod["restartPolicy"]) == (0, "Never")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+
+    # nginx serves the same claim, read-only, as its document root; Service and Route reach it.
+    web = status["Deployment"]["spec"]["template"]
+    (nginx,) = web["spec"]["containers"]
+    (web_volume,) = web["spec"]["volumes"]
+    assert web_volume["persistentVolumeClaim"]["claimName"] == claim
+    (web_mount,) = nginx["volumeMounts"]
+    assert (web_mount["name"], web_mount["mountPath"], web_mount["readOnly"]) == (
+        web_volume["name"],
+        "/opt/app-root/src",
+        True,
+    )
+    assert status["Deployment"]["spec"]["strategy"]["type"] == "Recreate"
+    labels = web["metadata"]["labels"]
+    assert status["Service"]["spec"]["selector"] == labels
+    (port,) = nginx["ports"]
+    (service_port,) = status["Service"]["spec"]["ports"]
+    assert service_port["targetPort"] == port["name"]
+    assert status["Route"]["spec"]["to"]["name"] == status["Service"]["metadata"]["name"]
+    # A ReadWriteOnce claim: the audit's pod runs on the node where nginx has it mounted.
+    assert status["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    (term,) = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["labelSelector"]["matchLabels"] == labels
+    assert term["topologyKey"] == "kubernetes.io/hostname"
