@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -434,6 +435,40 @@ def test_any_token_either_works_or_fails_in_one_permanent_line(
     assert message in expected
     assert "\n" not in message
     assert leaked(message, [handed["real"]]) == []
+
+
+class _SpoiledHeader(httpx.Auth):
+    """An auth flow that puts ``value`` into a header as it is: what the client's boundary
+    meets if anything unchecked ever reaches a header again. It reads a header first, as
+    RegistryAuth does: httpx then encodes later values as ASCII (else as UTF-8)."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers.get("Authorization")
+        request.headers["Authorization"] = f"Bearer {self.value}"
+        yield request
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("eyJ\r\nX-Injected: 1", "a header value for the request is unusable"),
+        ("eyJ\x00nul", "a header value for the request is unusable"),
+        ("eyJ\u00e9", "a header value for the request is not ASCII"),
+        ("eyJ\u2603", "a header value for the request is not ASCII"),
+    ],
+)
+def test_a_header_value_httpx_refuses_is_our_permanent_error(registry, value, reason):
+    settings = RegistrySettings(url=f"{registry.host}/cache", tls_verify=False)
+    retry = RetrySettings(attempts=3, initial_delay=0, max_delay=0)
+    client = RegistryClient(settings, timeout=10, retry=retry, auth=_SpoiledHeader(value))
+    with client, pytest.raises(RegistryError) as caught:
+        client.ping()
+    assert str(caught.value) == (
+        f"registry {registry.host}/cache: cannot talk to the registry: {reason}"
+    )
 
 
 # --- credentials stay with the registry; foreign header values end as our errors -----------

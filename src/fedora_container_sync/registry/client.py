@@ -230,7 +230,7 @@ class RegistryClient:
                         f"registry {self.registry.host} unreachable: {one_line(error)}"
                     ) from None
             except tuple(_UNUSABLE) as error:
-                raise _unusable(error, f"registry {self.registry.host}") from None
+                raise _unusable(error, f"registry {self.registry.url}") from None
             except httpx.TransportError as error:
                 raise RegistryUnavailable(
                     f"registry {self.registry.host} unreachable: {one_line(error)}"
