@@ -38,11 +38,15 @@ def transient_status(status: int) -> bool:
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    """A ``Retry-After`` header (delta-seconds or an HTTP date) as seconds from ``now``."""
+    """A ``Retry-After`` header (delta-seconds or an HTTP date) as seconds from ``now``.
+
+    Delta-seconds are ASCII digits only (``str.isdigit`` also takes "²" and other scripts'
+    digits); anything unreadable is None, as if the header were not there.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

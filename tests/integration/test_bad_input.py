@@ -9,14 +9,20 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from string import Template
 from typing import Any
 
 import pytest
 
+from fedora_container_sync.registry.auth import RegistryAuth
+from fedora_container_sync.settings import Credentials
+from support.auth import PASSWORD, USER
 from support.harness import REPOS, Harness
 from support.images import build_garbage_archive, build_image_archive
+from support.servers import Registry
+from support.tokens import TokenRequest, TokenServer
 
 pytestmark = pytest.mark.integration
 
@@ -80,9 +86,57 @@ def set_path(document: Any, path: str, value: Any) -> None:
         document[last] = value
 
 
+@pytest.fixture(scope="module")
+def corpus_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenServer]:
+    with TokenServer(tmp_path_factory.mktemp("corpus-tokens"), {USER: PASSWORD}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def corpus_token_registry(corpus_tokens: TokenServer) -> Iterator[Registry]:
+    auth = RegistryAuth(Credentials(USER, PASSWORD), registry="test", allow_http_realm=True)
+    with Registry(token_auth=corpus_tokens.registry_auth_config(), http_auth=auth) as registry:
+        yield registry
+
+
+def behind_token_service(
+    request: pytest.FixtureRequest, harness: Harness, answer: str
+) -> tuple[Harness, TokenServer]:
+    """The harness with a token-auth registry instead, whose token service answers our client
+    with ``answer`` (``$token``: the token it would have sent); its own reads get real ones."""
+    tokens: TokenServer = request.getfixturevalue("corpus_tokens")
+    registry: Registry = request.getfixturevalue("corpus_token_registry")
+    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+    harness.registries = [registry]
+    harness.registry_entries[registry.host] = (
+        f'url = "{registry.host}/{harness.namespace}"\ntls_verify = false\n'
+        'credential_prefix = "CORPUS_"\n'
+    )
+    monkeypatch.setenv("CORPUS_USER", USER)
+    monkeypatch.setenv("CORPUS_PASSWORD", PASSWORD)
+
+    def hand_out(token_request: TokenRequest, document: dict[str, Any]) -> dict[str, Any] | bytes:
+        if not token_request.user_agent.startswith("fedora-container-sync"):
+            return document
+        text = Template(answer).substitute(token=document["token"])
+        tokens.issued.append(text)  # all of it counts as secret
+        return text.encode()
+
+    tokens.answer = hand_out
+    request.addfinalizer(lambda: setattr(tokens, "answer", None))
+    return harness, tokens
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda path: path.name)
-def test_bad_input(case: Path, harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_input(
+    case: Path, harness: Harness, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     spec = json.loads((case / "case.json").read_text())
+    tokens = None
+    if "token_answer" in spec:
+        harness, tokens = behind_token_service(
+            request, harness, (case / spec["token_answer"]).read_text()
+        )
     body = harness.compose(COMPOSE, arches=("x86_64",))
     compose_dir = harness.compose_dir(body)
     metadata = compose_dir / "metadata"
@@ -151,6 +205,9 @@ def test_bad_input(case: Path, harness: Harness, monkeypatch: pytest.MonkeyPatch
     assert "Traceback" not in result.err + result.out
     for secret in spec.get("absent", []):
         assert secret not in result.err + result.out
+    for token in tokens.issued if tokens is not None else []:
+        for piece in (token, token[: len(token) // 2], token[len(token) // 2 :]):
+            assert len(piece) < 16 or piece not in result.err + result.out
     if spec["exit"] == 2:
         assert result.out == ""
         lines = result.err.splitlines()

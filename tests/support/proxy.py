@@ -16,7 +16,9 @@ Faults:
 * ``Fault.drop_after()``: the request is forwarded (it takes effect), then the connection is
   closed without passing the answer on;
 * ``Fault.hang(seconds)``: nothing is sent for ``seconds``, then the connection is closed;
-* ``Fault.redirect(url)``: a 302 to ``url``.
+* ``Fault.redirect(url)``: a 302 to ``url``;
+* ``Fault.rewrite({"Docker-Content-Digest": "..."})``: the request is forwarded and the answer
+  passed back with these headers replaced (or added).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Fault:
     retry_after: str | None = None
     seconds: float = 0.0
     location: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def answer(cls, status: int, retry_after: str | None = None) -> Fault:
@@ -78,6 +81,10 @@ class Fault:
     @classmethod
     def redirect(cls, location: str) -> Fault:
         return cls("redirect", status=302, location=location)
+
+    @classmethod
+    def rewrite(cls, headers: dict[str, str]) -> Fault:
+        return cls("rewrite", headers=tuple(headers.items()))
 
     @property
     def label(self) -> str:
@@ -203,7 +210,11 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.record(request, Fault("upstream-down"), None)
             self._hang_up()
             return
-        if fault is not None:  # drop-after: it took effect upstream; the answer is lost
+        if fault is not None and fault.kind == "rewrite":
+            replaced = {name.lower() for name, _ in fault.headers}
+            headers = [(k, v) for k, v in headers if k.lower() not in replaced]
+            headers += list(fault.headers)
+        elif fault is not None:  # drop-after: it took effect upstream; the answer is lost
             proxy.record(request, fault, status)
             self._hang_up()
             return
@@ -214,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
         self.wfile.flush()
-        proxy.record(request, None, status)
+        proxy.record(request, fault, status)
         proxy.on_response(request, status)
 
     def _hang_up(self) -> None:

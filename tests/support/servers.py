@@ -228,6 +228,7 @@ def _registry_config(
     htpasswd: Path | None,
     token_auth: dict[str, str] | None = None,
     tls: RegistryTLS | None = None,
+    blob_redirect: str | None = None,
 ) -> str:
     # JSON strings are valid YAML double-quoted scalars, so json.dumps quotes paths safely.
     lines = [
@@ -265,6 +266,15 @@ def _registry_config(
         ]
         if tls.client_cas is not None:
             lines += ["    clientcas:", f"      - {json.dumps(str(tls.client_cas))}"]
+    if blob_redirect is not None:
+        # distribution's "redirect" storage middleware: blob GETs answer 307 to this base URL
+        lines += [
+            "middleware:",
+            "  storage:",
+            "    - name: redirect",
+            "      options:",
+            f"        baseurl: {json.dumps(blob_redirect)}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -301,8 +311,11 @@ class Registry(_StartStop):
         token_auth: dict[str, str] | None = None,
         tls: RegistryTLS | None = None,
         http_auth: httpx.Auth | None = None,
+        blob_redirect: str | None = None,
     ) -> None:
         self.htpasswd = htpasswd
+        #: base URL blob GETs are redirected to (distribution's redirect storage middleware)
+        self.blob_redirect = blob_redirect
         self.credentials = credentials
         self.token_auth = token_auth
         self.tls = tls
@@ -340,6 +353,7 @@ class Registry(_StartStop):
                     htpasswd=self.htpasswd,
                     token_auth=self.token_auth,
                     tls=self.tls,
+                    blob_redirect=self.blob_redirect,
                 )
             )
             # REGISTRY_* variables would override the config file.

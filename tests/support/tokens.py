@@ -7,6 +7,11 @@ header carries the signing certificate as ``x5c`` (the registry trusts that cert
 ``{"token", "access_token", "expires_in", "issued_at"}`` in the body. Signed-in users get what
 they ask for; anonymous callers get ``pull`` only on repositories under ``public_prefix``.
 
+``answer``, when set, turns the token document the server would send into the one it does send
+(a hostile or foreign token service: a token with a newline, a non-ASCII one, an ``expires_in``
+of ``"300"`` or ``1e400``...); what it returns is sent as JSON, or as the body when it is bytes.
+Every token the server hands out is recorded in ``issued``.
+
 :func:`make_ca` / :func:`issue_cert` write PEM files for TLS tests (server and client certs).
 """
 
@@ -18,6 +23,7 @@ import ipaddress
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -157,11 +163,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]})
             return
         name = user or None
-        tokens.log(TokenRequest(name, scopes, agent, granted=True))
-        self._send(200, tokens.issue(name, query.get("service", [""])[0], scopes))
+        request = TokenRequest(name, scopes, agent, granted=True)
+        tokens.log(request)
+        self._send(200, tokens.hand_out(request, query.get("service", [""])[0]))
 
-    def _send(self, status: int, document: dict[str, Any]) -> None:
-        body = json.dumps(document).encode()
+    def _send(self, status: int, document: dict[str, Any] | bytes) -> None:
+        body = document if isinstance(document, bytes) else json.dumps(document).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -185,6 +192,8 @@ class TokenServer(BackgroundServer):
     requests: list[TokenRequest] = field(default_factory=list)
     #: every token handed out, so tests can look for them where they must not be
     issued: list[str] = field(default_factory=list)
+    #: (request, token document) -> what is sent instead (see the module docstring)
+    answer: Callable[[TokenRequest, dict[str, Any]], dict[str, Any] | bytes] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -269,6 +278,21 @@ class TokenServer(BackgroundServer):
             "expires_in": self.expires_in,
             "issued_at": now.isoformat(),
         }
+
+    def hand_out(self, request: TokenRequest, service: str) -> dict[str, Any] | bytes:
+        """The answer to a granted request: the token document, or what ``answer`` makes of it."""
+        document = self.issue(request.user, service, request.scopes)
+        if self.answer is None:
+            return document
+        answered = self.answer(request, document)
+        if isinstance(answered, dict):
+            with self._lock:
+                self.issued += [
+                    answered[key]
+                    for key in ("token", "access_token")
+                    if isinstance(answered.get(key), str) and answered[key] not in self.issued
+                ]
+        return answered
 
     def log(self, request: TokenRequest) -> None:
         with self._lock:

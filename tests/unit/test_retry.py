@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fedora_container_sync.errors import PermanentError, RegistryError, TransientError
 from fedora_container_sync.retry import (
@@ -54,11 +56,23 @@ def test_transient_statuses(status, transient):
         ("soon", None),
         ("-5", None),
         ("1.5", None),
+        ("\u00b2", None),  # a superscript two: str.isdigit() says yes, float() says no
+        ("\u0661\u0662", None),  # Arabic-Indic "12": digits, but not ASCII ones
+        ("\uff17", None),  # a fullwidth 7
     ],
 )
 def test_retry_after_seconds(value, seconds):
     now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
     assert retry_after_seconds(value, now=now) == seconds
+
+
+@given(st.text() | st.text(alphabet=st.characters(categories=["Nd", "No"])))
+def test_retry_after_of_any_header_value_is_seconds_or_none(value):
+    """Never an exception; digits count only as ASCII digits."""
+    seconds = retry_after_seconds(value, now=1445412480.0)
+    assert seconds is None or seconds >= 0
+    if value.strip().isdigit():
+        assert (seconds is not None) is value.strip().isascii()
 
 
 @pytest.mark.parametrize(

@@ -9,17 +9,25 @@ carry the token up front. A ``Basic`` challenge is answered with the credentials
 sent up front on every later request.
 
 Neither credentials nor tokens ever reach a log line, an error or a ``repr``.
+
+Everything the registry and its token service send is checked before it goes into a request
+of ours: the realm must be a plain http(s) URL without credentials, the token an RFC 6750
+``b64token`` of bounded length, ``expires_in`` a JSON integer. A challenge from another origin
+(a redirect target) is not answered, so credentials go only where the registry itself sent us.
+A failed check is one permanent :class:`RegistryError` naming the token service, never the
+token.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import re
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
@@ -30,7 +38,16 @@ from ..settings import Credentials
 #: Tokens without ``expires_in`` live 60 s (the spec's default); renew this early.
 _DEFAULT_EXPIRES_IN = 60
 _RENEW_MARGIN = 10.0
+#: A token is cached this long at most, whatever ``expires_in`` says (a later 401 renews it).
+_MAX_CACHE_SECONDS = 3600
 _MAX_TOKEN_RESPONSE = 1 << 20
+#: Longest bearer token sent (real ones are 1-3 KiB; proxies refuse headers of 8-16 KiB).
+MAX_TOKEN_LENGTH = 16384
+#: Longest token realm accepted.
+MAX_REALM_LENGTH = 2048
+#: RFC 6750 section 2.1: ``b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="``
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_HOSTNAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?")
 
 _PARAM = re.compile(r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*,?')
 _REPOSITORY_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
@@ -79,6 +96,97 @@ def scopes_for(method: str, path: str) -> list[str]:
     return [push] if method not in ("GET", "HEAD") else [f"repository:{name}:pull", push]
 
 
+def bearer_token(value: object) -> str:
+    """``value`` if it can go into ``Authorization: Bearer``; else :class:`ValueError`.
+
+    A token is an RFC 6750 ``b64token`` of at most :data:`MAX_TOKEN_LENGTH` characters. The
+    error says what is wrong and never quotes the value.
+    """
+    if not isinstance(value, str) or not value:
+        raise ValueError("the answer holds no token")
+    if len(value) > MAX_TOKEN_LENGTH:
+        raise ValueError(f"the token is longer than {MAX_TOKEN_LENGTH} characters")
+    if not _B64TOKEN.fullmatch(value):
+        raise ValueError("the token holds characters a bearer token cannot (RFC 6750 b64token)")
+    return value
+
+
+def token_lifetime(expires_in: object) -> float:
+    """Seconds to cache a token whose document said ``expires_in`` (absent: the spec's 60 s).
+
+    Only a JSON integer is a lifetime (as for containers/image); anything else - a string, a
+    float, a boolean, a negative number - raises ValueError. A long lifetime is cached at
+    most ``_MAX_CACHE_SECONDS``.
+    """
+    if type(expires_in) is not int and expires_in is not None:  # bool is an int: not here
+        raise ValueError("expires_in is not an integer")
+    if expires_in is None or expires_in == 0:
+        expires_in = _DEFAULT_EXPIRES_IN
+    if expires_in < 0:
+        raise ValueError("expires_in is negative")
+    seconds = min(expires_in, _MAX_CACHE_SECONDS)
+    return max(0.0, seconds - min(_RENEW_MARGIN, seconds / 2))
+
+
+def token_service(realm: str, *, allow_http: bool) -> tuple[httpx.URL, str]:
+    """The URL to request tokens from, and how to name the service in errors.
+
+    ``realm`` comes from the registry's challenge: it must be an absolute ``https://`` URL
+    (``http://`` only with ``allow_http``) of printable ASCII, with a plain host name or IP
+    address and no credentials. The name is the URL without query and fragment. Raises
+    :class:`ValueError` saying what is wrong (naming the realm only once it is known to hold
+    no credentials).
+    """
+    if len(realm) > MAX_REALM_LENGTH:
+        raise ValueError(f"the token realm is longer than {MAX_REALM_LENGTH} characters")
+    if not realm.isascii() or not realm.isprintable() or " " in realm:
+        raise ValueError("the token realm is not a URL (it holds spaces, controls or non-ASCII)")
+    try:
+        parts = urlsplit(realm)
+        port = parts.port
+    except ValueError:
+        raise ValueError("the token realm is not a URL") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("the token realm is not an http(s) URL")
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"the token realm {_realm_name(parts, port)} carries credentials in its URL"
+        )
+    if not _valid_host(parts.hostname):
+        raise ValueError("the token realm's host is not a host name or IP address")
+    name = _realm_name(parts, port)
+    if parts.scheme == "http" and not allow_http:
+        raise ValueError(
+            f"refusing to send credentials to the plain-HTTP token realm {name} "
+            "(the registry is configured with tls_verify)"
+        )
+    try:
+        url = httpx.URL(realm)
+    except httpx.InvalidURL:
+        raise ValueError("the token realm is not a URL") from None
+    return url, name
+
+
+def _realm_name(parts: SplitResult, port: int | None) -> str:
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{'' if port is None else f':{port}'}{parts.path}"
+
+
+def _valid_host(host: str) -> bool:
+    if _HOSTNAME.fullmatch(host):
+        return True
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _same_origin(one: httpx.URL, other: httpx.URL) -> bool:
+    return (one.scheme, one.host, one.port) == (other.scheme, other.host, other.port)
+
+
 class RegistryAuth(httpx.Auth):
     """Basic and Bearer-token authentication for one registry.
 
@@ -123,6 +231,8 @@ class RegistryAuth(httpx.Auth):
         response = yield request
         if response.status_code != 401:
             return
+        if not _same_origin(response.url, request.url):
+            return  # a redirect target asks for credentials: they are not its to have
         challenge = parse_challenge(response.headers.get("www-authenticate", ""))
         if challenge is None:
             return
@@ -140,11 +250,11 @@ class RegistryAuth(httpx.Auth):
             with self._lock_for(scope):
                 token = self._cached_token([scope])
                 if token is None or request.headers.get("Authorization") == f"Bearer {token}":
-                    token_request = self._token_request(params)
+                    token_request, service = self._token_request(params)
                     if "user-agent" in request.headers:
                         token_request.headers["User-Agent"] = request.headers["user-agent"]
                     token_response = yield token_request
-                    token = self._store_token(params, token_response)
+                    token = self._store_token(service, scope, token_response)
             request.headers["Authorization"] = f"Bearer {token}"
             yield request
 
@@ -162,25 +272,22 @@ class RegistryAuth(httpx.Auth):
                 return cached[0]
         return None
 
-    def _token_request(self, params: dict[str, str]) -> httpx.Request:
-        realm = params.get("realm", "")
-        parts = urlsplit(realm)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise RegistryError(f"registry {self._registry}: token realm {realm!r} is not a URL")
-        if parts.scheme == "http" and not self._allow_http_realm:
-            raise RegistryError(
-                f"registry {self._registry}: refusing to send credentials to the plain-HTTP "
-                f"token realm {realm} (the registry is configured with tls_verify)"
-            )
+    def _token_request(self, params: dict[str, str]) -> tuple[httpx.Request, str]:
+        """The token request for a challenge's ``params``, and the token service's name."""
+        try:
+            url, service = token_service(params.get("realm", ""), allow_http=self._allow_http_realm)
+        except ValueError as error:
+            raise RegistryError(f"registry {self._registry}: {error}") from None
         query: list[tuple[str, str | int | float | bool | None]] = []
         if params.get("service"):
             query.append(("service", params["service"]))
         query += [("scope", scope) for scope in params.get("scope", "").split()]
         headers = {"Authorization": self._basic} if self._basic is not None else {}
-        return httpx.Request("GET", realm, params=query, headers=headers)
+        return httpx.Request("GET", url, params=query, headers=headers), service
 
-    def _store_token(self, params: dict[str, str], response: httpx.Response) -> str:
-        what = f"registry {self._registry}: token service {params.get('realm')}"
+    def _store_token(self, service: str, scope: str, response: httpx.Response) -> str:
+        """The token in the token service's ``response``, cached for ``scope``."""
+        what = f"registry {self._registry}: token service {service}"
         status = response.status_code
         if transient_status(status):
             raise RegistryUnavailable(
@@ -195,12 +302,15 @@ class RegistryAuth(httpx.Auth):
             if len(response.content) > _MAX_TOKEN_RESPONSE:
                 raise ValueError("too large")
             document = json.loads(response.content)
-            token = document.get("token") or document.get("access_token")
-            expires_in = int(document.get("expires_in") or _DEFAULT_EXPIRES_IN)
+            found = document.get("token") or document.get("access_token")
+            expires_in = document.get("expires_in")
         except (ValueError, TypeError, AttributeError):
             raise RegistryError(f"{what}: the answer is not a token document") from None
-        if not isinstance(token, str) or not token:
-            raise RegistryError(f"{what}: the answer holds no token")
-        lifetime = max(0.0, expires_in - min(_RENEW_MARGIN, expires_in / 2))
-        self._tokens[normalize_scope(params.get("scope", ""))] = (token, self._clock() + lifetime)
+        try:
+            token = bearer_token(found)
+            lifetime = token_lifetime(expires_in)
+        except ValueError as error:
+            # Permanent: the same service gives the same kind of answer; never quotes it.
+            raise RegistryError(f"{what}: {error}; refusing the answer") from None
+        self._tokens[scope] = (token, self._clock() + lifetime)
         return token

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 from pathlib import Path
 
@@ -28,6 +29,19 @@ _MAX_CONFIG_BYTES = 4 << 20
 _MAX_MANIFEST_BYTES = 4 << 20
 _TAGS_PAGE = 1000
 _MAX_TAG_PAGES = 100
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+#: What httpx raises when something the registry sent (a header value, a redirect target, a
+#: content encoding) cannot go into our next request or be decoded: permanent for that
+#: registry, and never quoted (the text may hold a header value such as a token).
+_UNUSABLE: dict[type[Exception], str] = {
+    httpx.LocalProtocolError: "a header value for the request is unusable",
+    UnicodeEncodeError: "a header value for the request is not ASCII",
+    httpx.InvalidURL: "a URL it sent is unusable",
+    httpx.UnsupportedProtocol: "it redirected to an unsupported URL",
+    httpx.TooManyRedirects: "too many redirects",
+    httpx.DecodingError: "its answer cannot be decoded (Content-Encoding)",
+}
 
 
 def ssl_context(cert_dir: Path | None, *, verify: bool) -> ssl.SSLContext:
@@ -118,7 +132,7 @@ class RegistryClient:
             if media_type not in mediatype.INDEX_TYPES | mediatype.IMAGE_TYPES:
                 raise RegistryError(f"{what}: unsupported manifest type {media_type or 'none'!r}")
             digest = digest_of(body)
-            header = response.headers.get("docker-content-digest")
+            header = _digest_header(response, what)
             if header and header != digest and not reference.startswith("sha256:"):
                 raise RegistryError(f"{what}: registry digest {header} does not match the body")
             if reference.startswith("sha256:") and digest != reference:
@@ -138,7 +152,7 @@ class RegistryClient:
                 "PUT", path, what=what, headers={"Content-Type": media_type}, content=body
             )
             self._raise_for_status(response, what)
-            landed = response.headers.get("docker-content-digest")
+            landed = _digest_header(response, what)
             if landed and landed != expected:
                 raise RegistryError(f"{what}: registry stored {landed}, expected {expected}")
             return expected
@@ -190,7 +204,7 @@ class RegistryClient:
                 raise RegistryError(f"{what}: not a JSON tag list") from None
             if not isinstance(listed, list) or not all(isinstance(t, str) for t in listed):
                 raise RegistryError(f"{what}: not a JSON tag list")
-            return listed, _next_page(response, self.registry.host)
+            return listed, _next_page(response, self.registry.host, self._path(repository, ""))
 
         return call_with_retry(once, what=f"{self._log_prefix}read of {what}", policy=self._retry)
 
@@ -215,6 +229,8 @@ class RegistryClient:
                     raise RegistryUnavailable(
                         f"registry {self.registry.host} unreachable: {one_line(error)}"
                     ) from None
+            except tuple(_UNUSABLE) as error:
+                raise _unusable(error, f"registry {self.registry.url}") from None
             except httpx.TransportError as error:
                 raise RegistryUnavailable(
                     f"registry {self.registry.host} unreachable: {one_line(error)}"
@@ -241,6 +257,8 @@ class RegistryClient:
             )
         except httpx.TimeoutException:
             raise RegistryUnavailable(f"{what}: registry timed out") from None
+        except tuple(_UNUSABLE) as error:
+            raise _unusable(error, what) from None
         except httpx.TransportError as error:
             raise RegistryUnavailable(
                 f"{what}: registry {self.registry.host} unreachable: {one_line(error)}"
@@ -270,13 +288,38 @@ def _error_codes(response: httpx.Response) -> set[str]:
         return set()
 
 
-def _next_page(response: httpx.Response, host: str) -> str | None:
-    """The path of the next tag-list page from a ``Link`` header (same registry only)."""
+def _unusable(error: Exception, what: str) -> RegistryError:
+    reason = next(text for kind, text in _UNUSABLE.items() if isinstance(error, kind))
+    return RegistryError(f"{what}: cannot talk to the registry: {reason}")
+
+
+def _digest_header(response: httpx.Response, what: str) -> str | None:
+    """The ``Docker-Content-Digest`` header, if sent: a sha256 digest, or a RegistryError."""
+    header: str = response.headers.get("docker-content-digest", "")
+    if not header:
+        return None
+    if not _DIGEST.fullmatch(header):
+        raise RegistryError(f"{what}: the registry's Docker-Content-Digest is not a sha256 digest")
+    return header
+
+
+def _next_page(response: httpx.Response, host: str, repository_path: str) -> str | None:
+    """The path of the next tag-list page from a ``Link`` header.
+
+    Only the same registry and the same repository's tag list (``repository_path`` is
+    ``/v2/<name>/``): another path would mix another list into this one.
+    """
     link = response.links.get("next", {}).get("url")
     if not link:
         return None
-    url = httpx.URL(link)
+    try:
+        url = httpx.URL(link)
+    except httpx.InvalidURL:
+        raise RegistryError(f"tag list of {host}: the next-page Link is not a URL") from None
     netloc = url.host if url.port is None else f"{url.host}:{url.port}"
-    if url.is_absolute_url and netloc != host:
+    if url.is_absolute_url and (url.scheme not in ("http", "https") or netloc != host):
         raise RegistryError(f"tag list of {host}: next page points at another host")
+    path, _, _query = url.raw_path.decode("ascii").partition("?")
+    if path != f"{repository_path}tags/list":
+        raise RegistryError(f"tag list of {host}: next page points outside the tag list")
     return url.raw_path.decode("ascii")
