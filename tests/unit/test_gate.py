@@ -6,8 +6,13 @@ import json
 import pytest
 
 from fedora_container_sync.gate import CurrentTag, Verdict, decide, decide_arch_tag, guard
-from fedora_container_sync.manifests import COMPOSE_ID, IndexEntry, build_index, digest_of
-from fedora_container_sync.platforms import FEDORA_PLATFORMS, Platform
+from fedora_container_sync.manifests import (
+    COMPOSE_ID,
+    IndexEntry,
+    UnknownEntry,
+    build_index,
+    digest_of,
+)
 
 ALL = frozenset({"x86_64", "aarch64", "ppc64le", "s390x"})
 OLD = "Fedora-41-20241025.0"
@@ -18,11 +23,7 @@ OCI = "application/vnd.oci.image.manifest.v1+json"
 
 def entry(arch, compose=NEW):
     digest = "sha256:" + hashlib.sha256(f"{compose}/{arch}".encode()).hexdigest()
-    platform = None
-    if arch not in FEDORA_PLATFORMS:  # "linux/arm/v5": an arch Fedora has no name for
-        os, architecture, variant = arch.split("/")
-        platform = Platform(architecture, os, variant)
-    return IndexEntry(arch, OCI, digest, 500, compose, platform=platform)
+    return IndexEntry(arch, OCI, digest, 500, compose)
 
 
 def current(arches, compose=OLD, *, digest="sha256:current"):
@@ -51,7 +52,6 @@ def gate(now, arches, **kwargs):
         (ALL, ALL - {"aarch64"}, Verdict.HOLD, {"aarch64"}),
         (ALL, {"x86_64"}, Verdict.HOLD, {"aarch64", "ppc64le", "s390x"}),
         ({"x86_64", "aarch64"}, ALL, Verdict.PUBLISH, set()),
-        ({"x86_64", "linux/arm/v5"}, ALL, Verdict.HOLD, {"linux/arm/v5"}),
         (ALL, set(), Verdict.HOLD, ALL),
         (None, set(), Verdict.HOLD, set()),
         (set(), {"x86_64"}, Verdict.PUBLISH, set()),
@@ -125,7 +125,6 @@ def test_a_dry_run_decides_without_entries():
         (ALL, ALL - {"aarch64"}, Verdict.CARRY, {"aarch64"}),
         (ALL, {"x86_64"}, Verdict.CARRY, {"aarch64", "ppc64le", "s390x"}),
         ({"x86_64"}, {"x86_64", "s390x"}, Verdict.PUBLISH, set()),
-        ({"x86_64", "linux/arm/v5"}, {"x86_64"}, Verdict.CARRY, {"linux/arm/v5"}),
         (ALL, set(), Verdict.HOLD, set()),
     ],
 )
@@ -148,20 +147,75 @@ def test_carried_entries_keep_their_digest_and_compose():
     assert f"keeps aarch64 from {OLD}" in decision.reason
 
 
-def test_carrying_an_entry_of_a_foreign_index_keeps_its_platform():
-    foreign = IndexEntry(
-        "linux/arm/v5", OCI, "sha256:" + "5" * 64, 10, None, platform=Platform("arm", "linux", "v5")
-    )
-    now = CurrentTag(
-        "sha256:foreign", None, {"x86_64": entry("x86_64", None), foreign.arch: foreign}
-    )
+def test_carrying_an_oci_entry_of_a_foreign_index():
+    now = CurrentTag("sha256:foreign", None, {a: entry(a, None) for a in ("x86_64", "s390x")})
     decision = decide(now, built({"x86_64"}), compose_id=NEW, policy="carry-forward")
     assert decision.verdict is Verdict.CARRY
     manifests = json.loads(decision.index_body(NEW))["manifests"]
-    carried = next(m for m in manifests if m["digest"] == foreign.digest)
-    assert carried["platform"] == {"architecture": "arm", "os": "linux", "variant": "v5"}
+    carried = next(m for m in manifests if m["digest"] == entry("s390x", None).digest)
+    assert carried["platform"] == {"architecture": "s390x", "os": "linux"}
     assert COMPOSE_ID not in carried["annotations"]
     assert "an index this tool did not write" in decision.reason
+
+
+# -- what the tag serves cannot be read ---------------------------------------------------------
+
+ODD = UnknownEntry("index entry 2 (sha256:0123456789ab, ?/arm64)", "has no platform os")
+EXPECT_X86 = frozenset({"x86_64"})
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected", "allow_drop", "force"),
+    [
+        ("strict", None, set(), False),
+        ("carry-forward", None, set(), False),
+        ("strict", EXPECT_X86, set(), False),
+        ("carry-forward", ALL, set(), False),
+        ("strict", None, ALL, True),
+        ("carry-forward", None, ALL, True),
+    ],
+)
+def test_an_entry_the_gate_cannot_read_holds_under_every_policy(
+    policy, expected, allow_drop, force
+):
+    now = CurrentTag("sha256:foreign", None, {"x86_64": entry("x86_64", None)}, (ODD,))
+    decision = decide(
+        now,
+        built(ALL),  # even a complete compose
+        compose_id=NEW,
+        policy=policy,
+        expected=expected,
+        allow_drop=allow_drop,
+        force=force,
+    )
+    assert decision.verdict is Verdict.HOLD
+    assert not decision.moves_tag and decision.entries == ()
+    assert decision.reason == (
+        "index entry 2 (sha256:0123456789ab, ?/arm64) has no platform os; "
+        "the tag stays until that is fixed by hand"
+    )
+    assert not decision.after_failure  # a finding of its own, logged as a warning
+
+
+def test_many_unreadable_entries_are_counted_not_all_named():
+    odd = tuple(UnknownEntry(f"index entry {n}", "has no platform") for n in range(1, 7))
+    decision = decide(CurrentTag("sha256:x", None, {}, odd), built(ALL), compose_id=NEW)
+    assert decision.verdict is Verdict.HOLD
+    assert decision.reason.startswith(
+        "index entry 1 has no platform; index entry 2 has no platform; "
+        "index entry 3 has no platform (and 3 more);"
+    )
+
+
+def test_the_guard_reads_unreadable_entries_too():
+    newer = UnknownEntry("index entry 1", "has no platform", "sha256:" + "1" * 64, NEWER)
+    now = CurrentTag("sha256:x", None, {}, (newer,))
+    assert decide(now, built(ALL), compose_id=NEW).verdict is Verdict.STALE
+
+
+def test_unreadable_entries_do_not_keep_a_per_arch_tag():
+    now = CurrentTag("sha256:x", None, {}, (ODD,))
+    assert decide_arch_tag(now, "x86_64", "sha256:n", compose_id=NEW).verdict is Verdict.PUBLISH
 
 
 # -- expected arches (the configured authority) ------------------------------------------------

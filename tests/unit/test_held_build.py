@@ -3,7 +3,7 @@
 import pytest
 
 from fedora_container_sync.gate import CurrentTag, Verdict, decide_arch_tag, held_build
-from fedora_container_sync.manifests import IndexEntry
+from fedora_container_sync.manifests import IndexEntry, UnknownEntry
 
 COMPOSE = "Fedora-41-20241026.0"
 OTHER = "Fedora-41-20241025.0"
@@ -30,6 +30,7 @@ def tag(arch="x86_64", compose=COMPOSE, sha=SHA, *, digest="sha256:one", more=()
         (tag(arch="aarch64"), False),  # another arch's image under this tag
         (tag(more=("aarch64",)), False),  # an index, not one image
         (CurrentTag("sha256:index", COMPOSE, tag().entries), False),  # digest is not the image's
+        (CurrentTag("sha256:one", COMPOSE, tag().entries, (UnknownEntry("x", "y"),)), False),
     ],
 )
 def test_held_build(current, held):
