@@ -22,7 +22,8 @@ this project; there is nothing to compare, and it moves.
 
 Fail closed on what a tag serves: every entry of its index is an image of a Fedora arch, a
 positive (buildkit) attestation, or an entry the gate cannot read - and the last holds the
-tag under every policy (:meth:`.Manifest.read_index`).
+tag under every policy (:meth:`.Manifest.read_index`). The index written is OCI and lists
+only OCI image manifests: a Docker schema2 entry is never carried into it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .manifests import (
 )
 from .ordering import is_newer, newest
 from .platforms import sorted_arches
+from .registry import mediatype
 
 STRICT = "strict"
 CARRY_FORWARD = "carry-forward"
@@ -171,6 +173,8 @@ def held_build(
         return None
     entry = current.entries.get(arch)
     if entry is None or entry.digest != current.digest or current.unknown:
+        return None
+    if entry.media_type != mediatype.OCI_MANIFEST:  # not what this project pushes
         return None
     if entry.compose_id != compose_id or entry.image_sha256 != image_sha256:
         return None
@@ -311,7 +315,22 @@ def decide(
         )
     retired = (current.arches - from_compose - carried) if current else frozenset()
 
-    # 5. The verdict and its reason.
+    # 5. The new index is OCI: it never mixes in a Docker schema2 image carried from the old one.
+    unfit = frozenset(
+        arch
+        for arch in carried
+        if current is not None and current.entries[arch].media_type != mediatype.OCI_MANIFEST
+    )
+    if unfit:
+        images = "image" if len(unfit) == 1 else "images"
+        return verdict(
+            Verdict.HOLD,
+            f"cannot carry the schema2 {_names(unfit)} {images} into an OCI index "
+            "(it would mix Docker and OCI manifests)",
+            missing=unfit,
+        )
+
+    # 6. The verdict and its reason.
     outside = frozenset(a for a in retired if expected is not None and a not in expected)
     by_operator = retired - outside
     parts: list[str] = []
@@ -343,7 +362,7 @@ def decide(
     kind = Verdict.CARRY if carried else Verdict.RETIRE if retired else Verdict.PUBLISH
     reason = "; ".join(parts)
 
-    # 6. The index to write; the same bytes as now means nothing to do.
+    # 7. The index to write; the same bytes as now means nothing to do.
     entries: tuple[IndexEntry, ...] = ()
     chosen = [compose[arch] for arch in sorted_arches(from_compose)]
     if all(entry is not None for entry in chosen):

@@ -392,10 +392,17 @@ def entry_of(arch: str, descriptor: Descriptor) -> IndexEntry:
 
 
 def build_index(entries: Sequence[IndexEntry], *, compose_id: str) -> bytes:
-    """The exact bytes of the OCI image index for ``entries`` (one per arch)."""
+    """The exact bytes of the OCI image index for ``entries`` (one per arch).
+
+    Every entry must be an OCI image manifest: an OCI index never mixes in Docker schema2
+    manifests (the gate holds a tag rather than carry one in).
+    """
     arches = [entry.arch for entry in entries]
     if len(set(arches)) != len(arches):
         raise ValueError(f"duplicate arch in index entries: {arches}")
+    foreign = [entry.arch for entry in entries if entry.media_type != mediatype.OCI_MANIFEST]
+    if foreign:
+        raise ValueError(f"not an OCI image manifest, cannot go into an OCI index: {foreign}")
     manifests = [
         {
             "mediaType": entry.media_type,

@@ -19,11 +19,12 @@ OLD = "Fedora-41-20241025.0"
 NEW = "Fedora-41-20241026.0"
 NEWER = "Fedora-41-20241027.0"
 OCI = "application/vnd.oci.image.manifest.v1+json"
+SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
 
 
-def entry(arch, compose=NEW):
+def entry(arch, compose=NEW, media_type=OCI):
     digest = "sha256:" + hashlib.sha256(f"{compose}/{arch}".encode()).hexdigest()
-    return IndexEntry(arch, OCI, digest, 500, compose)
+    return IndexEntry(arch, media_type, digest, 500, compose)
 
 
 def current(arches, compose=OLD, *, digest="sha256:current"):
@@ -216,6 +217,71 @@ def test_the_guard_reads_unreadable_entries_too():
 def test_unreadable_entries_do_not_keep_a_per_arch_tag():
     now = CurrentTag("sha256:x", None, {}, (ODD,))
     assert decide_arch_tag(now, "x86_64", "sha256:n", compose_id=NEW).verdict is Verdict.PUBLISH
+
+
+# -- carrying never mixes Docker schema2 and OCI manifests ---------------------------------------
+
+
+def legacy(arches):
+    """A Docker manifest list pushed by the old releng script: schema2 images, no annotations."""
+    return CurrentTag("sha256:legacy", None, {a: entry(a, None, SCHEMA2) for a in arches})
+
+
+def test_carry_forward_does_not_carry_a_schema2_image_into_an_oci_index():
+    decision = decide(legacy(ALL), built(ALL - {"aarch64"}), compose_id=NEW, policy="carry-forward")
+    assert decision.verdict is Verdict.HOLD
+    assert decision.missing == {"aarch64"}
+    assert decision.reason == (
+        "cannot carry the schema2 aarch64 image into an OCI index "
+        "(it would mix Docker and OCI manifests)"
+    )
+
+
+def test_several_schema2_images_are_named():
+    decision = decide(legacy(ALL), built({"x86_64"}), compose_id=NEW, policy="carry-forward")
+    assert decision.verdict is Verdict.HOLD
+    assert "the schema2 aarch64, ppc64le, s390x images" in decision.reason
+
+
+def test_a_dry_run_holds_too():
+    decision = decide(legacy(ALL), dict.fromkeys(ALL - {"s390x"}), compose_id=NEW,
+                      policy="carry-forward")  # fmt: skip
+    assert decision.verdict is Verdict.HOLD
+    assert "schema2 s390x" in decision.reason
+
+
+@pytest.mark.parametrize("policy", ["strict", "carry-forward"])
+def test_nothing_carried_means_a_fresh_oci_index_over_a_docker_list(policy):
+    decision = decide(legacy({"x86_64", "aarch64"}), built(ALL), compose_id=NEW, policy=policy)
+    assert decision.verdict is Verdict.PUBLISH
+    document = json.loads(decision.index_body(NEW))
+    assert {m["mediaType"] for m in document["manifests"]} == {OCI}
+    assert {m["digest"] for m in document["manifests"]} == {e.digest for e in built(ALL).values()}
+
+
+def test_dropping_the_schema2_arch_on_purpose_publishes_a_uniform_index():
+    decision = decide(legacy(ALL), built(ALL - {"aarch64"}), compose_id=NEW,
+                      policy="carry-forward", allow_drop={"aarch64"})  # fmt: skip
+    assert decision.verdict is Verdict.RETIRE
+    assert {e.media_type for e in decision.entries} == {OCI}
+
+
+def test_only_a_schema2_image_that_would_be_carried_holds():
+    mixed = CurrentTag(
+        "sha256:mixed", None,
+        {"x86_64": entry("x86_64", None, SCHEMA2), "aarch64": entry("aarch64", OLD)},
+    )  # fmt: skip
+    carry = decide(mixed, built({"x86_64"}), compose_id=NEW, policy="carry-forward")
+    assert carry.verdict is Verdict.CARRY  # the schema2 x86_64 is replaced, not carried
+    assert {e.media_type for e in carry.entries} == {OCI}
+    held = decide(mixed, built({"aarch64"}), compose_id=NEW, policy="carry-forward")
+    assert held.verdict is Verdict.HOLD
+    assert "schema2 x86_64" in held.reason
+
+
+def test_an_index_never_lists_a_schema2_image():
+    with pytest.raises(ValueError, match="OCI"):
+        build_index([entry("x86_64"), entry("aarch64", OLD, SCHEMA2)], compose_id=NEW)
 
 
 # -- expected arches (the configured authority) ------------------------------------------------
