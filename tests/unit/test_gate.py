@@ -9,9 +9,11 @@ from fedora_container_sync.gate import CurrentTag, Verdict, decide, decide_arch_
 from fedora_container_sync.manifests import (
     COMPOSE_ID,
     IndexEntry,
+    Manifest,
     UnknownEntry,
     build_index,
     digest_of,
+    image_arch,
 )
 
 ALL = frozenset({"x86_64", "aarch64", "ppc64le", "s390x"})
@@ -206,6 +208,20 @@ def test_many_unreadable_entries_are_counted_not_all_named():
         "index entry 1 has no platform; index entry 2 has no platform; "
         "index entry 3 has no platform (and 3 more);"
     )
+
+
+def test_a_single_image_at_an_index_tag_with_no_fedora_arch_holds():
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI, "config": {}}).encode()
+    found = Manifest(OCI, digest_of(body), body)
+    config = json.dumps({"architecture": "mips64le", "os": "linux"}).encode()
+    now = CurrentTag.of(found, image_arch(found, config))
+    assert (now.entries, len(now.unknown)) == ({}, 1)
+    decision = decide(now, built(ALL), compose_id=NEW, policy="carry-forward")
+    assert decision.verdict is Verdict.HOLD
+    assert "(linux/mips64le) has no Fedora arch" in decision.reason
+    assert CurrentTag.of(found, "x86_64").arches == {"x86_64"}
+    with pytest.raises(ValueError, match="arch"):
+        CurrentTag.of(found)
 
 
 def test_the_guard_reads_unreadable_entries_too():
