@@ -13,7 +13,10 @@ tag list, ``latest``, ``rawhide``):
   tag does not exist at all);
 * **carried** - an index entry comes from another compose than the index itself;
 * **diverged** - a tag (index or per-arch) holds another build in another registry, or
-  exists in one registry and not in another.
+  exists in one registry and not in another;
+* **unrecognized** - the index has an entry that is neither an image of a Fedora arch nor a
+  positive attestation (the same reading as the gate's, which holds such a tag under every
+  policy until someone fixes it).
 
 A *build* is the compose ID plus the sha256 of the compose's image file, as the annotations
 this project writes record them. Two manifests with different digests but the same build are
@@ -39,7 +42,7 @@ from typing import Any
 
 from productmd.composeinfo import get_date_type_respin
 
-from .manifests import COMPOSE_ID, IMAGE_SHA256, Manifest
+from .manifests import COMPOSE_ID, IMAGE_SHA256, Manifest, UnknownEntry
 from .platforms import FEDORA_PLATFORMS, arch_sort_key
 from .settings import Releases
 from .tags import LATEST, RAWHIDE
@@ -54,6 +57,7 @@ class Kind(StrEnum):
     DIVERGED = "diverged"
     HELD = "held"
     CARRIED = "carried"
+    UNRECOGNIZED = "unrecognized"
 
 
 class Severity(StrEnum):
@@ -63,12 +67,14 @@ class Severity(StrEnum):
 
 
 #: missing: users of that arch cannot pull the tag at all; diverged: what users get depends on
-#: the registry; held: the tag serves an old build; carried: mixed composes, by policy.
+#: the registry; held: the tag serves an old build; carried: mixed composes, by policy;
+#: unrecognized: the gate will hold the tag until a person fixes its index.
 SEVERITY = {
     Kind.MISSING: Severity.ERROR,
     Kind.DIVERGED: Severity.ERROR,
     Kind.HELD: Severity.WARNING,
     Kind.CARRIED: Severity.INFO,
+    Kind.UNRECOGNIZED: Severity.ERROR,
 }
 _KIND_RANK = {kind: rank for rank, kind in enumerate(Kind)}
 _SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}
@@ -100,15 +106,19 @@ class Build:
 
 @dataclass(frozen=True)
 class IndexState:
-    """What an index tag points at: the index's compose and one build per Fedora arch."""
+    """What an index tag points at: the index's compose, one build per Fedora arch, and the
+    entries that cannot be read (never left out)."""
 
     digest: str
     compose_id: str | None
     entries: Mapping[str, Build]
+    unknown: tuple[UnknownEntry, ...] = ()
 
     def same_as(self, other: IndexState) -> bool:
         if self.digest == other.digest:
             return True
+        if self.unknown or other.unknown:
+            return False  # nothing to compare them by
         return self.entries.keys() == other.entries.keys() and all(
             build.same_as(other.entries[arch]) for arch, build in self.entries.items()
         )
@@ -157,20 +167,25 @@ def build_of(manifest: Manifest) -> Build:
     return Build(manifest.digest, annotations.get(COMPOSE_ID), annotations.get(IMAGE_SHA256))
 
 
-def index_of(manifest: Manifest, *, single_arch: str | None = None) -> IndexState:
-    """What an index tag serves. A single image at an index tag counts as a one-entry index
-    for ``single_arch`` (the arch of its config)."""
+def index_of(manifest: Manifest, *, single_arch: str | UnknownEntry | None = None) -> IndexState:
+    """What an index tag serves, read as the gate reads it. A single image at an index tag
+    counts as a one-entry index for ``single_arch`` (the arch of its config, or why it has
+    none)."""
     if not manifest.is_index:
         build = build_of(manifest)
+        if isinstance(single_arch, UnknownEntry):
+            return IndexState(manifest.digest, build.compose_id, {}, (single_arch,))
         entries = {single_arch: build} if single_arch else {}
         return IndexState(manifest.digest, build.compose_id, entries)
+    content = manifest.read_index()
     entries = {
-        entry.arch: Build(
+        arch: Build(
             entry.digest, entry.annotations.get(COMPOSE_ID), entry.annotations.get(IMAGE_SHA256)
         )
-        for entry in manifest.entries()
+        for arch, entry in content.images.items()
     }
-    return IndexState(manifest.digest, manifest.annotations.get(COMPOSE_ID), entries)
+    compose_id = manifest.annotations.get(COMPOSE_ID)
+    return IndexState(manifest.digest, compose_id, entries, content.unknown)
 
 
 # -- which tags ------------------------------------------------------------------------------
@@ -350,6 +365,18 @@ def find_in_repository(state: RepositoryState, releases: Releases, now: datetime
             digest=index.digest if index else None,
         )
         if index is not None:
+            for unknown in index.unknown:
+                since = compose_date(index.compose_id)
+                findings.append(
+                    replace(
+                        base,
+                        kind=Kind.UNRECOGNIZED,
+                        summary=f"{unknown}; the gate holds this tag until that is fixed by hand",
+                        compose_id=unknown.compose_id,
+                        since=since,
+                        age_hours=age_hours(since, now),
+                    )
+                )
             for arch in sorted(index.entries, key=arch_sort_key):
                 carried = index.entries[arch]
                 if (

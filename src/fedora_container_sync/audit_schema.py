@@ -4,8 +4,8 @@ Schema ``fedora_container_sync.audit.finding.v1`` (entry point group ``fedora.me
 the body is one finding exactly as ``audit --json`` documents it
 (:data:`~fedora_container_sync.audit.FINDING_SCHEMA`); the topic is
 ``fedora_container_sync.audit.finding.v1.<kind>`` (``held``, ``missing``, ``carried``,
-``diverged``), behind the ``topic_prefix`` of the fedora-messaging configuration. Bind
-``fedora_container_sync.audit.finding.v1.#`` for all of them.
+``diverged``, ``unrecognized``), behind the ``topic_prefix`` of the fedora-messaging
+configuration. Bind ``fedora_container_sync.audit.finding.v1.#`` for all of them.
 
 Importing this module imports ``fedora_messaging.message`` (about 0.4 s): the CLI imports it
 only when ``publish_amqp_messages`` is true.
@@ -37,7 +37,8 @@ _MESSAGE_SEVERITY = {
 
 
 class AuditFindingV1(message.Message):
-    """One audit finding: a tag that is held, missing an arch, carried or diverged."""
+    """One audit finding: a tag that is held, missing an arch, carried, diverged or
+    unrecognized."""
 
     topic = SCHEMA
     body_schema: ClassVar[dict[str, Any]] = {

@@ -19,6 +19,11 @@ that holds content from a newer compose of the same release (see :mod:`.ordering
 forced. The registry is the record: index and entry annotations and the per-arch OCI
 manifests' annotations name the compose. A tag with no such annotation was not written by
 this project; there is nothing to compare, and it moves.
+
+Fail closed on what a tag serves: every entry of its index is an image of a Fedora arch, a
+positive (buildkit) attestation, or an entry the gate cannot read - and the last holds the
+tag under every policy (:meth:`.Manifest.read_index`). The index written is OCI and lists
+only OCI image manifests: a Docker schema2 entry is never carried into it.
 """
 
 from __future__ import annotations
@@ -27,9 +32,20 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from .manifests import IndexEntry, build_index, digest_of
+from .manifests import (
+    COMPOSE_ID,
+    IMAGE_SHA256,
+    IndexEntry,
+    Manifest,
+    UnknownEntry,
+    build_index,
+    describe_unknown,
+    digest_of,
+    entry_of,
+)
 from .ordering import is_newer, newest
 from .platforms import sorted_arches
+from .registry import mediatype
 
 STRICT = "strict"
 CARRY_FORWARD = "carry-forward"
@@ -54,12 +70,33 @@ class CurrentTag:
     """What a tag holds now, read from the registry.
 
     ``compose_id`` is the index's (or single manifest's) compose annotation; ``entries``
-    maps each arch to its entry (one entry for a single-image manifest).
+    maps each arch to its entry (one entry for a single-image manifest); ``unknown`` are the
+    entries (or the single image) that cannot be read with certainty.
     """
 
     digest: str
     compose_id: str | None = None
     entries: Mapping[str, IndexEntry] = field(default_factory=dict)
+    unknown: tuple[UnknownEntry, ...] = ()
+
+    @classmethod
+    def of(cls, found: Manifest, arch: str | UnknownEntry | None = None) -> CurrentTag:
+        """What the manifest ``found`` at a tag serves. ``arch`` is the Fedora arch of a single
+        image (from its annotations or config), or why it has none; unused for an index."""
+        compose_id = found.annotations.get(COMPOSE_ID)
+        if found.is_index:
+            content = found.read_index()
+            entries = {name: entry_of(name, d) for name, d in content.images.items()}
+            return cls(found.digest, compose_id, entries, content.unknown)
+        if arch is None:
+            raise ValueError("a single image needs its arch")
+        if isinstance(arch, UnknownEntry):
+            return cls(found.digest, compose_id, {}, (arch,))
+        sha256 = found.annotations.get(IMAGE_SHA256)
+        entry = IndexEntry(
+            arch, found.media_type, found.digest, len(found.body), compose_id, sha256
+        )
+        return cls(found.digest, compose_id, {arch: entry})
 
     @property
     def arches(self) -> frozenset[str]:
@@ -67,8 +104,9 @@ class CurrentTag:
 
     @property
     def composes(self) -> set[str]:
-        """Every compose the tag's content names."""
+        """Every compose the tag's content names (also in entries that cannot be read)."""
         found = {entry.compose_id for entry in self.entries.values() if entry.compose_id}
+        found |= {entry.compose_id for entry in self.unknown if entry.compose_id}
         if self.compose_id:
             found.add(self.compose_id)
         return found
@@ -134,7 +172,9 @@ def held_build(
     if current is None or current.compose_id != compose_id or len(current.entries) != 1:
         return None
     entry = current.entries.get(arch)
-    if entry is None or entry.digest != current.digest:
+    if entry is None or entry.digest != current.digest or current.unknown:
+        return None
+    if entry.media_type != mediatype.OCI_MANIFEST:  # not what this project pushes
         return None
     if entry.compose_id != compose_id or entry.image_sha256 != image_sha256:
         return None
@@ -226,7 +266,13 @@ def decide(
             holder=newer,
         )
 
-    # 2. This run's own failures.
+    # 2. What the tag serves must be readable: an entry the gate cannot map to a Fedora arch
+    #    (and that is no attestation) holds the tag under every policy.
+    if current is not None and current.unknown:
+        reason = f"{describe_unknown(current.unknown)}; the tag stays until that is fixed by hand"
+        return verdict(Verdict.HOLD, reason)
+
+    # 3. This run's own failures.
     failures = frozenset(failed) - published
     if failures:
         reason = f"publishing {_names(failures)} failed in this run"
@@ -236,7 +282,7 @@ def decide(
             Verdict.HOLD, "no arch of this image published", missing=current_arches or frozenset()
         )
 
-    # 3. The policy: which arches the new index lists, and where each comes from.
+    # 4. The policy: which arches the new index lists, and where each comes from.
     dropping = frozenset(allow_drop)
     carried: frozenset[str] = frozenset()
     if expected is not None:
@@ -269,7 +315,22 @@ def decide(
         )
     retired = (current.arches - from_compose - carried) if current else frozenset()
 
-    # 4. The verdict and its reason.
+    # 5. The new index is OCI: it never mixes in a Docker schema2 image carried from the old one.
+    unfit = frozenset(
+        arch
+        for arch in carried
+        if current is not None and current.entries[arch].media_type != mediatype.OCI_MANIFEST
+    )
+    if unfit:
+        images = "image" if len(unfit) == 1 else "images"
+        return verdict(
+            Verdict.HOLD,
+            f"cannot carry the schema2 {_names(unfit)} {images} into an OCI index "
+            "(it would mix Docker and OCI manifests)",
+            missing=unfit,
+        )
+
+    # 6. The verdict and its reason.
     outside = frozenset(a for a in retired if expected is not None and a not in expected)
     by_operator = retired - outside
     parts: list[str] = []
@@ -301,7 +362,7 @@ def decide(
     kind = Verdict.CARRY if carried else Verdict.RETIRE if retired else Verdict.PUBLISH
     reason = "; ".join(parts)
 
-    # 5. The index to write; the same bytes as now means nothing to do.
+    # 7. The index to write; the same bytes as now means nothing to do.
     entries: tuple[IndexEntry, ...] = ()
     chosen = [compose[arch] for arch in sorted_arches(from_compose)]
     if all(entry is not None for entry in chosen):

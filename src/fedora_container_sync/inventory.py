@@ -13,8 +13,8 @@ import logging
 from . import audit
 from .audit import ReadFailure, RepositoryState
 from .errors import SyncError
-from .manifests import Manifest, platform_of_config
-from .platforms import fedora_arch
+from .manifests import ARCH, Manifest, UnknownEntry, image_arch
+from .platforms import FEDORA_PLATFORMS
 from .registry.auth import RegistryAuth
 from .registry.client import RegistryClient
 from .settings import Releases, Settings
@@ -88,7 +88,9 @@ def read_repository(
     return RepositoryState(registry_url, repository, frozenset(tags), contents)
 
 
-def _arch_of(client: RegistryClient, repository: str, manifest: Manifest) -> str:
-    config = client.blob_get(repository, manifest.config_digest())
-    platform = platform_of_config(config, f"{repository}@{manifest.digest}")
-    return fedora_arch(platform.architecture, platform.os, platform.variant)
+def _arch_of(client: RegistryClient, repository: str, manifest: Manifest) -> str | UnknownEntry:
+    """The arch of a single image, read as the gate reads it (annotation, else config)."""
+    arch = manifest.annotations.get(ARCH)
+    if arch in FEDORA_PLATFORMS:
+        return arch
+    return image_arch(manifest, client.blob_get(repository, manifest.config_digest()))

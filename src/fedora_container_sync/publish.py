@@ -38,9 +38,9 @@ from .manifests import (
     IMAGE_SHA256,
     IndexEntry,
     Manifest,
+    UnknownEntry,
     digest_of,
-    entry_of,
-    platform_of_config,
+    image_arch,
 )
 from .messages import ComposeMessage, Envelope, needs_work, parse_compose_message
 from .ordering import is_newer
@@ -956,28 +956,15 @@ class _Run:
         )
 
     def _current(self, client: RegistryClient, repository: str, found: Manifest) -> gate.CurrentTag:
-        """What a tag holds, as the gate sees it: its arches and the composes it names."""
-        annotations = found.annotations
-        compose_id = annotations.get(COMPOSE_ID)
-        if found.is_index:
-            entries = {d.arch: entry_of(d) for d in found.entries()}
-            return gate.CurrentTag(found.digest, compose_id, entries)
-        arch = annotations.get(ARCH)
-        platform = None
-        if arch not in FEDORA_PLATFORMS:
-            config = client.blob_get(repository, found.config_digest())
-            platform = platform_of_config(config, f"{repository}@{found.digest}")
-            arch = fedora_arch(platform.architecture, platform.os, platform.variant)
-        entry = IndexEntry(
-            arch,
-            found.media_type,
-            found.digest,
-            len(found.body),
-            compose_id,
-            annotations.get(IMAGE_SHA256),
-            None if arch in FEDORA_PLATFORMS else platform,
-        )
-        return gate.CurrentTag(found.digest, compose_id, {arch: entry})
+        """What a tag holds, as the gate sees it: its arches, the composes it names, and what
+        cannot be read. A single image's arch is its annotation (this project's), else its
+        config's."""
+        arch: str | UnknownEntry | None = None
+        if not found.is_index:
+            arch = found.annotations.get(ARCH)
+            if arch not in FEDORA_PLATFORMS:
+                arch = image_arch(found, client.blob_get(repository, found.config_digest()))
+        return gate.CurrentTag.of(found, arch)
 
     # -- bookkeeping -------------------------------------------------------------------------
 

@@ -81,7 +81,13 @@ def test_held_index_after_a_compose_with_a_failed_arch(harness):
         assert finding["age_hours"] > 48
         assert finding["digest"] == harness.digest(TOOLBOX, finding["tag"])
         assert finding["severity"] == "warning"
-    assert document["counts"] == {"missing": 0, "diverged": 0, "held": 6, "carried": 0}
+    assert document["counts"] == {
+        "missing": 0,
+        "diverged": 0,
+        "held": 6,
+        "carried": 0,
+        "unrecognized": 0,
+    }
 
     table = audit(harness)
     assert table.code == 3

@@ -19,6 +19,7 @@ import pytest
 from fedora_container_sync.registry.auth import RegistryAuth
 from fedora_container_sync.settings import Credentials
 from support.auth import PASSWORD, USER
+from support.foreign import ForeignChildren
 from support.harness import REPOS, Harness
 from support.images import build_garbage_archive, build_image_archive
 from support.servers import Registry
@@ -199,6 +200,13 @@ def test_bad_input(
             set_path(document, path, value)
         (metadata / name).write_text(json.dumps(document, indent=4))
 
+    # the registry: a foreign index at the index tag, with real children
+    held = None
+    if "registry_index" in spec:
+        toolbox = harness.repo(REPOS["Container_Toolbox"])
+        children = ForeignChildren(harness.registries[0], toolbox, harness.tmp)
+        held = children.put_index("41", (case / spec["registry_index"]).read_text())
+
     result = harness.run("replay", "--config", str(config), str(message_file))
 
     assert result.code == spec["exit"], result.err
@@ -213,17 +221,22 @@ def test_bad_input(
         lines = result.err.splitlines()
         assert len(lines) == 1, result.err
         assert lines[0].startswith("fedora-container-sync: error: ")
-    elif spec["exit"] == 1:
-        lines = [line for line in result.err.splitlines() if ": ERROR: " in line]
+    elif spec["exit"] in (1, 3):
+        level = ": ERROR: " if spec["exit"] == 1 else ": WARNING: "
+        lines = [line for line in result.err.splitlines() if level in line]
         others = [line for line in result.err.splitlines() if line not in lines]
         assert len(lines) == 1, result.err
-        # Besides the error, only progress lines (the steps the run finished, including the
-        # tags it kept because of the error): nothing else at warning level or above.
+        # Besides the error (or the held tag), only progress lines (the steps the run
+        # finished, including the tags it kept because of the error): nothing else at
+        # warning level or above.
         assert all(": INFO: " in line for line in others), result.err
     else:
         assert result.err == ""
         lines = [line for line in result.out.splitlines() if line.startswith("ignored")]
         assert len(lines) == 1, result.out
     assert spec["error"] in lines[0], lines[0]
+    if held is not None:  # the index tag still holds exactly the foreign index
+        assert harness.digest(REPOS["Container_Toolbox"], "41") == held
+        return
     for repository in REPOS.values():
         assert harness.registries[0].tags(harness.repo(repository)) == []

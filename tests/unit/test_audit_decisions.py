@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import jsonschema
@@ -33,6 +34,7 @@ from fedora_container_sync.audit_report import (
     render_json,
     render_table,
 )
+from fedora_container_sync.manifests import UnknownEntry
 from fedora_container_sync.settings import Releases
 
 NOW = datetime(2024, 10, 28, 6, 0, tzinfo=UTC)
@@ -265,6 +267,32 @@ def test_carried_finding_ages_from_the_carried_entry():
     assert carried.age_hours == 78
 
 
+def test_an_entry_the_gate_cannot_read_is_a_finding_naming_it():
+    odd = UnknownEntry("index entry 2 (sha256:0123456789ab, ?/arm64)", "has no platform os")
+    index = replace(full(OLD, ["x86_64"]), unknown=(odd,))
+    contents = {"41": index, **per_arch(OLD, ["x86_64"])}
+    (finding,) = find_in_repository(repo(contents), Releases(), NOW)
+    assert (finding.kind, finding.severity.value, finding.arch) == (
+        Kind.UNRECOGNIZED,
+        "error",
+        None,
+    )
+    assert finding.summary == (
+        "index entry 2 (sha256:0123456789ab, ?/arm64) has no platform os; "
+        "the gate holds this tag until that is fixed by hand"
+    )
+    assert (finding.index_compose_id, finding.since) == (OLD, date(2024, 10, 25))
+    assert finding.digest == index.digest
+
+
+def test_indexes_with_unreadable_entries_are_never_the_same_content():
+    odd = UnknownEntry("index entry 2", "has no platform")
+    a = replace(full(OLD, ["x86_64"]), unknown=(odd,))
+    b = replace(a, digest=digest("another"))
+    assert not a.same_as(b)
+    assert a.same_as(a)
+
+
 def test_rawhide_and_unconfigured_latest():
     contents = {
         "rawhide": full("Fedora-Rawhide-20241025.n.0", ["x86_64"]),
@@ -459,7 +487,13 @@ def test_json_document_is_valid_and_stable():
     assert document == as_document(result)
     assert document["format"] == "fedora-container-sync-audit/v1"
     assert document["generated_at"] == "2024-10-28T06:00:00Z"
-    assert document["counts"] == {"missing": 1, "diverged": 2, "held": 1, "carried": 0}
+    assert document["counts"] == {
+        "missing": 1,
+        "diverged": 2,
+        "held": 1,
+        "carried": 0,
+        "unrecognized": 0,
+    }
     assert document["errors"] == [{"registry": C, "repository": "fedora", "error": "HTTP 500"}]
     assert (document["result"], document["exit_code"]) == ("unreadable", 1)
     first = document["findings"][0]

@@ -39,6 +39,7 @@ def test_registered_under_the_fedora_messages_entry_point():
         (Kind.DIVERGED, message.ERROR),
         (Kind.HELD, message.WARNING),
         (Kind.CARRIED, message.INFO),
+        (Kind.UNRECOGNIZED, message.ERROR),
     ],
 )
 def test_one_message_per_finding(kind, severity):

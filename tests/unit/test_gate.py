@@ -6,23 +6,27 @@ import json
 import pytest
 
 from fedora_container_sync.gate import CurrentTag, Verdict, decide, decide_arch_tag, guard
-from fedora_container_sync.manifests import COMPOSE_ID, IndexEntry, build_index, digest_of
-from fedora_container_sync.platforms import FEDORA_PLATFORMS, Platform
+from fedora_container_sync.manifests import (
+    COMPOSE_ID,
+    IndexEntry,
+    Manifest,
+    UnknownEntry,
+    build_index,
+    digest_of,
+    image_arch,
+)
 
 ALL = frozenset({"x86_64", "aarch64", "ppc64le", "s390x"})
 OLD = "Fedora-41-20241025.0"
 NEW = "Fedora-41-20241026.0"
 NEWER = "Fedora-41-20241027.0"
 OCI = "application/vnd.oci.image.manifest.v1+json"
+SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
 
 
-def entry(arch, compose=NEW):
+def entry(arch, compose=NEW, media_type=OCI):
     digest = "sha256:" + hashlib.sha256(f"{compose}/{arch}".encode()).hexdigest()
-    platform = None
-    if arch not in FEDORA_PLATFORMS:  # "linux/arm/v5": an arch Fedora has no name for
-        os, architecture, variant = arch.split("/")
-        platform = Platform(architecture, os, variant)
-    return IndexEntry(arch, OCI, digest, 500, compose, platform=platform)
+    return IndexEntry(arch, media_type, digest, 500, compose)
 
 
 def current(arches, compose=OLD, *, digest="sha256:current"):
@@ -51,7 +55,6 @@ def gate(now, arches, **kwargs):
         (ALL, ALL - {"aarch64"}, Verdict.HOLD, {"aarch64"}),
         (ALL, {"x86_64"}, Verdict.HOLD, {"aarch64", "ppc64le", "s390x"}),
         ({"x86_64", "aarch64"}, ALL, Verdict.PUBLISH, set()),
-        ({"x86_64", "linux/arm/v5"}, ALL, Verdict.HOLD, {"linux/arm/v5"}),
         (ALL, set(), Verdict.HOLD, ALL),
         (None, set(), Verdict.HOLD, set()),
         (set(), {"x86_64"}, Verdict.PUBLISH, set()),
@@ -125,7 +128,6 @@ def test_a_dry_run_decides_without_entries():
         (ALL, ALL - {"aarch64"}, Verdict.CARRY, {"aarch64"}),
         (ALL, {"x86_64"}, Verdict.CARRY, {"aarch64", "ppc64le", "s390x"}),
         ({"x86_64"}, {"x86_64", "s390x"}, Verdict.PUBLISH, set()),
-        ({"x86_64", "linux/arm/v5"}, {"x86_64"}, Verdict.CARRY, {"linux/arm/v5"}),
         (ALL, set(), Verdict.HOLD, set()),
     ],
 )
@@ -148,20 +150,154 @@ def test_carried_entries_keep_their_digest_and_compose():
     assert f"keeps aarch64 from {OLD}" in decision.reason
 
 
-def test_carrying_an_entry_of_a_foreign_index_keeps_its_platform():
-    foreign = IndexEntry(
-        "linux/arm/v5", OCI, "sha256:" + "5" * 64, 10, None, platform=Platform("arm", "linux", "v5")
-    )
-    now = CurrentTag(
-        "sha256:foreign", None, {"x86_64": entry("x86_64", None), foreign.arch: foreign}
-    )
+def test_carrying_an_oci_entry_of_a_foreign_index():
+    now = CurrentTag("sha256:foreign", None, {a: entry(a, None) for a in ("x86_64", "s390x")})
     decision = decide(now, built({"x86_64"}), compose_id=NEW, policy="carry-forward")
     assert decision.verdict is Verdict.CARRY
     manifests = json.loads(decision.index_body(NEW))["manifests"]
-    carried = next(m for m in manifests if m["digest"] == foreign.digest)
-    assert carried["platform"] == {"architecture": "arm", "os": "linux", "variant": "v5"}
+    carried = next(m for m in manifests if m["digest"] == entry("s390x", None).digest)
+    assert carried["platform"] == {"architecture": "s390x", "os": "linux"}
     assert COMPOSE_ID not in carried["annotations"]
     assert "an index this tool did not write" in decision.reason
+
+
+# -- what the tag serves cannot be read ---------------------------------------------------------
+
+ODD = UnknownEntry("index entry 2 (sha256:0123456789ab, ?/arm64)", "has no platform os")
+EXPECT_X86 = frozenset({"x86_64"})
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected", "allow_drop", "force"),
+    [
+        ("strict", None, set(), False),
+        ("carry-forward", None, set(), False),
+        ("strict", EXPECT_X86, set(), False),
+        ("carry-forward", ALL, set(), False),
+        ("strict", None, ALL, True),
+        ("carry-forward", None, ALL, True),
+    ],
+)
+def test_an_entry_the_gate_cannot_read_holds_under_every_policy(
+    policy, expected, allow_drop, force
+):
+    now = CurrentTag("sha256:foreign", None, {"x86_64": entry("x86_64", None)}, (ODD,))
+    decision = decide(
+        now,
+        built(ALL),  # even a complete compose
+        compose_id=NEW,
+        policy=policy,
+        expected=expected,
+        allow_drop=allow_drop,
+        force=force,
+    )
+    assert decision.verdict is Verdict.HOLD
+    assert not decision.moves_tag and decision.entries == ()
+    assert decision.reason == (
+        "index entry 2 (sha256:0123456789ab, ?/arm64) has no platform os; "
+        "the tag stays until that is fixed by hand"
+    )
+    assert not decision.after_failure  # a finding of its own, logged as a warning
+
+
+def test_many_unreadable_entries_are_counted_not_all_named():
+    odd = tuple(UnknownEntry(f"index entry {n}", "has no platform") for n in range(1, 7))
+    decision = decide(CurrentTag("sha256:x", None, {}, odd), built(ALL), compose_id=NEW)
+    assert decision.verdict is Verdict.HOLD
+    assert decision.reason.startswith(
+        "index entry 1 has no platform; index entry 2 has no platform; "
+        "index entry 3 has no platform (and 3 more);"
+    )
+
+
+def test_a_single_image_at_an_index_tag_with_no_fedora_arch_holds():
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI, "config": {}}).encode()
+    found = Manifest(OCI, digest_of(body), body)
+    config = json.dumps({"architecture": "mips64le", "os": "linux"}).encode()
+    now = CurrentTag.of(found, image_arch(found, config))
+    assert (now.entries, len(now.unknown)) == ({}, 1)
+    decision = decide(now, built(ALL), compose_id=NEW, policy="carry-forward")
+    assert decision.verdict is Verdict.HOLD
+    assert "(linux/mips64le) has no Fedora arch" in decision.reason
+    assert CurrentTag.of(found, "x86_64").arches == {"x86_64"}
+    with pytest.raises(ValueError, match="arch"):
+        CurrentTag.of(found)
+
+
+def test_the_guard_reads_unreadable_entries_too():
+    newer = UnknownEntry("index entry 1", "has no platform", "sha256:" + "1" * 64, NEWER)
+    now = CurrentTag("sha256:x", None, {}, (newer,))
+    assert decide(now, built(ALL), compose_id=NEW).verdict is Verdict.STALE
+
+
+def test_unreadable_entries_do_not_keep_a_per_arch_tag():
+    now = CurrentTag("sha256:x", None, {}, (ODD,))
+    assert decide_arch_tag(now, "x86_64", "sha256:n", compose_id=NEW).verdict is Verdict.PUBLISH
+
+
+# -- carrying never mixes Docker schema2 and OCI manifests ---------------------------------------
+
+
+def legacy(arches):
+    """A Docker manifest list pushed by the old releng script: schema2 images, no annotations."""
+    return CurrentTag("sha256:legacy", None, {a: entry(a, None, SCHEMA2) for a in arches})
+
+
+def test_carry_forward_does_not_carry_a_schema2_image_into_an_oci_index():
+    decision = decide(legacy(ALL), built(ALL - {"aarch64"}), compose_id=NEW, policy="carry-forward")
+    assert decision.verdict is Verdict.HOLD
+    assert decision.missing == {"aarch64"}
+    assert decision.reason == (
+        "cannot carry the schema2 aarch64 image into an OCI index "
+        "(it would mix Docker and OCI manifests)"
+    )
+
+
+def test_several_schema2_images_are_named():
+    decision = decide(legacy(ALL), built({"x86_64"}), compose_id=NEW, policy="carry-forward")
+    assert decision.verdict is Verdict.HOLD
+    assert "the schema2 aarch64, ppc64le, s390x images" in decision.reason
+
+
+def test_a_dry_run_holds_too():
+    decision = decide(legacy(ALL), dict.fromkeys(ALL - {"s390x"}), compose_id=NEW,
+                      policy="carry-forward")  # fmt: skip
+    assert decision.verdict is Verdict.HOLD
+    assert "schema2 s390x" in decision.reason
+
+
+@pytest.mark.parametrize("policy", ["strict", "carry-forward"])
+def test_nothing_carried_means_a_fresh_oci_index_over_a_docker_list(policy):
+    decision = decide(legacy({"x86_64", "aarch64"}), built(ALL), compose_id=NEW, policy=policy)
+    assert decision.verdict is Verdict.PUBLISH
+    document = json.loads(decision.index_body(NEW))
+    assert {m["mediaType"] for m in document["manifests"]} == {OCI}
+    assert {m["digest"] for m in document["manifests"]} == {e.digest for e in built(ALL).values()}
+
+
+def test_dropping_the_schema2_arch_on_purpose_publishes_a_uniform_index():
+    decision = decide(legacy(ALL), built(ALL - {"aarch64"}), compose_id=NEW,
+                      policy="carry-forward", allow_drop={"aarch64"})  # fmt: skip
+    assert decision.verdict is Verdict.RETIRE
+    assert {e.media_type for e in decision.entries} == {OCI}
+
+
+def test_only_a_schema2_image_that_would_be_carried_holds():
+    mixed = CurrentTag(
+        "sha256:mixed", None,
+        {"x86_64": entry("x86_64", None, SCHEMA2), "aarch64": entry("aarch64", OLD)},
+    )  # fmt: skip
+    carry = decide(mixed, built({"x86_64"}), compose_id=NEW, policy="carry-forward")
+    assert carry.verdict is Verdict.CARRY  # the schema2 x86_64 is replaced, not carried
+    assert {e.media_type for e in carry.entries} == {OCI}
+    held = decide(mixed, built({"aarch64"}), compose_id=NEW, policy="carry-forward")
+    assert held.verdict is Verdict.HOLD
+    assert "schema2 x86_64" in held.reason
+
+
+def test_an_index_never_lists_a_schema2_image():
+    with pytest.raises(ValueError, match="OCI"):
+        build_index([entry("x86_64"), entry("aarch64", OLD, SCHEMA2)], compose_id=NEW)
 
 
 # -- expected arches (the configured authority) ------------------------------------------------

@@ -3,17 +3,18 @@
 import pytest
 
 from fedora_container_sync.gate import CurrentTag, Verdict, decide_arch_tag, held_build
-from fedora_container_sync.manifests import IndexEntry
+from fedora_container_sync.manifests import IndexEntry, UnknownEntry
 
 COMPOSE = "Fedora-41-20241026.0"
 OTHER = "Fedora-41-20241025.0"
 SHA = "a" * 64
 OCI = "application/vnd.oci.image.manifest.v1+json"
+SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
 
 
-def tag(arch="x86_64", compose=COMPOSE, sha=SHA, *, digest="sha256:one", more=()):
+def tag(arch="x86_64", compose=COMPOSE, sha=SHA, *, digest="sha256:one", more=(), media=OCI):
     """A per-arch tag as _current reads it: one entry, from the manifest's annotations."""
-    entries = {arch: IndexEntry(arch, OCI, digest, 900, compose, sha)}
+    entries = {arch: IndexEntry(arch, media, digest, 900, compose, sha)}
     entries.update({a: IndexEntry(a, OCI, f"sha256:{a}", 900, compose, sha) for a in more})
     return CurrentTag(digest, compose, entries)
 
@@ -30,6 +31,8 @@ def tag(arch="x86_64", compose=COMPOSE, sha=SHA, *, digest="sha256:one", more=()
         (tag(arch="aarch64"), False),  # another arch's image under this tag
         (tag(more=("aarch64",)), False),  # an index, not one image
         (CurrentTag("sha256:index", COMPOSE, tag().entries), False),  # digest is not the image's
+        (tag(media=SCHEMA2), False),  # annotations on a schema2 image: not what we push
+        (CurrentTag("sha256:one", COMPOSE, tag().entries, (UnknownEntry("x", "y"),)), False),
     ],
 )
 def test_held_build(current, held):
