@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from . import bodhi, gate, skopeo
+from .archive import OCI_ARCHIVE, unpack_oci_archive
 from .compose import ComposeFetcher, ComposeMetadata, LocalImage
 from .errors import (
     ConfigError,
@@ -396,13 +397,20 @@ class _Run:
         artifact = local.artifact
         layout = self.work / "layouts" / artifact.sha256
         where = f"{self.compose_id}: {artifact.path}"
+        # skopeo would extract an OCI archive with its own tar reader; it gets the directory
+        # unpacked here instead, where nothing can be written through a link.
+        unpacked = self.work / "unpacked" / artifact.sha256
+        source = local.reference
         layout.parent.mkdir(parents=True, exist_ok=True)
         (self.work / "tmp").mkdir(parents=True, exist_ok=True)
         try:
+            if local.transport == OCI_ARCHIVE:
+                unpacked.parent.mkdir(parents=True, exist_ok=True)
+                unpack_oci_archive(local.path, unpacked, where=where)
+                local.path.unlink()
+                source = f"oci:{unpacked}"
             skopeo.run(
-                skopeo.convert_argv(
-                    self.settings.skopeo, local.reference, layout, tmpdir=self.work / "tmp"
-                ),
+                skopeo.convert_argv(self.settings.skopeo, source, layout, tmpdir=self.work / "tmp"),
                 timeout=self.settings.skopeo_timeout,
                 what=f"conversion of {artifact.path}",
                 hide_env=self._secret_env,
@@ -410,6 +418,7 @@ class _Run:
         finally:
             # The work dir holds only what is still needed: at most a few images at a time.
             local.path.unlink(missing_ok=True)
+            shutil.rmtree(unpacked, ignore_errors=True)
         annotate_layout(
             layout,
             {COMPOSE_ID: self.compose_id, ARCH: artifact.arch, IMAGE_SHA256: artifact.sha256},
