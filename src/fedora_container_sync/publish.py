@@ -271,6 +271,8 @@ class _Run:
                 compose_id=self.compose_id,
                 allowlist=self.settings.compose_url_allowlist,
                 retry=self.settings.retry,
+                max_decompressed_ratio=self.settings.max_decompressed_ratio,
+                max_decompressed_size=self.settings.max_decompressed_size,
             )
             planned = self._plan(fetcher, http)
             if planned is None:

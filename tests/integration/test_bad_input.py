@@ -87,6 +87,8 @@ def write_bad_image(path: Path, kind: str) -> None:
         path.write_bytes(_tar_xz([manifest, (_member("volume", b"V"), b"")]))
     elif kind == "global-pax-header":  # renames every member for tarfile, not for Go
         path.write_bytes(_tar_xz([manifest], pax_headers={"path": "manifest.json"}))
+    elif kind == "decompression-bomb":  # 10 KB that checks out and holds 64 MiB of zeros
+        path.write_bytes(_tar_xz([manifest, (_member("zeros"), bytes(64 << 20))]))
     elif kind == "wrong-arch":
         build_image_archive(path, arch="aarch64", fmt="docker", build_id="wrong-arch")
     elif kind == "size-plus-one":

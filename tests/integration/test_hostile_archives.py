@@ -1,4 +1,5 @@
-"""Hostile archives, end to end: real compose trees over HTTP, real skopeo, a real registry.
+"""Hostile archives and decompression bombs, end to end: real compose trees over HTTP, real
+skopeo, a real registry, and a real small file system (tmpfs) as work_dir.
 
 Every hostile archive here is a valid image that skopeo would publish, with members appended
 that are each harmless as text and lead outside together (or write through a link, or come
@@ -7,9 +8,12 @@ twice). None may be published, nothing may land outside, and the other arches go
 
 from __future__ import annotations
 
+import contextlib
 import json
+import lzma
+import subprocess
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -194,3 +198,57 @@ def test_links_that_stay_inside_are_published(harness):
 
     assert result.code == 0, result.err
     assert harness.arches(TOOLBOX, "41") == {"x86_64", "aarch64"}
+
+
+# -- a real, small work dir ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_file_system(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (needs root, or CAP_SYS_ADMIN)."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(
+            "a full disk is tested on a small tmpfs, and this machine cannot mount one: "
+            + (mounted.stderr.strip() or f"mount exited {mounted.returncode}")
+        )
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=False)
+
+
+def test_a_decompression_bomb_on_a_small_work_dir_is_refused_before_it_fills_it(harness):
+    body = harness.compose(COMPOSE, arches=("x86_64", "aarch64"))
+    zeros = 64 << 20
+    bomb = replace_image(
+        harness,
+        body,
+        "x86_64",
+        lambda path: build_image_archive_with(
+            path, [reg("padding", b"\0" * zeros)], arch="x86_64", fmt="docker", build_id="bomb"
+        ),
+    )
+    assert bomb.stat().st_size < 64 << 10  # it checks out, and it is tiny
+    assert len(lzma.decompress(bomb.read_bytes())) > zeros
+    harness.extra_config = "max_parallel = 1\n"
+
+    with small_file_system(harness.tmp / "work", "8m") as work_dir:
+        result = harness.replay(body)
+        left = list(work_dir.iterdir())
+
+    assert result.code == 1, result.err
+    assert "Traceback" not in result.err and "internal error" not in result.err
+    (line,) = error_lines(result.err)
+    assert bomb.name in line
+    assert "decompresses to more than 1048576 bytes" in line
+    assert "max_decompressed_ratio = 20" in line
+    assert harness.digest(TOOLBOX, "41-aarch64") is not None
+    assert harness.digest(TOOLBOX, "41") is None
+    assert left == []
