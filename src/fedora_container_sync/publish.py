@@ -15,6 +15,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from .errors import (
     SkopeoError,
     SyncError,
     TagRaceError,
+    WorkDirFull,
 )
 from .layout import LocalManifest, annotate_layout, manifest_blob, read_layout
 from .manifests import (
@@ -62,7 +64,7 @@ from .tags import (
     needs_lookup,
     plan_tags,
 )
-from .workdir import run_directory, safe_name
+from .workdir import is_full, run_directory, safe_name
 from .workpool import WorkPool
 
 _log = logging.getLogger(__name__)
@@ -347,10 +349,30 @@ class _Run:
         if not build:
             return
         pool.submit(
-            functools.partial(self.fetcher.download, artifact, self.work / "downloads"),
+            functools.partial(self._download, artifact),
             functools.partial(self._downloaded, pool, artifact),
             priority=_DOWNLOAD,
         )
+
+    def _download(self, artifact: ImageArtifact) -> LocalImage:
+        with self._space_for(artifact, "downloading"):
+            return self.fetcher.download(artifact, self.work / "downloads")
+
+    @contextlib.contextmanager
+    def _space_for(self, artifact: ImageArtifact, step: str) -> Iterator[None]:
+        """A full work dir (no space, no quota, a file size limit) fails this image only."""
+        full = f"{self.compose_id}: {artifact.path}: work_dir {self.settings.work_dir} is full"
+        try:
+            yield
+        except OSError as error:
+            if not is_full(error):
+                raise
+            raise WorkDirFull(f"{full} while {step}: {error.strerror or error}") from None
+        except SkopeoError as error:
+            words = skopeo.full_disk(str(error))
+            if words is None:
+                raise
+            raise WorkDirFull(f"{full} while {step}: skopeo: {words}") from None
 
     def _downloaded(
         self, pool: WorkPool, artifact: ImageArtifact, done: Future[LocalImage]
@@ -403,29 +425,32 @@ class _Run:
         # unpacked here instead, where nothing can be written through a link.
         unpacked = self.work / "unpacked" / artifact.sha256
         source = local.reference
-        layout.parent.mkdir(parents=True, exist_ok=True)
-        (self.work / "tmp").mkdir(parents=True, exist_ok=True)
-        try:
-            if local.transport == OCI_ARCHIVE:
-                unpacked.parent.mkdir(parents=True, exist_ok=True)
-                unpack_oci_archive(local.path, unpacked, where=where)
-                local.path.unlink()
-                source = f"oci:{unpacked}"
-            skopeo.run(
-                skopeo.convert_argv(self.settings.skopeo, source, layout, tmpdir=self.work / "tmp"),
-                timeout=self.settings.skopeo_timeout,
-                what=f"conversion of {artifact.path}",
-                hide_env=self._secret_env,
+        with self._space_for(artifact, "converting"):
+            layout.parent.mkdir(parents=True, exist_ok=True)
+            (self.work / "tmp").mkdir(parents=True, exist_ok=True)
+            try:
+                if local.transport == OCI_ARCHIVE:
+                    unpacked.parent.mkdir(parents=True, exist_ok=True)
+                    unpack_oci_archive(local.path, unpacked, where=where)
+                    local.path.unlink()
+                    source = f"oci:{unpacked}"
+                skopeo.run(
+                    skopeo.convert_argv(
+                        self.settings.skopeo, source, layout, tmpdir=self.work / "tmp"
+                    ),
+                    timeout=self.settings.skopeo_timeout,
+                    what=f"conversion of {artifact.path}",
+                    hide_env=self._secret_env,
+                )
+            finally:
+                # The work dir holds only what is still needed: at most a few images at a time.
+                local.path.unlink(missing_ok=True)
+                shutil.rmtree(unpacked, ignore_errors=True)
+            annotate_layout(
+                layout,
+                {COMPOSE_ID: self.compose_id, ARCH: artifact.arch, IMAGE_SHA256: artifact.sha256},
+                where=where,
             )
-        finally:
-            # The work dir holds only what is still needed: at most a few images at a time.
-            local.path.unlink(missing_ok=True)
-            shutil.rmtree(unpacked, ignore_errors=True)
-        annotate_layout(
-            layout,
-            {COMPOSE_ID: self.compose_id, ARCH: artifact.arch, IMAGE_SHA256: artifact.sha256},
-            where=where,
-        )
         manifest = read_layout(layout, where=where)
         built_for = fedora_arch(
             manifest.platform.architecture, manifest.platform.os, manifest.platform.variant

@@ -1,5 +1,5 @@
-"""Hostile archives and decompression bombs, end to end: real compose trees over HTTP, real
-skopeo, a real registry, and a real small file system (tmpfs) as work_dir.
+"""Hostile archives, decompression bombs and a full work dir, end to end: real compose trees
+over HTTP, real skopeo, a real registry, and a real small file system (tmpfs) as work_dir.
 
 Every hostile archive here is a valid image that skopeo would publish, with members appended
 that are each harmless as text and lead outside together (or write through a link, or come
@@ -11,15 +11,19 @@ from __future__ import annotations
 import contextlib
 import json
 import lzma
+import os
+import resource
+import signal
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from support.harness import REPOS, Harness
-from support.images import build_image_archive_with, sha256_file
+from support.harness import REPOS, Harness, report_rows
+from support.images import build_image_archive, build_image_archive_with, sha256_file
 
 pytestmark = pytest.mark.integration
 
@@ -222,6 +226,83 @@ def small_file_system(path: Path, size: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "--lazy", str(path)], check=False)
+
+
+BIG = 8 << 20
+
+
+@pytest.mark.parametrize(
+    ("fmt", "size", "step"),
+    [
+        ("docker", "4m", "downloading"),  # the download itself does not fit
+        ("docker", "12m", "converting"),  # it fits; skopeo's copy of it does not
+        ("oci", "12m", "converting"),  # it fits; its unpacking does not
+    ],
+)
+def test_a_full_work_dir_fails_that_image_and_the_other_arches_go_on(harness, fmt, size, step):
+    body = harness.compose(COMPOSE, arches=("x86_64", "aarch64"), fmt=fmt)
+    big = replace_image(
+        harness,
+        body,
+        "x86_64",
+        lambda path: build_image_archive(
+            path, arch="x86_64", fmt=fmt, build_id="big", payload_size=BIG
+        ),
+    )
+    harness.extra_config = "max_parallel = 1\n"
+    work = small_file_system(harness.tmp / "work", size)
+
+    with work as work_dir:
+        result = harness.replay(body)
+        left = list(work_dir.iterdir())
+
+    assert result.code == 1, result.err
+    assert "Traceback" not in result.err and "internal error" not in result.err
+    (line,) = error_lines(result.err)
+    assert big.name in line
+    assert f"work_dir {work_dir} is full while {step}" in line
+    assert "no space left on device" in line.lower()
+    assert harness.digest(TOOLBOX, "41-aarch64") is not None
+    assert harness.digest(TOOLBOX, "41-x86_64") is None
+    assert harness.digest(TOOLBOX, "41") is None  # held: an arch failed
+    assert report_rows(result.out)["41"][0] == "hold"
+    assert left == []  # the run cleaned up after itself
+
+
+def test_a_file_size_limit_is_a_full_work_dir_too(harness):
+    """EFBIG, for real: the run in a process whose RLIMIT_FSIZE is smaller than one image."""
+    body = harness.compose(COMPOSE, arches=("x86_64", "aarch64"))
+    big = replace_image(
+        harness,
+        body,
+        "x86_64",
+        lambda path: build_image_archive(
+            path, arch="x86_64", fmt="docker", build_id="big", payload_size=BIG
+        ),
+    )
+    harness.extra_config = "max_parallel = 1\n"
+    config, messages = harness.config(), harness.message_file(body)
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a core dump
+        resource.setrlimit(resource.RLIMIT_FSIZE, (BIG // 2, BIG // 2))
+
+    argv = [sys.executable, "-m", "fedora_container_sync", "replay", "--config", str(config)]
+    result = subprocess.run(
+        [*argv, str(messages)],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_file_size,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=300,
+        check=False,
+    )
+
+    assert result.returncode == 1, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert big.name in line and "is full while downloading: File too large" in line
+    assert harness.digest(TOOLBOX, "41-aarch64") is not None
+    assert harness.digest(TOOLBOX, "41") is None
 
 
 def test_a_decompression_bomb_on_a_small_work_dir_is_refused_before_it_fills_it(harness):
