@@ -426,9 +426,9 @@ class _Run:
         unpacked = self.work / "unpacked" / artifact.sha256
         source = local.reference
         with self._space_for(artifact, "converting"):
-            layout.parent.mkdir(parents=True, exist_ok=True)
-            (self.work / "tmp").mkdir(parents=True, exist_ok=True)
             try:
+                layout.parent.mkdir(parents=True, exist_ok=True)
+                (self.work / "tmp").mkdir(parents=True, exist_ok=True)
                 if local.transport == OCI_ARCHIVE:
                     unpacked.parent.mkdir(parents=True, exist_ok=True)
                     unpack_oci_archive(local.path, unpacked, where=where)
@@ -442,15 +442,23 @@ class _Run:
                     what=f"conversion of {artifact.path}",
                     hide_env=self._secret_env,
                 )
+                annotate_layout(
+                    layout,
+                    {
+                        COMPOSE_ID: self.compose_id,
+                        ARCH: artifact.arch,
+                        IMAGE_SHA256: artifact.sha256,
+                    },
+                    where=where,
+                )
+            except BaseException:
+                # What a failed conversion wrote goes at once: the other images need the space.
+                shutil.rmtree(layout, ignore_errors=True)
+                raise
             finally:
                 # The work dir holds only what is still needed: at most a few images at a time.
                 local.path.unlink(missing_ok=True)
                 shutil.rmtree(unpacked, ignore_errors=True)
-            annotate_layout(
-                layout,
-                {COMPOSE_ID: self.compose_id, ARCH: artifact.arch, IMAGE_SHA256: artifact.sha256},
-                where=where,
-            )
         manifest = read_layout(layout, where=where)
         built_for = fedora_arch(
             manifest.platform.architecture, manifest.platform.os, manifest.platform.variant

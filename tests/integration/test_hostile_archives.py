@@ -232,14 +232,18 @@ BIG = 8 << 20
 
 
 @pytest.mark.parametrize(
-    ("fmt", "size", "step"),
+    ("fmt", "size", "step", "other"),
     [
-        ("docker", "4m", "downloading"),  # the download itself does not fit
-        ("docker", "12m", "converting"),  # it fits; skopeo's copy of it does not
-        ("oci", "12m", "converting"),  # it fits; its unpacking does not
+        ("docker", "4m", "downloading", 0),  # the download itself does not fit
+        # The download fits, skopeo's copy of it (or our unpacking) does not; the other image
+        # (5 MiB, twice while it is converted) still fits after that failure.
+        ("docker", "12m", "converting", 5 << 20),
+        ("oci", "12m", "converting", 5 << 20),
     ],
 )
-def test_a_full_work_dir_fails_that_image_and_the_other_arches_go_on(harness, fmt, size, step):
+def test_a_full_work_dir_fails_that_image_and_the_other_arches_go_on(
+    harness, fmt, size, step, other
+):
     body = harness.compose(COMPOSE, arches=("x86_64", "aarch64"), fmt=fmt)
     big = replace_image(
         harness,
@@ -249,6 +253,15 @@ def test_a_full_work_dir_fails_that_image_and_the_other_arches_go_on(harness, fm
             path, arch="x86_64", fmt=fmt, build_id="big", payload_size=BIG
         ),
     )
+    if other:
+        replace_image(
+            harness,
+            body,
+            "aarch64",
+            lambda path: build_image_archive(
+                path, arch="aarch64", fmt=fmt, build_id="other", payload_size=other
+            ),
+        )
     harness.extra_config = "max_parallel = 1\n"
     work = small_file_system(harness.tmp / "work", size)
 
