@@ -21,7 +21,16 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from .archive import MAGIC_LENGTH, Decoder, decoder_for, detect_transport
+from .archive import (
+    DEFAULT_MAX_RATIO,
+    DEFAULT_MAX_SIZE,
+    MAGIC_LENGTH,
+    Decoder,
+    LimitExceeded,
+    decoder_for,
+    decompressed_limit,
+    detect_transport,
+)
 from .errors import ComposeError, MessageError, TransientError, one_line
 from .messages import check_location
 from .retry import call_with_retry, retry_after_seconds, transient_status
@@ -69,12 +78,16 @@ class ComposeFetcher:
         compose_id: str,
         allowlist: Iterable[str],
         retry: RetrySettings,
+        max_decompressed_ratio: float = DEFAULT_MAX_RATIO,
+        max_decompressed_size: int = DEFAULT_MAX_SIZE,
     ) -> None:
         self._client = client
         self._location = location.rstrip("/")
         self._compose_id = compose_id
         self._allowlist = list(allowlist)
         self._retry = retry
+        self._max_ratio = max_decompressed_ratio
+        self._max_size = max_decompressed_size
 
     def url(self, path: str) -> str:
         return f"{self._location}/{path}"
@@ -109,7 +122,9 @@ class ComposeFetcher:
     def download(self, artifact: ImageArtifact, dest_dir: Path) -> LocalImage:
         """Stream one image file to ``dest_dir``, decompressing it and verifying size and sha256.
 
-        The result is a plain tar named after the archive's checksum.
+        The result is a plain tar named after the archive's checksum. Decompression stops at
+        ``max_decompressed_ratio`` times the file's size (at least 1 MiB, at most
+        ``max_decompressed_size``): the rest is only checksummed, and the image is refused.
         """
         dest_dir.mkdir(parents=True, exist_ok=True)
         final = dest_dir / f"{artifact.sha256}.tar"
@@ -123,6 +138,7 @@ class ComposeFetcher:
 
     def _download_once(self, artifact: ImageArtifact, final: Path, where: str) -> None:
         partial = final.with_name(final.name + ".part")
+        limit = decompressed_limit(artifact.size, ratio=self._max_ratio, maximum=self._max_size)
         hasher = hashlib.sha256()
         size = 0
         decoder: Decoder | None = None
@@ -146,17 +162,21 @@ class ComposeFetcher:
                         head += chunk
                         if len(head) < MAGIC_LENGTH:
                             continue
-                        decoder, chunk, head = decoder_for(head), head, b""
+                        decoder, chunk, head = decoder_for(head, limit=limit), head, b""
                     try:
                         out.writelines(decoder.feed(chunk))
+                    except LimitExceeded:
+                        decode_error = self._too_large(artifact, limit)
                     except ValueError as error:
                         decode_error = str(error)
                 if not decode_error:
                     try:
                         if decoder is None:
-                            decoder = decoder_for(head)
+                            decoder = decoder_for(head, limit=limit)
                             out.writelines(decoder.feed(head))
                         out.write(decoder.finish())
+                    except LimitExceeded:
+                        decode_error = self._too_large(artifact, limit)
                     except ValueError as error:
                         decode_error = str(error)
             if size != artifact.size:
@@ -174,6 +194,13 @@ class ComposeFetcher:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
+
+    def _too_large(self, artifact: ImageArtifact, limit: int) -> str:
+        return (
+            f"decompresses to more than {limit} bytes, the limit for a {artifact.size}-byte "
+            f"file (max_decompressed_ratio = {self._max_ratio:g}, "
+            f"max_decompressed_size = {self._max_size})"
+        )
 
     def _get_json(self, path: str) -> Any:
         def once() -> Any:

@@ -65,6 +65,11 @@ class RegistryUnavailable(TransientError):
     """A registry could not be reached or answered with a transient error."""
 
 
+class WorkDirFull(TransientError):
+    """The work dir ran out of space (or quota, or file size) for one image: the compose is
+    fine, this machine is not, so the message is retried later."""
+
+
 class TagRaceError(TransientError):
     """Another writer moved a tag right after we wrote it, every time we tried."""
 

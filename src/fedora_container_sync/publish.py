@@ -15,6 +15,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from . import bodhi, gate, skopeo
+from .archive import OCI_ARCHIVE, unpack_oci_archive
 from .compose import ComposeFetcher, ComposeMetadata, LocalImage
 from .errors import (
     ConfigError,
@@ -30,6 +32,7 @@ from .errors import (
     SkopeoError,
     SyncError,
     TagRaceError,
+    WorkDirFull,
 )
 from .layout import LocalManifest, annotate_layout, manifest_blob, read_layout
 from .manifests import (
@@ -61,7 +64,7 @@ from .tags import (
     needs_lookup,
     plan_tags,
 )
-from .workdir import run_directory, safe_name
+from .workdir import is_full, run_directory, safe_name
 from .workpool import WorkPool
 
 _log = logging.getLogger(__name__)
@@ -270,6 +273,8 @@ class _Run:
                 compose_id=self.compose_id,
                 allowlist=self.settings.compose_url_allowlist,
                 retry=self.settings.retry,
+                max_decompressed_ratio=self.settings.max_decompressed_ratio,
+                max_decompressed_size=self.settings.max_decompressed_size,
             )
             planned = self._plan(fetcher, http)
             if planned is None:
@@ -344,10 +349,30 @@ class _Run:
         if not build:
             return
         pool.submit(
-            functools.partial(self.fetcher.download, artifact, self.work / "downloads"),
+            functools.partial(self._download, artifact),
             functools.partial(self._downloaded, pool, artifact),
             priority=_DOWNLOAD,
         )
+
+    def _download(self, artifact: ImageArtifact) -> LocalImage:
+        with self._space_for(artifact, "downloading"):
+            return self.fetcher.download(artifact, self.work / "downloads")
+
+    @contextlib.contextmanager
+    def _space_for(self, artifact: ImageArtifact, step: str) -> Iterator[None]:
+        """A full work dir (no space, no quota, a file size limit) fails this image only."""
+        full = f"{self.compose_id}: {artifact.path}: work_dir {self.settings.work_dir} is full"
+        try:
+            yield
+        except OSError as error:
+            if not is_full(error):
+                raise
+            raise WorkDirFull(f"{full} while {step}: {error.strerror or error}") from None
+        except SkopeoError as error:
+            words = skopeo.full_disk(str(error))
+            if words is None:
+                raise
+            raise WorkDirFull(f"{full} while {step}: skopeo: {words}") from None
 
     def _downloaded(
         self, pool: WorkPool, artifact: ImageArtifact, done: Future[LocalImage]
@@ -396,25 +421,44 @@ class _Run:
         artifact = local.artifact
         layout = self.work / "layouts" / artifact.sha256
         where = f"{self.compose_id}: {artifact.path}"
-        layout.parent.mkdir(parents=True, exist_ok=True)
-        (self.work / "tmp").mkdir(parents=True, exist_ok=True)
-        try:
-            skopeo.run(
-                skopeo.convert_argv(
-                    self.settings.skopeo, local.reference, layout, tmpdir=self.work / "tmp"
-                ),
-                timeout=self.settings.skopeo_timeout,
-                what=f"conversion of {artifact.path}",
-                hide_env=self._secret_env,
-            )
-        finally:
-            # The work dir holds only what is still needed: at most a few images at a time.
-            local.path.unlink(missing_ok=True)
-        annotate_layout(
-            layout,
-            {COMPOSE_ID: self.compose_id, ARCH: artifact.arch, IMAGE_SHA256: artifact.sha256},
-            where=where,
-        )
+        # skopeo would extract an OCI archive with its own tar reader; it gets the directory
+        # unpacked here instead, where nothing can be written through a link.
+        unpacked = self.work / "unpacked" / artifact.sha256
+        source = local.reference
+        with self._space_for(artifact, "converting"):
+            try:
+                layout.parent.mkdir(parents=True, exist_ok=True)
+                (self.work / "tmp").mkdir(parents=True, exist_ok=True)
+                if local.transport == OCI_ARCHIVE:
+                    unpacked.parent.mkdir(parents=True, exist_ok=True)
+                    unpack_oci_archive(local.path, unpacked, where=where)
+                    local.path.unlink()
+                    source = f"oci:{unpacked}"
+                skopeo.run(
+                    skopeo.convert_argv(
+                        self.settings.skopeo, source, layout, tmpdir=self.work / "tmp"
+                    ),
+                    timeout=self.settings.skopeo_timeout,
+                    what=f"conversion of {artifact.path}",
+                    hide_env=self._secret_env,
+                )
+                annotate_layout(
+                    layout,
+                    {
+                        COMPOSE_ID: self.compose_id,
+                        ARCH: artifact.arch,
+                        IMAGE_SHA256: artifact.sha256,
+                    },
+                    where=where,
+                )
+            except BaseException:
+                # What a failed conversion wrote goes at once: the other images need the space.
+                shutil.rmtree(layout, ignore_errors=True)
+                raise
+            finally:
+                # The work dir holds only what is still needed: at most a few images at a time.
+                local.path.unlink(missing_ok=True)
+                shutil.rmtree(unpacked, ignore_errors=True)
         manifest = read_layout(layout, where=where)
         built_for = fedora_arch(
             manifest.platform.architecture, manifest.platform.os, manifest.platform.variant

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .archive import DEFAULT_MAX_RATIO, DEFAULT_MAX_SIZE
 from .errors import ConfigError
 from .platforms import FEDORA_PLATFORMS
 
@@ -218,6 +219,10 @@ class Settings(_Model):
     skopeo_timeout: float = Field(default=3600.0, gt=0)
     #: How many downloads, conversions, pushes and registry reads run at once.
     max_parallel: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    #: An image file may decompress to this many times its size (and always to 1 MiB) ...
+    max_decompressed_ratio: float = Field(default=DEFAULT_MAX_RATIO, ge=1)
+    #: ... and never to more than this many bytes.
+    max_decompressed_size: int = Field(default=DEFAULT_MAX_SIZE, gt=0)
     retry: RetrySettings = RetrySettings()
     requeue: RequeueSettings = RequeueSettings()
 

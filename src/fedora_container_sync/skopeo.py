@@ -38,6 +38,16 @@ _PERMANENT = re.compile(
     re.IGNORECASE,
 )
 
+#: skopeo's (Go's) words for ENOSPC, EDQUOT and EFBIG.
+_FULL = re.compile(r"no space left on device|disk quota exceeded|file too large", re.IGNORECASE)
+
+
+def full_disk(message: str) -> str | None:
+    """What skopeo's error says about a write that failed on a full file system (or quota, or
+    size limit), in its words; None when it says nothing of the kind."""
+    found = _FULL.search(message)
+    return found.group(0).lower() if found else None
+
 
 @dataclass(frozen=True)
 class Destination:

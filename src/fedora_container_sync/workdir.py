@@ -9,6 +9,7 @@ is still going keeps its lock and is never disturbed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -19,6 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _log = logging.getLogger(__name__)
+
+#: What a write into a full work dir fails with: no space, no quota left, a file size limit.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 _LOCK = ".lock"
 _SUFFIX = ".run"
@@ -64,3 +68,8 @@ def sweep_stale_runs(work_dir: Path) -> None:
 def safe_name(value: str) -> str:
     """``value`` as a single, harmless file name component."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", value)
+
+
+def is_full(error: OSError) -> bool:
+    """Did a write fail because the file system (or a quota or size limit) is full?"""
+    return error.errno in _FULL

@@ -36,11 +36,15 @@ def test_the_corpus_has_at_least_30_cases():
     assert len(CASES) >= 30
 
 
-def _tar_xz(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
+def _tar_xz(
+    members: list[tuple[tarfile.TarInfo, bytes]], pax_headers: dict[str, str] | None = None
+) -> bytes:
     import lzma
 
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(
+        fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT, pax_headers=pax_headers
+    ) as tar:
         for info, data in members:
             info.size = len(data) if info.isfile() else 0
             tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
@@ -69,6 +73,29 @@ def write_bad_image(path: Path, kind: str) -> None:
         path.write_bytes(_tar_xz([manifest, (_member("x", tarfile.SYMTYPE, "/etc/shadow"), b"")]))
     elif kind == "device":
         path.write_bytes(_tar_xz([manifest, (_member("dev-null", tarfile.CHRTYPE), b"")]))
+    elif kind == "link-chain-out":  # each link inside as text; "gone" is the parent of the root
+        here, gone = (
+            _member("here", tarfile.SYMTYPE, "."),
+            _member("gone", tarfile.SYMTYPE, "here/.."),
+        )
+        path.write_bytes(_tar_xz([manifest, (here, b""), (gone, b""), (_member("gone/x"), b"x")]))
+    elif kind == "hardlink-to-symlink":  # a second copy of "d/s -> ..", one level higher
+        up, copy = _member("d/s", tarfile.SYMTYPE, ".."), _member("t", tarfile.LNKTYPE, "d/s")
+        path.write_bytes(_tar_xz([manifest, (up, b""), (copy, b"")]))
+    elif kind == "member-through-link":
+        link = _member("l", tarfile.SYMTYPE, "sub")
+        path.write_bytes(_tar_xz([manifest, (link, b""), (_member("l/x"), b"x")]))
+    elif kind == "member-twice":
+        path.write_bytes(_tar_xz([manifest, (_member("./manifest.json"), b"[{}]")]))
+    elif kind == "link-loop":
+        a, b = _member("a", tarfile.SYMTYPE, "b/x"), _member("b", tarfile.SYMTYPE, "a/y")
+        path.write_bytes(_tar_xz([manifest, (a, b""), (b, b"")]))
+    elif kind == "unsupported-type":
+        path.write_bytes(_tar_xz([manifest, (_member("volume", b"V"), b"")]))
+    elif kind == "global-pax-header":  # renames every member for tarfile, not for Go
+        path.write_bytes(_tar_xz([manifest], pax_headers={"path": "manifest.json"}))
+    elif kind == "decompression-bomb":  # 10 KB that checks out and holds 64 MiB of zeros
+        path.write_bytes(_tar_xz([manifest, (_member("zeros"), bytes(64 << 20))]))
     elif kind == "wrong-arch":
         build_image_archive(path, arch="aarch64", fmt="docker", build_id="wrong-arch")
     elif kind == "size-plus-one":

@@ -35,6 +35,7 @@ __all__ = [
     "OCI_TO_FEDORA_ARCH",
     "build_garbage_archive",
     "build_image_archive",
+    "build_image_archive_with",
     "sha256_file",
 ]
 
@@ -408,6 +409,39 @@ def build_image_archive(
                 _write_oci_archive(tar, workdir, gz_layer, config, arch=arch, ref="latest")
         if compression != "none":
             _compress_to(outer, dest, compression, fast=fast)
+    return dest
+
+
+def build_image_archive_with(
+    dest: Path,
+    extra: list[tuple[tarfile.TarInfo, bytes]],
+    *,
+    arch: str,
+    fmt: str,
+    build_id: str,
+    compression: str = "xz",
+) -> Path:
+    """A valid image archive (see :func:`build_image_archive`) with the members ``extra``
+    (header, data) appended: skopeo reads it as the image it is, whatever ``extra`` holds. For
+    tests of hostile archives."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".imgbuild-", dir=dest.parent) as tmp:
+        plain = build_image_archive(
+            Path(tmp) / "image.tar", arch=arch, fmt=fmt, build_id=build_id, compression="none"
+        )
+        outer = dest if compression == "none" else Path(tmp) / "hostile.tar"
+        with (
+            tarfile.open(plain) as source,
+            tarfile.open(outer, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for info in source:
+                tar.addfile(info, source.extractfile(info) if info.isfile() else None)
+            for info, data in extra:
+                info.size = len(data) if info.isreg() else 0
+                tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+        if compression != "none":
+            _compress_to(outer, dest, compression, fast=False)
     return dest
 
 

@@ -1,4 +1,5 @@
-"""Streaming decompression: any chunking, concatenated streams, bounded output pieces."""
+"""Streaming decompression: any chunking, concatenated streams, bounded output pieces, a cap
+on the total."""
 
 import gzip
 import lzma
@@ -6,7 +7,13 @@ import os
 
 import pytest
 
-from fedora_container_sync.archive import PIECE, decoder_for
+from fedora_container_sync.archive import (
+    MIN_DECOMPRESSED_LIMIT,
+    PIECE,
+    LimitExceeded,
+    decoder_for,
+    decompressed_limit,
+)
 
 PLAIN = os.urandom(300_000) + b"\0" * 700_000
 COMPRESS = {"xz": lzma.compress, "gzip": gzip.compress}
@@ -65,3 +72,45 @@ def test_a_plain_tar_passes_through():
     assert decoder.name == "tar"
     assert list(decoder.feed(b"abc")) == [b"abc"]
     assert decoder.finish() == b""
+
+
+@pytest.mark.parametrize("kind", ["xz", "gzip", "tar"])
+def test_output_stops_at_the_limit(kind):
+    raw = b"ustar\0" + PLAIN  # no magic bytes by chance
+    data = raw if kind == "tar" else COMPRESS[kind](raw)
+    exact = decoder_for(data[:6], limit=len(raw))
+    assert exact.name == kind
+    assert b"".join([*exact.feed(data), exact.finish()]) == raw
+    over = decoder_for(data[:6], limit=len(raw) - 1)
+    written = 0
+    with pytest.raises(LimitExceeded):
+        for start in range(0, len(data), 4096):
+            for piece in over.feed(data[start : start + 4096]):
+                written += len(piece)
+    assert written <= len(raw) - 1  # nothing past the limit was handed out
+
+
+def test_a_bomb_is_stopped_after_the_limit_not_after_its_size():
+    bomb = lzma.compress(bytes(64 << 20), preset=1)
+    assert len(bomb) < 16 << 10
+    decoder = decoder_for(bomb[:6], limit=1 << 20)
+    written = 0
+    with pytest.raises(LimitExceeded):
+        for piece in decoder.feed(bomb):
+            written += len(piece)
+    assert written <= 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("size", "ratio", "maximum", "limit"),
+    [
+        (200 << 20, 20.0, 32 << 30, 4000 << 20),  # a toolbox .tar.xz
+        (2 << 30, 20.0, 32 << 30, 32 << 30),  # a bootc .ociarchive: the size cap
+        (744, 20.0, 32 << 30, MIN_DECOMPRESSED_LIMIT),  # a tiny archive: tar padding
+        (30_000, 1.0, 32 << 30, MIN_DECOMPRESSED_LIMIT),
+        (100 << 20, 2.5, 1 << 30, 250 << 20),
+        (100 << 20, 20.0, 100, 100),  # the size cap wins even over the floor
+    ],
+)
+def test_decompressed_limit(size, ratio, maximum, limit):
+    assert decompressed_limit(size, ratio=ratio, maximum=maximum) == limit

@@ -22,6 +22,7 @@ from fedora_container_sync.errors import (
     RegistryUnavailable,
     SkopeoTransientError,
     TransientError,
+    WorkDirFull,
 )
 from fedora_container_sync.report import ComposeReport, TagAction, TagOutcome
 from fedora_container_sync.settings import RequeueSettings, Settings
@@ -58,6 +59,13 @@ def report(*errors, held: int = 0) -> ComposeReport:
             "a (and 1 more errors)",
         ),
         (report(ComposeError("sha256 mismatch")), Outcome.DROP, "sha256 mismatch"),
+        # the compose is fine, this machine's disk is not: try again later
+        (report(WorkDirFull("x: work_dir /w is full")), Outcome.REQUEUE, "x: work_dir /w is full"),
+        (
+            report(WorkDirFull("full"), ComposeError("decompresses to more than")),
+            Outcome.DROP,
+            "full (and 1 more errors)",
+        ),
         # Retrying cannot fix the permanent part, and the run is idempotent: drop.
         (
             report(RegistryUnavailable("down"), RegistryError("unauthorized")),

@@ -247,3 +247,23 @@ def test_requeue_delays_default_and_validate(tmp_path):
     bad = GOOD + "\n[consumer_config.container.requeue]\ninitial_delay = -1\n"
     with pytest.raises(ConfigError, match=r"consumer_config\.container\.requeue\.initial_delay"):
         load_settings(write(tmp_path, bad))
+
+
+def test_decompression_limits_default_and_validate(tmp_path):
+    settings = load_settings(write(tmp_path, GOOD))
+    assert (settings.max_decompressed_ratio, settings.max_decompressed_size) == (20.0, 32 << 30)
+    given = GOOD.replace(
+        "work_dir =",
+        "max_decompressed_ratio = 8\nmax_decompressed_size = 4_294_967_296\nwork_dir =",
+    )
+    settings = load_settings(write(tmp_path, given))
+    assert (settings.max_decompressed_ratio, settings.max_decompressed_size) == (8.0, 4 << 30)
+    for bad in (
+        "max_decompressed_ratio = 0.5",
+        "max_decompressed_ratio = '20'",
+        "max_decompressed_size = 0",
+        "max_decompressed_size = 1.5e9",
+    ):
+        key = bad.split()[0]
+        with pytest.raises(ConfigError, match=rf"consumer_config\.container\.{key}"):
+            load_settings(write(tmp_path, GOOD.replace("work_dir =", f"{bad}\nwork_dir =")))

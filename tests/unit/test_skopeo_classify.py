@@ -85,3 +85,22 @@ def test_classify_without_any_message():
     error = classify("", what="push")
     assert type(error) is SkopeoError
     assert str(error) == "push: skopeo failed without a message"
+
+
+@pytest.mark.parametrize(
+    ("message", "words"),
+    [
+        (
+            "writing blob: write /w/tmp/oci-put-blob1: no space left on device",
+            "no space left on device",
+        ),
+        ("copying system image: write /w/x: Disk quota exceeded", "disk quota exceeded"),
+        ("writing blob: write /w/layouts/x/blobs/sha256/y: file too large", "file too large"),
+        ("writing blob: open /w/x: permission denied", None),
+        ("received unexpected HTTP status: 500 Internal Server Error", None),
+    ],
+)
+def test_a_full_disk_is_recognised_in_skopeo_s_words(message, words):
+    from fedora_container_sync.skopeo import full_disk
+
+    assert full_disk(f"conversion of x: {message}") == words

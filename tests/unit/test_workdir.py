@@ -34,3 +34,14 @@ def test_two_runs_of_one_compose_get_two_directories(tmp_path):
         assert first != second
         assert first.exists() and second.exists()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_quota_or_size_limit_is_a_full_work_dir():
+    import errno
+
+    from fedora_container_sync.workdir import is_full
+
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        assert is_full(OSError(code, os.strerror(code)))
+    for code in (errno.EACCES, errno.EIO, errno.EROFS):
+        assert not is_full(OSError(code, os.strerror(code)))
