@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .platforms import FEDORA_PLATFORMS
+from .urls import URLRefused, parse_url
 
 DEFAULT_CONFIG_PATH = Path("/etc/fedora-messaging/config.toml")
 CONFIG_ENV = "FEDORA_MESSAGING_CONF"
@@ -243,6 +244,10 @@ class Settings(_Model):
         for prefix in value:
             if not prefix.startswith(("https://", "http://")):
                 raise ValueError(f"{prefix!r} must be an http:// or https:// URL prefix")
+            try:
+                parse_url(prefix)
+            except URLRefused as error:
+                raise ValueError(f"{prefix!r} {error}") from None
         return value
 
     @field_validator("expected_arches")

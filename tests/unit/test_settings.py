@@ -247,3 +247,19 @@ def test_requeue_delays_default_and_validate(tmp_path):
     bad = GOOD + "\n[consumer_config.container.requeue]\ninitial_delay = -1\n"
     with pytest.raises(ConfigError, match=r"consumer_config\.container\.requeue\.initial_delay"):
         load_settings(write(tmp_path, bad))
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "https://kojipkgs.fedoraproject.org/compose/%2e%2e/",
+        "https://kojipkgs.fedoraproject.org/compose/../",
+        "https://kojipkgs.fedoraproject.org/compose;x/",
+        "https://user@kojipkgs.fedoraproject.org/compose/",
+        "https://kojipkgs.fedoraproject.org/compose/?x",
+    ],
+)
+def test_allowlist_entries_are_judged_like_locations(tmp_path, prefix):
+    text = GOOD.replace("https://kojipkgs.fedoraproject.org/compose/", prefix, 1)
+    with pytest.raises(ConfigError, match=r"compose_url_allowlist: .https:"):
+        load_settings(write(tmp_path, text))
