@@ -12,6 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from fedora_container_sync.compose import ComposeFetcher
+from fedora_container_sync.errors import ComposeError
+from fedora_container_sync.httpclient import new_client
+from fedora_container_sync.selection import ImageArtifact
+from fedora_container_sync.settings import RetrySettings
 from support.compose import ComposeImage, build_compose
 from support.harness import REPOS, Harness
 from support.proxy import Fault, FaultProxy, ProxyRequest
@@ -135,3 +140,33 @@ def test_a_redirect_climbing_out_encoded_is_not_followed(
     assert not any(outside.parent.name in path for path in compose_proxy.paths())
     assert not any(outside.parent.name in path for _, path, _ in compose_server.requests)
     assert nothing_published(harness)
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("Container/%2e%2e/%2e%2e/%2e%2e/x.tar.xz", "has an encoded '.'"),
+        ("Container/../../../x.tar.xz", "lies outside the compose"),
+        ("Container/..;/x.tar.xz", "has a ';'"),
+    ],
+)
+def test_the_fetcher_judges_every_url_it_requests(harness, path, reason):
+    """Behind the images.json check, the fetcher judges the URL httpx is about to send (httpx
+    resolves plain '..' itself): an artifact handed to it directly is not fetched either."""
+    body = harness.compose(COMPOSE, arches=("x86_64",))
+    artifact = ImageArtifact(
+        "fedora-toolbox", "Container_Toolbox", "Container", "x86_64", path, 1, "0" * 64, "docker",
+        "tar.xz",
+    )  # fmt: skip
+    harness.server.clear_requests()
+    with new_client(timeout=5) as client:
+        fetcher = ComposeFetcher(
+            client,
+            body["location"],
+            compose_id=COMPOSE,
+            allowlist=[f"{harness.server.url}/{harness.namespace}/"],
+            retry=RetrySettings(attempts=1),
+        )
+        with pytest.raises(ComposeError, match=reason):
+            fetcher.download(artifact, harness.tmp / "downloads")
+    assert harness.server.requests == []
