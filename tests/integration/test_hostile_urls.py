@@ -14,7 +14,7 @@ import pytest
 
 from fedora_container_sync.compose import ComposeFetcher
 from fedora_container_sync.errors import ComposeError
-from fedora_container_sync.httpclient import new_client
+from fedora_container_sync.httpclient import new_client, request_limits
 from fedora_container_sync.selection import ImageArtifact
 from fedora_container_sync.settings import RetrySettings
 from support.compose import ComposeImage, build_compose
@@ -170,3 +170,31 @@ def test_the_fetcher_judges_every_url_it_requests(harness, path, reason):
         with pytest.raises(ComposeError, match=reason):
             fetcher.download(artifact, harness.tmp / "downloads")
     assert harness.server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("suffix", "sent"),
+    [
+        ("%2e%2e/x", "%2e%2e/x"),  # escapes go out as they are...
+        ("%252E/x", "%252E/x"),
+        ("..;/x", "..;/x"),
+        ("a\\..\\x", "a\\..\\x"),
+        ("a//x", "a//x"),
+        ("a%2fx%5C", "a%2fx%5C"),
+        ("%zz", "%zz"),
+        ("a/../x", "x"),  # ...plain dot segments httpx resolves itself...
+        ("a/./x", "a/x"),
+        ("caf\u00e9 x", "caf%C3%A9%20x"),  # ...and what must be encoded, it encodes
+    ],
+)
+def test_the_fetcher_judges_the_path_httpx_puts_on_the_request_line(
+    compose_server, namespace, suffix, sent
+):
+    """compose._place judges ``httpx.URL(url).raw_path``: the request line a real server on
+    127.0.0.1 receives is exactly that."""
+    url = f"{compose_server.url}/{namespace}/{suffix}"
+    compose_server.clear_requests()
+    with new_client(timeout=5) as client, request_limits(10):
+        client.get(url)
+    ((_, received, _),) = compose_server.requests
+    assert received == f"/{namespace}/{sent}" == httpx.URL(url).raw_path.decode()
