@@ -4,8 +4,9 @@ Asked only when ``[releases]`` lacks a number a compose needs. ``GET <url>/relea
 the non-archived states, page by page; the answer is interpreted by
 :func:`~fedora_container_sync.tags.releases_from_bodhi` and cached per URL for
 ``bodhi.cache_seconds`` (one lookup per 20 minutes by default, however many composes arrive).
-Network failures, timeouts, 429 and 5xx are transient (retried, then the message is
-requeued); any other answer that is not a usable release list is permanent.
+Network failures, timeouts (also the ``http_deadline`` of one request), 429 and 5xx are
+transient (retried, then the message is requeued); any other answer that is not a usable
+release list (also one larger than 16 MiB) is permanent.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 import httpx
 
 from .errors import ReleaseLookupError, TransientError, one_line
+from .httpclient import MAX_API_ANSWER_BYTES, request_limits
 from .retry import call_with_retry
-from .settings import BodhiSettings, Releases, RetrySettings
+from .settings import DEFAULT_HTTP_DEADLINE, BodhiSettings, Releases, RetrySettings
 from .tags import releases_from_bodhi
 
 _log = logging.getLogger(__name__)
@@ -39,7 +41,11 @@ def clear_cache() -> None:
 
 
 def current_releases(
-    client: httpx.Client, settings: BodhiSettings, *, retry: RetrySettings
+    client: httpx.Client,
+    settings: BodhiSettings,
+    *,
+    retry: RetrySettings,
+    deadline: float = DEFAULT_HTTP_DEADLINE,
 ) -> Releases:
     """The current stable release and Rawhide's number, from the cache or from Bodhi."""
     now = time.monotonic()
@@ -48,7 +54,7 @@ def current_releases(
     if cached is not None and now - cached[0] < settings.cache_seconds:
         return cached[1]
     releases = call_with_retry(
-        lambda: _fetch(client, settings.url),
+        lambda: _fetch(client, settings.url, deadline),
         what=f"release lookup at {settings.url}",
         policy=retry,
     )
@@ -63,14 +69,14 @@ def current_releases(
     return releases
 
 
-def _fetch(client: httpx.Client, base: str) -> Releases:
+def _fetch(client: httpx.Client, base: str, deadline: float) -> Releases:
     url = f"{base}/releases/"
     found: list[Any] = []
     for page in range(1, _MAX_PAGES + 1):
         params = httpx.QueryParams(
             [*(("state", state) for state in _STATES), ("rows_per_page", _ROWS_PER_PAGE)]
         ).set("page", page)
-        document = _get_json(client, url, params)
+        document = _get_json(client, url, params, deadline)
         releases, pages = document.get("releases"), document.get("pages")
         if not isinstance(releases, list) or not isinstance(pages, int):
             raise ReleaseLookupError(f"Bodhi {url}: answer has no releases list")
@@ -80,13 +86,24 @@ def _fetch(client: httpx.Client, base: str) -> Releases:
     raise ReleaseLookupError(f"Bodhi {url}: more than {_MAX_PAGES} pages of releases")
 
 
-def _get_json(client: httpx.Client, url: str, params: httpx.QueryParams) -> dict[str, Any]:
-    try:
-        response = client.get(url, params=params, headers={"Accept": "application/json"})
-    except httpx.TimeoutException:
-        raise TransientError(f"Bodhi {url}: timed out") from None
-    except httpx.TransportError as error:
-        raise TransientError(f"Bodhi {url}: unreachable: {one_line(error)}") from None
+def _get_json(
+    client: httpx.Client, url: str, params: httpx.QueryParams, deadline: float
+) -> dict[str, Any]:
+    with request_limits(deadline, max_bytes=MAX_API_ANSWER_BYTES) as limits:
+        try:
+            response = client.get(url, params=params, headers={"Accept": "application/json"})
+        except httpx.TimeoutException:
+            if limits.expired:
+                raise TransientError(
+                    f"Bodhi {url}: no complete answer within the {deadline:g} s http_deadline"
+                ) from None
+            raise TransientError(f"Bodhi {url}: timed out") from None
+        except httpx.TransportError as error:
+            if limits.too_large:
+                raise ReleaseLookupError(
+                    f"Bodhi {url}: answer larger than {MAX_API_ANSWER_BYTES} bytes"
+                ) from None
+            raise TransientError(f"Bodhi {url}: unreachable: {one_line(error)}") from None
     status = response.status_code
     if status == 429 or status >= 500:
         raise TransientError(f"Bodhi {url}: HTTP {status}")
@@ -94,7 +111,7 @@ def _get_json(client: httpx.Client, url: str, params: httpx.QueryParams) -> dict
         raise ReleaseLookupError(f"Bodhi {url}: HTTP {status}")
     try:
         document = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ReleaseLookupError(f"Bodhi {url}: answer is not JSON") from None
     if not isinstance(document, dict):
         raise ReleaseLookupError(f"Bodhi {url}: answer is not a JSON object")

@@ -2,8 +2,12 @@
 
 Translates every HTTP or network failure into our two branches: transient
 (:class:`TransientError`: connection problems, timeouts, 429, 5xx) and permanent
-(:class:`ComposeError`: 404, bad metadata, size or checksum mismatch). Redirects are followed
-only while they stay inside the allowlist.
+(:class:`ComposeError`: 404, bad metadata, size or checksum mismatch). Every URL is judged as
+the server will read it (:mod:`.urls`) before it is asked for: a file must lie inside the
+compose, a redirect is followed only while it stays inside the allowlist. Every request has an
+overall deadline (:mod:`.httpclient`): ``http_deadline`` for metadata, plus the image's size at
+``min_download_rate`` for an image; running out of it is transient (a slow or overloaded server
+may recover). Metadata larger than ``max_metadata_bytes`` is refused for good.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from . import urls
 from .archive import (
     DEFAULT_MAX_RATIO,
     DEFAULT_MAX_SIZE,
@@ -31,11 +36,16 @@ from .archive import (
     decompressed_limit,
     detect_transport,
 )
-from .errors import ComposeError, MessageError, TransientError, one_line
-from .messages import check_location
+from .errors import ComposeError, TransientError, one_line
+from .httpclient import request_limits
 from .retry import call_with_retry, retry_after_seconds, transient_status
 from .selection import ImageArtifact
-from .settings import RetrySettings
+from .settings import (
+    DEFAULT_HTTP_DEADLINE,
+    DEFAULT_MAX_METADATA_BYTES,
+    DEFAULT_MIN_DOWNLOAD_RATE,
+    RetrySettings,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -80,6 +90,9 @@ class ComposeFetcher:
         retry: RetrySettings,
         max_decompressed_ratio: float = DEFAULT_MAX_RATIO,
         max_decompressed_size: int = DEFAULT_MAX_SIZE,
+        deadline: float = DEFAULT_HTTP_DEADLINE,
+        max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+        min_download_rate: int = DEFAULT_MIN_DOWNLOAD_RATE,
     ) -> None:
         self._client = client
         self._location = location.rstrip("/")
@@ -88,6 +101,9 @@ class ComposeFetcher:
         self._retry = retry
         self._max_ratio = max_decompressed_ratio
         self._max_size = max_decompressed_size
+        self._deadline = deadline
+        self._max_metadata_bytes = max_metadata_bytes
+        self._min_download_rate = min_download_rate
 
     def url(self, path: str) -> str:
         return f"{self._location}/{path}"
@@ -129,16 +145,23 @@ class ComposeFetcher:
         dest_dir.mkdir(parents=True, exist_ok=True)
         final = dest_dir / f"{artifact.sha256}.tar"
         where = f"{self._compose_id}: {artifact.path}"
+        seconds = self._deadline + artifact.size / self._min_download_rate
+        deadline = (
+            f"the {seconds:.1f} s download deadline (http_deadline {self._deadline:g} s + "
+            f"{artifact.size} bytes at min_download_rate {self._min_download_rate} bytes/s)"
+        )
         call_with_retry(
-            lambda: self._download_once(artifact, final, where),
+            lambda: self._download_once(artifact, final, where, seconds, deadline),
             what=f"compose {self._compose_id}: download of {artifact.path}",
             policy=self._retry,
         )
         return LocalImage(artifact, final, detect_transport(final, where=where))
 
-    def _download_once(self, artifact: ImageArtifact, final: Path, where: str) -> None:
+    def _download_once(
+        self, artifact: ImageArtifact, final: Path, where: str, seconds: float, deadline: str
+    ) -> None:
         partial = final.with_name(final.name + ".part")
-        limit = decompressed_limit(artifact.size, ratio=self._max_ratio, maximum=self._max_size)
+        cap = decompressed_limit(artifact.size, ratio=self._max_ratio, maximum=self._max_size)
         hasher = hashlib.sha256()
         size = 0
         decoder: Decoder | None = None
@@ -146,7 +169,9 @@ class ComposeFetcher:
         head = b""
         try:
             with (
-                self._stream(artifact.path, headers=_IDENTITY) as response,
+                self._stream(
+                    artifact.path, headers=_IDENTITY, deadline=seconds, limit=deadline
+                ) as response,
                 partial.open("wb") as out,
             ):
                 for chunk in _body(response):
@@ -162,21 +187,21 @@ class ComposeFetcher:
                         head += chunk
                         if len(head) < MAGIC_LENGTH:
                             continue
-                        decoder, chunk, head = decoder_for(head, limit=limit), head, b""
+                        decoder, chunk, head = decoder_for(head, limit=cap), head, b""
                     try:
                         out.writelines(decoder.feed(chunk))
                     except LimitExceeded:
-                        decode_error = self._too_large(artifact, limit)
+                        decode_error = self._too_large(artifact, cap)
                     except ValueError as error:
                         decode_error = str(error)
                 if not decode_error:
                     try:
                         if decoder is None:
-                            decoder = decoder_for(head, limit=limit)
+                            decoder = decoder_for(head, limit=cap)
                             out.writelines(decoder.feed(head))
                         out.write(decoder.finish())
                     except LimitExceeded:
-                        decode_error = self._too_large(artifact, limit)
+                        decode_error = self._too_large(artifact, cap)
                     except ValueError as error:
                         decode_error = str(error)
             if size != artifact.size:
@@ -204,54 +229,108 @@ class ComposeFetcher:
 
     def _get_json(self, path: str) -> Any:
         def once() -> Any:
-            with self._stream(path) as response:
-                body = response.read()
+            limit = f"the {self._deadline:g} s http_deadline"
+            with self._stream(
+                path, headers=_IDENTITY, deadline=self._deadline, limit=limit
+            ) as response:
+                body = self._read_metadata(response)
             try:
                 document: Any = json.loads(body)
             except (UnicodeDecodeError, json.JSONDecodeError) as error:
                 raise ComposeError(f"{self._compose_id}: {path} is not JSON: {error}") from None
+            except RecursionError:
+                raise ComposeError(f"{self._compose_id}: {path} is nested too deeply") from None
             return document
 
         return call_with_retry(
             once, what=f"compose {self._compose_id}: fetch of {path}", policy=self._retry
         )
 
+    def _read_metadata(self, response: httpx.Response) -> bytes:
+        """The body, refused as soon as it passes ``max_metadata_bytes`` (decoded)."""
+        cap = self._max_metadata_bytes
+        refusal = (
+            f"{self._compose_id}: {_shown(response.url)} is larger than max_metadata_bytes "
+            f"({cap} bytes)"
+        )
+        length = response.headers.get("content-length", "")
+        if length.isascii() and length.isdigit() and int(length) > cap:
+            raise ComposeError(refusal)
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise ComposeError(refusal)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     @contextlib.contextmanager
     def _stream(
-        self, path: str, *, headers: dict[str, str] | None = None
+        self,
+        path: str,
+        *,
+        deadline: float,
+        limit: str,
+        headers: dict[str, str] | None = None,
     ) -> Iterator[httpx.Response]:
-        """GET ``path`` under the compose, following in-allowlist redirects; 2xx only."""
+        """GET ``path`` under the compose, following in-allowlist redirects; 2xx only.
+
+        The whole exchange, redirects and body included, ends within ``deadline`` seconds
+        (``limit`` names it in the error).
+        """
         url = self.url(path)
-        for _ in range(_MAX_REDIRECTS + 1):
-            try:
-                with self._client.stream(
-                    "GET", url, headers=headers, follow_redirects=False
-                ) as response:
-                    if response.is_redirect:
-                        url = self._redirect_target(url, response)
-                        continue
-                    self._raise_for_status(response, path)
-                    yield response
-                    return
-            except httpx.TimeoutException:
-                raise TransientError(f"{self._compose_id}: timed out fetching {path}") from None
-            except httpx.TransportError as error:
-                raise TransientError(
-                    f"{self._compose_id}: could not fetch {path}: {one_line(error)}"
-                ) from None
+        try:
+            inside = _place(self._location + "/").contains(_place(url))
+        except urls.URLRefused as error:
+            raise ComposeError(f"{self._compose_id}: {path}: {_shown(url)} {error}") from None
+        if not inside:
+            raise ComposeError(
+                f"{self._compose_id}: {path}: {_shown(url)} lies outside the compose"
+            )
+        with request_limits(deadline) as limits:
+            for _ in range(_MAX_REDIRECTS + 1):
+                try:
+                    with self._client.stream(
+                        "GET", url, headers=headers, follow_redirects=False
+                    ) as response:
+                        if response.is_redirect:
+                            url = self._redirect_target(url, response)
+                            continue
+                        self._raise_for_status(response, path)
+                        yield response
+                        return
+                except httpx.TimeoutException:
+                    if limits.expired:
+                        raise TransientError(
+                            f"{self._compose_id}: {_shown(url)}: no complete answer within {limit}"
+                        ) from None
+                    raise TransientError(f"{self._compose_id}: timed out fetching {path}") from None
+                except httpx.TransportError as error:
+                    raise TransientError(
+                        f"{self._compose_id}: could not fetch {path}: {one_line(error)}"
+                    ) from None
         raise ComposeError(f"{self._compose_id}: too many redirects fetching {path}")
 
     def _redirect_target(self, url: str, response: httpx.Response) -> str:
         target = str(urljoin(url, response.headers.get("location", "")))
+        # Judged like any other request (a query, as in signed mirror URLs, is fine here).
         try:
-            # Same rule as a message's location; a query (signed mirror URLs) is fine here.
-            without_query = urlunsplit(urlsplit(target)._replace(query=""))
-            check_location(without_query, self._allowlist, compose_id=self._compose_id)
-        except MessageError:
+            place = _place(target)
+        except urls.URLRefused as error:
             raise ComposeError(
-                f"{self._compose_id}: {url} redirects to {target}, outside compose_url_allowlist"
+                f"{self._compose_id}: {_shown(url)} redirects to {_shown(target)}, which {error}"
             ) from None
-        return target
+        for prefix in self._allowlist:
+            try:
+                if urls.parse_url(prefix).contains(place):
+                    return target
+            except urls.URLRefused:
+                continue
+        raise ComposeError(
+            f"{self._compose_id}: {_shown(url)} redirects to {_shown(target)}, "
+            "outside compose_url_allowlist"
+        )
 
     def _raise_for_status(self, response: httpx.Response, path: str) -> None:
         status = response.status_code
@@ -265,6 +344,27 @@ class ComposeFetcher:
         if status in (404, 410):
             raise ComposeError(f"{self._compose_id}: {path} not found (HTTP {status})")
         raise ComposeError(what)
+
+
+def _place(url: str) -> urls.Place:
+    """Where a request for ``url`` lands, judged on the URL httpx will send (its own
+    normalization done: ``..`` resolved, characters percent-encoded)."""
+    try:
+        parsed = httpx.URL(url)
+        host = parsed.raw_host.decode("ascii")
+        path = parsed.raw_path.partition(b"?")[0].decode("ascii")
+    except (httpx.InvalidURL, UnicodeDecodeError) as error:
+        raise urls.URLRefused(f"is not a usable URL ({one_line(error)})") from None
+    if parsed.userinfo:
+        raise urls.URLRefused("carries credentials")
+    return urls.request_place(parsed.scheme, host, parsed.port, path)
+
+
+def _shown(url: str | httpx.URL) -> str:
+    """``url`` for an error line: without user info, query or fragment (they may hold
+    credentials or signatures)."""
+    parts = urlsplit(str(url))
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def _body(response: httpx.Response) -> Iterator[bytes]:

@@ -36,7 +36,11 @@ def read_registries(settings: Settings) -> tuple[list[RepositoryState], list[Rea
             credentials, registry=registry.url, allow_http_realm=not registry.tls_verify
         )
         with RegistryClient(
-            registry, timeout=settings.http_timeout, retry=settings.retry, auth=auth
+            registry,
+            timeout=settings.http_timeout,
+            deadline=settings.http_deadline,
+            retry=settings.retry,
+            auth=auth,
         ) as client:
             try:
                 client.ping()

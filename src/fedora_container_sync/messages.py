@@ -8,7 +8,6 @@ per line, what ``fedora-messaging record`` writes).
 from __future__ import annotations
 
 import json
-import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import urls
 from .errors import MessageError, UsageError
 from .settings import describe_validation_error
 
@@ -83,43 +83,39 @@ def parse_compose_message(body: Mapping[str, Any], allowlist: Iterable[str]) -> 
 
 
 def check_location(location: str, allowlist: Iterable[str], *, compose_id: str) -> None:
-    """Refuse a compose location that is not under one of the allowlisted URL prefixes.
+    """Refuse a compose location that does not land under one of the allowlisted URL prefixes.
 
-    A plain ``startswith`` would let ``https://host.evil`` pass ``https://host``; the scheme,
-    host and port must match exactly and the path must continue on a segment boundary.
+    Judged as the server will read it (:mod:`.urls`): scheme, host and port must match
+    exactly, and the path's segments, percent-decoded once, must continue the prefix's on a
+    segment boundary (a plain ``startswith`` would let ``https://host.evil`` pass
+    ``https://host``). Encoded dots and separators, backslashes, ``;`` parameters and dot
+    segments are refused outright.
     """
     parts = urlsplit(location)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.netloc:
         raise MessageError(f"{compose_id}: location {location!r} is not an http(s) URL")
-    if parts.username or parts.password or parts.query or parts.fragment:
+    if "@" in parts.netloc or parts.query or parts.fragment:
         raise MessageError(
             f"{compose_id}: location {_redact(location)!r} must not carry credentials, "
             "a query or a fragment"
         )
-    if ".." in parts.path.split("/") or posixpath.normpath(parts.path or "/") != (
-        parts.path.rstrip("/") or "/"
-    ):
-        raise MessageError(f"{compose_id}: location {location!r} is not a normalized path")
+    try:
+        place = urls.parse_url(location)
+    except urls.URLRefused as error:
+        raise MessageError(f"{compose_id}: location {location!r} {error}") from None
     for prefix in allowlist:
-        allowed = urlsplit(prefix)
-        if (parts.scheme, parts.netloc.lower()) != (allowed.scheme, allowed.netloc.lower()):
-            continue
-        base = allowed.path.rstrip("/")
-        if (
-            parts.path == base
-            or parts.path.startswith(base + "/")
-            or (prefix.endswith("/") and (parts.path.startswith(allowed.path)))
-        ):
+        try:
+            allowed = urls.parse_url(prefix)
+        except urls.URLRefused:
+            continue  # settings refuse such an entry; never let it widen the allowlist
+        if allowed.contains(place):
             return
     raise MessageError(f"{compose_id}: location {location!r} is outside compose_url_allowlist")
 
 
 def _redact(url: str) -> str:
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 class _Headers(BaseModel):

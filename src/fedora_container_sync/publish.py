@@ -34,6 +34,7 @@ from .errors import (
     TagRaceError,
     WorkDirFull,
 )
+from .httpclient import new_client
 from .layout import LocalManifest, annotate_layout, manifest_blob, read_layout
 from .manifests import (
     ARCH,
@@ -260,8 +261,8 @@ class _Run:
 
     def _execute(self) -> None:
         with (
-            httpx.Client(
-                timeout=httpx.Timeout(self.settings.http_timeout, connect=15.0),
+            new_client(
+                timeout=self.settings.http_timeout,
                 headers={"User-Agent": "fedora-container-sync"},
             ) as http,
             contextlib.ExitStack() as stack,
@@ -275,6 +276,9 @@ class _Run:
                 retry=self.settings.retry,
                 max_decompressed_ratio=self.settings.max_decompressed_ratio,
                 max_decompressed_size=self.settings.max_decompressed_size,
+                deadline=self.settings.http_deadline,
+                max_metadata_bytes=self.settings.max_metadata_bytes,
+                min_download_rate=self.settings.min_download_rate,
             )
             planned = self._plan(fetcher, http)
             if planned is None:
@@ -334,7 +338,12 @@ class _Run:
         static = self.settings.releases
         if not needs_lookup(facts.release_version, static):
             return static
-        looked_up = bodhi.current_releases(http, self.settings.bodhi, retry=self.settings.retry)
+        looked_up = bodhi.current_releases(
+            http,
+            self.settings.bodhi,
+            retry=self.settings.retry,
+            deadline=self.settings.http_deadline,
+        )
         return merge_releases(static, looked_up)
 
     def _needs_build(self, artifact: ImageArtifact) -> bool:
@@ -487,6 +496,7 @@ class _Run:
                 RegistryClient(
                     settings,
                     timeout=self.settings.http_timeout,
+                    deadline=self.settings.http_deadline,
                     retry=self.settings.retry,
                     auth=auth,
                     log_prefix=f"compose {self.compose_id}: ",

@@ -5,7 +5,6 @@ Works on productmd's parsed ``images.json`` (``images[variant][arch]`` → set o
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from typing import Any
 
 from .errors import ComposeError
 from .platforms import arch_sort_key
+from .urls import URLRefused, path_segments
 
 #: images.json ``type`` values that are container images: ``docker`` (kiwi/ImageFactory,
 #: until about F41), ``container`` and ``bootable-container`` (F42+), ``ociarchive``
@@ -95,15 +95,16 @@ def _artifact(image: Any, variant: str, repository: str, compose_id: str) -> Ima
 
 
 def check_relative_path(path: object, *, where: str) -> None:
-    """Refuse a path that would leave the compose: absolute, ``..``, a URL, or odd characters."""
+    """Refuse a path that would leave the compose, read as the compose server will read it.
+
+    Absolute paths and URLs, and everything :func:`~.urls.path_segments` refuses (``..``,
+    encoded dots and separators, backslashes, ``;``, ``?``, ``#``, control characters).
+    """
     if not isinstance(path, str) or not path:
         raise ComposeError(f"{where}: path is empty")
-    if (
-        path.startswith("/")
-        or "://" in path
-        or "\\" in path
-        or any(ord(char) < 32 for char in path)
-        or ".." in path.split("/")
-        or posixpath.normpath(path) != path
-    ):
-        raise ComposeError(f"{where}: path escapes the compose directory")
+    if path.startswith("/") or "://" in path or path.endswith("/"):
+        raise ComposeError(f"{where}: path escapes the compose directory: not a relative file path")
+    try:
+        path_segments(path)
+    except URLRefused as error:
+        raise ComposeError(f"{where}: path escapes the compose directory: it {error}") from None

@@ -19,12 +19,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .archive import DEFAULT_MAX_RATIO, DEFAULT_MAX_SIZE
 from .errors import ConfigError
 from .platforms import FEDORA_PLATFORMS
+from .urls import URLRefused, parse_url
 
 DEFAULT_CONFIG_PATH = Path("/etc/fedora-messaging/config.toml")
 CONFIG_ENV = "FEDORA_MESSAGING_CONF"
 #: systemd's LoadCredential= puts credential files here
 CREDENTIALS_DIRECTORY_ENV = "CREDENTIALS_DIRECTORY"
 SECTION = "consumer_config.container"
+#: Limits on what the network may cost (see README, "What is refused"): real composeinfo.json
+#: and images.json files are a few hundred KiB to a few MiB; kojipkgs serves Fedora's
+#: multi-GiB images at tens of MiB/s inside the data centre.
+DEFAULT_HTTP_DEADLINE = 300.0
+DEFAULT_MAX_METADATA_BYTES = 16 << 20
+DEFAULT_MIN_DOWNLOAD_RATE = 256 << 10
 
 # host[:port][/namespace...]; lower-case host names, registry path components per the
 # distribution spec.
@@ -216,6 +223,13 @@ class Settings(_Model):
     publish_amqp_messages: bool = False
     skopeo: str = "skopeo"
     http_timeout: float = Field(default=60.0, gt=0)
+    #: Seconds one HTTP request may take as a whole (metadata, registry API, Bodhi).
+    http_deadline: float = Field(default=DEFAULT_HTTP_DEADLINE, gt=0)
+    #: Bytes composeinfo.json or images.json may have.
+    max_metadata_bytes: int = Field(default=DEFAULT_MAX_METADATA_BYTES, gt=0)
+    #: Bytes per second an image download must average: its deadline is ``http_deadline``
+    #: plus its size at this rate.
+    min_download_rate: int = Field(default=DEFAULT_MIN_DOWNLOAD_RATE, gt=0)
     skopeo_timeout: float = Field(default=3600.0, gt=0)
     #: How many downloads, conversions, pushes and registry reads run at once.
     max_parallel: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
@@ -248,6 +262,10 @@ class Settings(_Model):
         for prefix in value:
             if not prefix.startswith(("https://", "http://")):
                 raise ValueError(f"{prefix!r} must be an http:// or https:// URL prefix")
+            try:
+                parse_url(prefix)
+            except URLRefused as error:
+                raise ValueError(f"{prefix!r} {error}") from None
         return value
 
     @field_validator("expected_arches")

@@ -18,7 +18,12 @@ Faults:
 * ``Fault.hang(seconds)``: nothing is sent for ``seconds``, then the connection is closed;
 * ``Fault.redirect(url)``: a 302 to ``url``;
 * ``Fault.rewrite({"Docker-Content-Digest": "..."})``: the request is forwarded and the answer
-  passed back with these headers replaced (or added).
+  passed back with these headers replaced (or added);
+* ``Fault.trickle(seconds)``: the request is forwarded, and the upstream's answer (status line
+  and headers included) is passed on one byte every ``seconds``: each read is quick, the whole
+  answer takes forever;
+* ``Fault.endless(seconds)``: a 200 whose body never ends (no ``Content-Length``; JSON-looking
+  bytes, ``seconds`` between chunks, 0 for as fast as the client reads), not forwarded.
 """
 
 from __future__ import annotations
@@ -85,6 +90,14 @@ class Fault:
     @classmethod
     def rewrite(cls, headers: dict[str, str]) -> Fault:
         return cls("rewrite", headers=tuple(headers.items()))
+
+    @classmethod
+    def trickle(cls, seconds: float) -> Fault:
+        return cls("trickle", seconds=seconds)
+
+    @classmethod
+    def endless(cls, seconds: float = 0.0) -> Fault:
+        return cls("endless", status=200, seconds=seconds)
 
     @property
     def label(self) -> str:
@@ -187,6 +200,10 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(fault.seconds)
             self._hang_up()
             return
+        if fault is not None and fault.kind == "endless":
+            proxy.record(request, fault, fault.status)
+            self._endless(fault.seconds)
+            return
         if fault is not None and fault.kind in ("status", "redirect"):
             body = json.dumps(
                 {"errors": [{"code": "UNAVAILABLE", "message": "injected fault", "detail": None}]}
@@ -210,6 +227,10 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.record(request, Fault("upstream-down"), None)
             self._hang_up()
             return
+        if fault is not None and fault.kind == "trickle":
+            proxy.record(request, fault, status)
+            self._trickle(status, headers, body, fault.seconds)
+            return
         if fault is not None and fault.kind == "rewrite":
             replaced = {name.lower() for name, _ in fault.headers}
             headers = [(k, v) for k, v in headers if k.lower() not in replaced]
@@ -227,6 +248,34 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         proxy.record(request, fault, status)
         proxy.on_response(request, status)
+
+    def _trickle(
+        self, status: int, headers: list[tuple[str, str]], body: bytes, seconds: float
+    ) -> None:
+        head = f"HTTP/1.1 {status} {http.client.responses.get(status, '')}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers)
+        answer = (head + "\r\n").encode("latin-1") + (b"" if self.command == "HEAD" else body)
+        try:
+            for index in range(len(answer)):
+                self.wfile.write(answer[index : index + 1])
+                self.wfile.flush()
+                time.sleep(seconds)
+        except OSError:
+            pass  # the client gave up
+        self._hang_up()
+
+    def _endless(self, seconds: float) -> None:
+        chunk = b"0," * 4096 if seconds == 0 else b"0,"
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n[")
+            while True:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                if seconds:
+                    time.sleep(seconds)
+        except OSError:
+            pass  # the client gave up
+        self._hang_up()
 
     def _hang_up(self) -> None:
         self.close_connection = True

@@ -77,6 +77,8 @@ def test_missing_location():
         "https://kojipkgs.fedoraproject.org/compose/41/x/compose",
         "https://kojipkgs.fedoraproject.org/compose",
         "https://KOJIPKGS.fedoraproject.org/compose/x",
+        "HTTPS://kojipkgs.fedoraproject.org:443/compose/x",
+        "https://kojipkgs.fedoraproject.org/compose/41/%46edora-41/compose/",
     ],
 )
 def test_allowed_locations(location):
@@ -96,12 +98,29 @@ def test_allowed_locations(location):
         "https://kojipkgs.fedoraproject.org/compose/x?y=1",
         "file:///compose/x",
         "kojipkgs.fedoraproject.org/compose/x",
+        # what a server decodes or normalizes into somewhere else
+        "https://kojipkgs.fedoraproject.org/compose/%2e%2e/secret",
+        "https://kojipkgs.fedoraproject.org/compose/%2E./secret",
+        "https://kojipkgs.fedoraproject.org/compose/%252e%252e/secret",
+        "https://kojipkgs.fedoraproject.org/compose/..%2fsecret",
+        "https://kojipkgs.fedoraproject.org/compose/x%5c..%5c..%5csecret",
+        "https://kojipkgs.fedoraproject.org/compose/..;/secret",
+        "https://kojipkgs.fedoraproject.org/compose/x\\..\\..\\secret",
+        "https://kojipkgs.fedoraproject.org/compose//secret",
+        "https://kojipkgs.fedoraproject.org/compose/x%00",
+        "https://kojipkgs.fedoraproject.org/compose/\uff0e\uff0e/secret",
+        "https://kojipkgs.fedoraproject.org./compose/x",
+        "https://kojipkgs.fedoraproject.org:0443/compose/x",
+        "https://\uff4bojipkgs.fedoraproject.org/compose/x",
+        "https://evil.example\\@kojipkgs.fedoraproject.org/compose/x",
+        "https://u:pw@kojipkgs.fedoraproject.org:99999/compose/x",
     ],
 )
 def test_refused_locations(location):
     with pytest.raises(MessageError) as caught:
         check_location(location, ALLOW, compose_id="c")
     assert "pw" not in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
 def serialized(body, topic=TOPIC):

@@ -108,7 +108,32 @@ def test_bad_image_entries_are_compose_errors(overrides, message):
         select_images({"Container": {"x86_64": [image(**overrides)]}}, REPOS, compose_id="c")
 
 
-@pytest.mark.parametrize("path", ["a/../b", "a//b", "./a", "a/./b", "a\\b", "", "a/b/\x00"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "a/../b",
+        "a//b",
+        "./a",
+        "a/./b",
+        "a\\b",
+        "",
+        "a/b/\x00",
+        "a/",
+        # encoded, as the compose server decodes them
+        "Container/%2e%2e/%2e%2e/%2e%2e/elsewhere/x.tar.xz",
+        "Container/.%2E/x.tar.xz",
+        "Container/%252e%252e/x.tar.xz",
+        "Container%2f..%2f..%2fx.tar.xz",
+        "Container%5c..%5cx.tar.xz",
+        "Container/..;/x.tar.xz",
+        "Container/x.tar.xz;.json",
+        "Container/x.tar.xz?y",
+        "Container/x.tar.xz#y",
+        "Container/%00.tar.xz",
+        "Container/\uff0e\uff0e/x.tar.xz",
+        "Container/.../x.tar.xz",
+    ],
+)
 def test_path_checks(path):
-    with pytest.raises(ComposeError):
+    with pytest.raises(ComposeError, match=r"^x: path (is empty|escapes the compose directory)"):
         check_relative_path(path, where="x")

@@ -267,3 +267,42 @@ def test_decompression_limits_default_and_validate(tmp_path):
         key = bad.split()[0]
         with pytest.raises(ConfigError, match=rf"consumer_config\.container\.{key}"):
             load_settings(write(tmp_path, GOOD.replace("work_dir =", f"{bad}\nwork_dir =")))
+
+
+def test_network_limits_default_and_validate(tmp_path):
+    settings = load_settings(write(tmp_path, GOOD))
+    assert settings.http_deadline == 300.0
+    assert settings.max_metadata_bytes == 16 << 20
+    assert settings.min_download_rate == 256 << 10
+    limits = "http_deadline = 2.5\nmax_metadata_bytes = 4096\nmin_download_rate = 1000\n"
+    tuned = load_settings(write(tmp_path, GOOD.replace("work_dir", limits + "work_dir", 1)))
+    assert (tuned.http_deadline, tuned.max_metadata_bytes, tuned.min_download_rate) == (
+        2.5,
+        4096,
+        1000,
+    )
+    for bad in (
+        "http_deadline = 0",
+        "max_metadata_bytes = -1",
+        "min_download_rate = 0",
+        'max_metadata_bytes = "16M"',
+    ):
+        key = bad.split(" ")[0]
+        with pytest.raises(ConfigError, match=rf"container\.{key}: "):
+            load_settings(write(tmp_path, GOOD.replace("work_dir", bad + "\nwork_dir", 1)))
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "https://kojipkgs.fedoraproject.org/compose/%2e%2e/",
+        "https://kojipkgs.fedoraproject.org/compose/../",
+        "https://kojipkgs.fedoraproject.org/compose;x/",
+        "https://user@kojipkgs.fedoraproject.org/compose/",
+        "https://kojipkgs.fedoraproject.org/compose/?x",
+    ],
+)
+def test_allowlist_entries_are_judged_like_locations(tmp_path, prefix):
+    text = GOOD.replace("https://kojipkgs.fedoraproject.org/compose/", prefix, 1)
+    with pytest.raises(ConfigError, match=r"compose_url_allowlist: .https:"):
+        load_settings(write(tmp_path, text))

@@ -3,8 +3,9 @@
 Every HTTP status and network failure is translated here, in one place, into our errors:
 :class:`RegistryUnavailable` (transient: network, timeouts, 429, 5xx) or
 :class:`RegistryError` (permanent). A manifest read answers ``None`` only for a clean
-``404 MANIFEST_UNKNOWN``; every other answer fails closed. Authorization headers are never
-logged or put into an error.
+``404 MANIFEST_UNKNOWN``; every other answer fails closed. Every request (with its token
+round trips) ends within ``http_deadline`` (transient when it does not) and may receive at most
+16 MiB (permanent). Authorization headers are never logged or put into an error.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from pathlib import Path
 import httpx
 
 from ..errors import RegistryError, RegistryUnavailable, one_line
+from ..httpclient import MAX_API_ANSWER_BYTES, new_client, request_limits
 from ..manifests import Manifest, digest_of
 from ..retry import call_with_retry, retry_after_seconds, transient_status
-from ..settings import RegistrySettings, RetrySettings
+from ..settings import DEFAULT_HTTP_DEADLINE, RegistrySettings, RetrySettings
 from . import mediatype
 
 _log = logging.getLogger(__name__)
@@ -72,16 +74,18 @@ class RegistryClient:
         *,
         timeout: float,
         retry: RetrySettings,
+        deadline: float = DEFAULT_HTTP_DEADLINE,
         auth: httpx.Auth | None = None,
         transport: httpx.BaseTransport | None = None,
         log_prefix: str = "",
     ) -> None:
         self.registry = registry
         self._retry = retry
+        self._deadline = deadline
         self._log_prefix = log_prefix
         self._scheme: str | None = "https" if registry.tls_verify else None
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+        self._client = new_client(
+            timeout=timeout,
             verify=ssl_context(registry.cert_dir, verify=registry.tls_verify),
             auth=auth,
             follow_redirects=False,
@@ -220,7 +224,8 @@ class RegistryClient:
         """``scheme://host``; with tls_verify off, HTTPS is tried first, then plain HTTP."""
         if self._scheme is None:
             try:
-                self._client.get(f"https://{self.registry.host}/v2/")
+                with request_limits(self._deadline, max_bytes=MAX_API_ANSWER_BYTES):
+                    self._client.get(f"https://{self.registry.host}/v2/")
                 self._scheme = "https"
             except httpx.ConnectError as error:
                 if isinstance(error.__cause__, ssl.SSLError) or "SSL" in str(error):
@@ -247,22 +252,29 @@ class RegistryClient:
         content: bytes | None = None,
         follow_redirects: bool = False,
     ) -> httpx.Response:
-        try:
-            return self._client.request(
-                method,
-                self._base() + path,
-                headers=headers,
-                content=content,
-                follow_redirects=follow_redirects,
-            )
-        except httpx.TimeoutException:
-            raise RegistryUnavailable(f"{what}: registry timed out") from None
-        except tuple(_UNUSABLE) as error:
-            raise _unusable(error, what) from None
-        except httpx.TransportError as error:
-            raise RegistryUnavailable(
-                f"{what}: registry {self.registry.host} unreachable: {one_line(error)}"
-            ) from None
+        url = self._base() + path
+        with request_limits(self._deadline, max_bytes=MAX_API_ANSWER_BYTES) as limits:
+            try:
+                return self._client.request(
+                    method, url, headers=headers, content=content, follow_redirects=follow_redirects
+                )
+            except httpx.TimeoutException:
+                if limits.expired:
+                    raise RegistryUnavailable(
+                        f"{what}: registry gave no complete answer within the "
+                        f"{self._deadline:g} s http_deadline"
+                    ) from None
+                raise RegistryUnavailable(f"{what}: registry timed out") from None
+            except tuple(_UNUSABLE) as error:
+                raise _unusable(error, what) from None
+            except httpx.TransportError as error:
+                if limits.too_large:
+                    raise RegistryError(
+                        f"{what}: registry answer larger than {MAX_API_ANSWER_BYTES} bytes"
+                    ) from None
+                raise RegistryUnavailable(
+                    f"{what}: registry {self.registry.host} unreachable: {one_line(error)}"
+                ) from None
 
     @staticmethod
     def _raise_for_status(response: httpx.Response, what: str) -> None:

@@ -1,0 +1,175 @@
+"""HTTP clients whose every request has an overall deadline and a cap on the bytes received.
+
+httpx bounds each network operation (connect, each read, each write) but not a request as a
+whole (encode/httpx#1450): a server that sends a byte every few seconds, in its headers or its
+body, keeps a request alive forever, and an endless body fills memory. Every client of this
+project is built by :func:`new_client`; its connections go through a network backend (the
+httpcore layer) that bounds each socket operation by the time the request has left and counts
+the bytes received. Every request runs inside :func:`request_limits`, which sets the deadline
+and cap for the requests its block makes in this thread (redirects and the registry's token
+round trips included). A request outside such a block is a bug and raises ``RuntimeError``.
+
+A request that runs out of time fails as httpx's ``TimeoutException``, one that receives too
+much as its ``ReadError``; the caller asks its :class:`RequestLimits` which limit it was, to
+say so in one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import time
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpcore
+import httpx
+
+#: What one answer from a registry or Bodhi may weigh, headers included: manifests and config
+#: blobs are refused above 4 MiB anyway, a tag-list page or a Bodhi page is a few hundred KiB.
+MAX_API_ANSWER_BYTES = 16 << 20
+
+
+@dataclass
+class RequestLimits:
+    """The deadline and byte cap of the requests made inside one :func:`request_limits`."""
+
+    seconds: float
+    max_bytes: int | None
+    ends: float
+    received: int = field(default=0)
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.ends
+
+    @property
+    def too_large(self) -> bool:
+        return self.max_bytes is not None and self.received > self.max_bytes
+
+    def remaining(self, timeout: float | None, error: type[Exception]) -> float:
+        """``timeout`` (one operation's) shortened to the time left; ``error`` if none is."""
+        left = self.ends - time.monotonic()
+        if left <= 0:
+            raise error(f"no complete answer within {self.seconds:g} s")
+        return left if timeout is None else min(timeout, left)
+
+
+_current: ContextVar[RequestLimits | None] = ContextVar("request_limits", default=None)
+
+
+@contextlib.contextmanager
+def request_limits(seconds: float, *, max_bytes: int | None = None) -> Iterator[RequestLimits]:
+    """Requests made in this block (in this thread) end within ``seconds`` of its start, and
+    fail once more than ``max_bytes`` arrived (status line and headers included)."""
+    limits = RequestLimits(seconds, max_bytes, time.monotonic() + seconds)
+    token = _current.set(limits)
+    try:
+        yield limits
+    finally:
+        _current.reset(token)
+
+
+class _Stream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        limits = _current.get()
+        if limits is None:
+            return self._stream.read(max_bytes, timeout)
+        data = self._stream.read(max_bytes, limits.remaining(timeout, httpcore.ReadTimeout))
+        limits.received += len(data)
+        if limits.too_large:
+            raise httpcore.ReadError(f"more than {limits.max_bytes} bytes received")
+        return data
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        limits = _current.get()
+        if limits is not None:
+            timeout = limits.remaining(timeout, httpcore.WriteTimeout)
+        self._stream.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        limits = _current.get()
+        if limits is not None:
+            timeout = limits.remaining(timeout, httpcore.ConnectTimeout)
+        return _Stream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _Backend(httpcore.NetworkBackend):
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        limits = _current.get()
+        if limits is not None:
+            timeout = limits.remaining(timeout, httpcore.ConnectTimeout)
+        return _Stream(
+            self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        limits = _current.get()
+        if limits is not None:
+            timeout = limits.remaining(timeout, httpcore.ConnectTimeout)
+        return _Stream(self._backend.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _require_limits(request: httpx.Request) -> None:
+    if _current.get() is None:
+        raise RuntimeError(f"HTTP request to {request.url.host} outside request_limits()")
+
+
+def new_client(*, timeout: float, **options: Any) -> httpx.Client:
+    """An ``httpx.Client`` (``options`` as httpx takes them) whose requests obey
+    :func:`request_limits`. ``timeout`` bounds each network operation (connect: 15 s at most).
+
+    httpx offers no hook for a network backend, so it is put into the connection pools the
+    client built (also those for proxies from the environment); a version of httpx without
+    them fails here, loudly, rather than running without deadlines.
+    """
+    client = httpx.Client(
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+        event_hooks={"request": [_require_limits]},
+        **options,
+    )
+    transports = [client._transport, *client._mounts.values()]
+    for transport in transports:
+        if transport is None or options.get("transport") is transport:
+            continue  # no proxy for this pattern; a transport the caller built (tests)
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if not isinstance(backend, httpcore.NetworkBackend):
+            client.close()
+            raise RuntimeError("httpx/httpcore changed: cannot bound requests with a deadline")
+        pool._network_backend = _Backend(backend)  # type: ignore[union-attr]
+    return client
