@@ -1,10 +1,10 @@
 """``fedora-container-sync``: the command line.
 
-``replay [--config FILE] [--dry-run] [--allow-drop ARCH]... [--force] MESSAGE_FILE`` runs saved
-bus messages through the same code path as the consumer. Exit codes: 0 everything published,
-3 finished but a tag was held (by the gate or the rollback guard), 1 something could not be
-published, 2 bad usage, config or message file. Every failure is one line on stderr; the
-summary goes to stdout.
+``replay [--config FILE] [--dry-run] [--allow-drop ARCH]... [--force] [--announce] MESSAGE_FILE``
+runs saved bus messages through the same code path as the consumer. Exit codes: 0 everything
+published, 3 finished but a tag was not moved (held by the gate, or stale: the rollback guard),
+1 something could not be published, 2 bad usage, config or message file. Every failure is one
+line on stderr; the summary goes to stdout.
 
 ``audit [--config FILE] [--max-age HOURS] [--json]`` reads every configured registry and reports
 held, missing, carried and diverged tags. Exit codes: 0 clean, 3 findings, 1 a registry could
@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="move tags even when they hold a newer compose (turns the rollback guard off)",
+    )
+    replay.add_argument(
+        "--announce",
+        action="store_true",
+        help="send the published message also for repositories whose tags already served the "
+        "compose (by default only a repository whose tags this run moved is announced)",
     )
     replay.add_argument("-v", "--verbose", action="store_true", help="log every step")
     replay.add_argument("message_file", metavar="MESSAGE_FILE", help="message file, or - for stdin")
@@ -187,7 +193,7 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
             print(f"ignored {envelope.label}: status {status} on {envelope.topic}")
             continue
         if publisher is not None:
-            _announce(report, publisher)
+            _announce(report, publisher, unchanged=args.announce)
         reports.append(report)
         console.done()
         print(render([report]), flush=True)
@@ -233,14 +239,15 @@ def _audit(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _announce(report: ComposeReport, publisher: BusPublisher) -> None:
+def _announce(report: ComposeReport, publisher: BusPublisher, *, unchanged: bool) -> None:
     """Send the run's result messages, as the consumer does; a failure is one more error."""
+    from .errors import about_compose
     from .notify import announce
 
     try:
-        announce(report, publisher)
+        announce(report, publisher, unchanged=unchanged)
     except SyncError as error:
-        _log.error("compose %s: %s", report.compose_id, error)
+        _log.error("compose %s: %s", report.compose_id, about_compose(report.compose_id, error))
         report.errors.append(error)
 
 
