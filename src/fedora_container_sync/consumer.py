@@ -27,6 +27,9 @@ this consumer's answer (a kill, a crash, a lost connection, another replica that
 have moved the tags and died before announcing them, so the repositories that already serve
 the compose are announced too. Only quorum queues count deliveries (``x-delivery-count``);
 on a classic queue that case is not seen, and ``replay --announce`` sends what was missed.
+
+With ``[consumer_config.container.health]``, ``__init__`` also starts the ``/live`` and
+``/ready`` endpoints of :mod:`.health`.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from .errors import (
     about_compose,
     one_line,
 )
+from .health import ProgressWatch, serve
 from .messages import Envelope
 from .notify import BusPublisher, announce
 from .publish import handle_envelope, prepare_work_dir
@@ -161,6 +165,11 @@ class Consumer:
             prepare_work_dir(self.settings)
             if shutil.which(self.settings.skopeo) is None:
                 raise ConfigError(f"skopeo not found ({self.settings.skopeo}); install skopeo")
+            self._progress: ProgressWatch | None = None
+            if self.settings.health is not None:
+                self._progress = ProgressWatch()
+                serve(self.settings.health, self._progress, self.settings.stuck_after)
+                self._progress.install()
         except SyncError as error:
             reason = f"fedora-container-sync cannot start: {error}"
             _log.error("%s", reason)
@@ -182,6 +191,8 @@ class Consumer:
         unchanged = announce_unchanged(
             previous, self._failures.get(envelope.id or envelope.label, 0)
         )
+        if self._progress is not None:
+            self._progress.begin(envelope.label)
         try:
             report = handle_envelope(envelope, self.settings)
             decision = decide_report(report)
@@ -202,6 +213,9 @@ class Consumer:
             decision = decide_error(error)
             if not isinstance(error, SyncError):
                 _log.debug("traceback of the unexpected error", exc_info=True)
+        finally:
+            if self._progress is not None:
+                self._progress.end()
         self._answer(decision, envelope)
 
     def _answer(self, decision: Decision, envelope: Envelope) -> None:
