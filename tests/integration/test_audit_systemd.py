@@ -34,11 +34,12 @@ def test_service_runs_the_audit_once_with_max_age_48():
     assert argv[0] == "/usr/bin/fedora-container-sync"
     args = build_parser().parse_args(argv[1:])
     assert (args.command, args.max_age, args.json) == ("audit", 48.0, False)
-    # The consumer's config file and registry credentials.
+    # The consumer's config file and credentials (test_running_the_daemon checks they agree).
     assert service["Environment"] == (
-        "FEDORA_MESSAGING_CONF=/etc/fedora-messaging/container-sync.toml"
+        "FEDORA_MESSAGING_CONF=/etc/fedora-messaging/fedora-container-sync.toml"
     )
-    assert service["EnvironmentFile"] == "/etc/fedora-container-sync/credentials.env"
+    assert "EnvironmentFile" not in service
+    assert service["BindReadOnlyPaths"] == "%d:/run/secrets/fedora-container-sync"
     assert "StateDirectory" not in service  # nothing to write
 
 
