@@ -946,7 +946,7 @@ class _Run:
         forced = decision is not None and decision.forced
         self._step(
             "gate: %s %s, verdict %s: current [%s], compose [%s]: %s%s",
-            action.value,
+            "stale" if outcome.stale else action.value,
             f"{outcome.registry}/{outcome.repository}:{outcome.tag}",
             decision.verdict.value if decision else "failed",
             outcome.arches("current_arches"),
