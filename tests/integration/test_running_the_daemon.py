@@ -242,7 +242,8 @@ def _workload_containers() -> list[tuple[str, dict, dict]]:
             pod = template["spec"]
             for container in pod["containers"]:
                 command = " ".join(container.get("command", []) + container.get("args", []))
-                if "fedora-messaging" in command or "fedora-container-sync" in command:
+                runs = f"{container.get('image', '')} {command}"
+                if "fedora-messaging" in runs or "fedora-container-sync" in runs:
                     found.append((path.name, pod, container))
     return found
 

@@ -481,9 +481,7 @@ class PrivateBroker:
         self.url = f"amqp://guest:guest@{AMQP_HOST}:{self.port}/%2F"
         self._dir = Path(tempfile.mkdtemp(prefix="fcs-rabbitmq-"))
         self._shutil = shutil
-        (self._dir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.local = {AMQP_HOST}:{self.port}\nloopback_users = none\n"
-        )
+        (self._dir / "rabbitmq.conf").write_text(f"listeners.tcp.local = {AMQP_HOST}:{self.port}\n")
         for sub in ("mnesia", "log"):
             (self._dir / sub).mkdir()
         if os.geteuid() == 0:  # rabbitmq-server drops to the rabbitmq user
