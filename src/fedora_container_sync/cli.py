@@ -1,10 +1,14 @@
 """``fedora-container-sync``: the command line.
 
-``replay [--config FILE] [--dry-run] [--allow-drop ARCH]... [--force] MESSAGE_FILE`` runs saved
-bus messages through the same code path as the consumer. Exit codes: 0 everything published,
-3 finished but a tag was held (by the gate or the rollback guard), 1 something could not be
-published, 2 bad usage, config or message file. Every failure is one line on stderr; the
-summary goes to stdout.
+``replay [--config FILE] [--dry-run] [--allow-drop ARCH]... [--force] [--announce] MESSAGE_FILE``
+runs saved bus messages through the same code path as the consumer. Exit codes: 0 everything
+published, 3 finished but a tag was not moved (held by the gate, or stale: the rollback guard),
+1 something could not be published, 2 bad usage, config or message file. Every failure is one
+line on stderr; the summary goes to stdout.
+
+``dead-letters [--config FILE] [--queue NAME] [--limit N] OUTPUT`` moves messages from the
+consumer's dead-letter queue into OUTPUT, a message file for ``replay``. Exit codes: 0 done
+(also when the queue is empty), 1 the broker failed, 2 bad usage or config.
 
 ``audit [--config FILE] [--max-age HOURS] [--json] [--html PATH]`` reads every configured
 registry and reports held, missing, carried and diverged tags; ``--html`` also writes them as a
@@ -73,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="move tags even when they hold a newer compose (turns the rollback guard off)",
     )
+    replay.add_argument(
+        "--announce",
+        action="store_true",
+        help="send the published message also for repositories whose tags already served the "
+        "compose (by default only a repository whose tags this run moved is announced)",
+    )
     replay.add_argument("-v", "--verbose", action="store_true", help="log every step")
     replay.add_argument("message_file", metavar="MESSAGE_FILE", help="message file, or - for stdin")
 
@@ -106,7 +116,38 @@ def build_parser() -> argparse.ArgumentParser:
         "(replaced atomically, mode 0644, for a web server to serve)",
     )
     audit.add_argument("-v", "--verbose", action="store_true", help="log every step")
+
+    dead = commands.add_parser(
+        "dead-letters",
+        help="move messages from the dead-letter queue to a file for replay",
+        description="Take up to --limit messages off the consumer's dead-letter queue and "
+        "write them, with their original topics, to OUTPUT (a new file) in the format replay "
+        "reads; they are removed from the queue only once the file is written. Then: "
+        "fedora-container-sync replay OUTPUT.",
+    )
+    dead.add_argument(
+        "--config",
+        metavar="FILE",
+        help="fedora-messaging TOML config (default: $FEDORA_MESSAGING_CONF, "
+        "then /etc/fedora-messaging/config.toml)",
+    )
+    dead.add_argument(
+        "--queue",
+        metavar="NAME",
+        help="the dead-letter queue (default: named like the x-dead-letter-exchange of the "
+        "config's queue)",
+    )
+    dead.add_argument(
+        "--limit", metavar="N", type=_count, default=100, help="at most N messages (100)"
+    )
+    dead.add_argument("output", metavar="OUTPUT", help="the file to write (must not exist)")
     return parser
+
+
+def _count(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 10000:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number from 1 to 10000")
+    return int(value)
 
 
 def _hours(value: str) -> float:
@@ -126,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console = _setup_logging(verbose=getattr(args, "verbose", False))
         if args.command == "audit":
             return _audit(args)
+        if args.command == "dead-letters":
+            return _dead_letters(args)
         return _replay(args, console)
     except UsageError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
@@ -195,7 +238,7 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
             print(f"ignored {envelope.label}: status {status} on {envelope.topic}")
             continue
         if publisher is not None:
-            _announce(report, publisher)
+            _announce(report, publisher, unchanged=args.announce)
         reports.append(report)
         console.done()
         print(render([report]), flush=True)
@@ -263,14 +306,35 @@ def _check_page_path(path: Path) -> None:
         raise UsageError(f"--html {path}: directory {path.parent} does not exist")
 
 
-def _announce(report: ComposeReport, publisher: BusPublisher) -> None:
+def _dead_letters(args: argparse.Namespace) -> int:
+    from .deadletters import queue_name, read_bus_config, take
+    from .settings import config_path
+
+    document = read_bus_config(config_path(args.config))
+    queue = args.queue or queue_name(document)
+    output = Path(args.output)
+    taken = take(document, queue, output, limit=args.limit)
+    for letter in taken:
+        print(f"took {letter.label}: {letter.reason}")
+    if not taken:
+        print(f"{queue}: no dead letters")
+        return EXIT_OK
+    print(
+        f"{len(taken)} message{'s' if len(taken) != 1 else ''} from {queue} written to "
+        f"{output}; replay with: {PROG} replay {output}"
+    )
+    return EXIT_OK
+
+
+def _announce(report: ComposeReport, publisher: BusPublisher, *, unchanged: bool) -> None:
     """Send the run's result messages, as the consumer does; a failure is one more error."""
+    from .errors import about_compose
     from .notify import announce
 
     try:
-        announce(report, publisher)
+        announce(report, publisher, unchanged=unchanged)
     except SyncError as error:
-        _log.error("compose %s: %s", report.compose_id, error)
+        _log.error("compose %s: %s", report.compose_id, about_compose(report.compose_id, error))
         report.errors.append(error)
 
 

@@ -19,6 +19,17 @@ The message is acknowledged only when this returns, i.e. after the registries we
 the result messages were sent; a consumer killed on the way leaves it on the queue, and the
 redelivered message completes idempotently (pushes of unchanged digests and writes of an
 identical index are skipped).
+
+``ContainerPublishedV1`` goes out for the repositories whose index tags a run moved (see
+:mod:`.notify`), so a redelivery after the work was done announces nothing again - with one
+exception (:func:`announce_unchanged`): when an earlier delivery of the message ended without
+this consumer's answer (a kill, a crash, a lost connection, another replica that died), it may
+have moved the tags and died before announcing them, so the repositories that already serve
+the compose are announced too. Only quorum queues count deliveries (``x-delivery-count``);
+on a classic queue that case is not seen, and ``replay --announce`` sends what was missed.
+
+With ``[consumer_config.container.health]``, ``__init__`` also starts the ``/live`` and
+``/ready`` endpoints of :mod:`.health`.
 """
 
 from __future__ import annotations
@@ -41,12 +52,14 @@ from .errors import (
     SyncError,
     TransientError,
     UsageError,
+    about_compose,
     one_line,
 )
+from .health import ProgressWatch, serve
 from .messages import Envelope
 from .notify import BusPublisher, announce
 from .publish import handle_envelope, prepare_work_dir
-from .report import EXIT_USAGE, ComposeReport
+from .report import EXIT_USAGE, ComposeReport, kept_line
 from .settings import RequeueSettings, Settings, settings_from_document
 
 if TYPE_CHECKING:
@@ -78,9 +91,8 @@ def decide_report(report: ComposeReport | None) -> Decision:
     if report.errors:
         reason = _errors_line(report.errors)
         return Decision(Outcome.REQUEUE if report.transient else Outcome.DROP, reason)
-    if report.held:
-        count = len(report.held)
-        return Decision(Outcome.ACK, f"done; {count} tag{'s' if count != 1 else ''} held")
+    if report.held or report.stale_tags or report.stale_pushes:
+        return Decision(Outcome.ACK, f"done; {kept_line(report)}")
     return Decision(Outcome.ACK, "done")
 
 
@@ -94,6 +106,26 @@ def decide_error(error: Exception) -> Decision:
         return Decision(Outcome.REQUEUE, str(error))
     # A bug or an environment failure (disk full, ...): keep the message, retry slowly.
     return Decision(Outcome.REQUEUE, f"unexpected {type(error).__name__}: {one_line(error)}")
+
+
+def previous_deliveries(headers: object) -> int | None:
+    """How often the broker delivered this message before: quorum queues' ``x-delivery-count``
+    header (0 when absent: a first delivery, or a queue that does not count). None when the
+    header is there but not a count. Pure."""
+    if not isinstance(headers, dict) or "x-delivery-count" not in headers:
+        return 0
+    count = headers["x-delivery-count"]
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        return count
+    return None
+
+
+def announce_unchanged(previous: int | None, own_requeues: int) -> bool:
+    """Announce the repositories whose tags already served the compose, too? Yes when an
+    earlier delivery ended without this consumer handing the message back: that delivery may
+    have moved the tags and died before announcing them. An unreadable count is taken as
+    yes: a message sent twice is better than one never sent. Pure."""
+    return previous is None or previous > own_requeues
 
 
 def requeue_delay(failures: int, policy: RequeueSettings) -> float:
@@ -133,6 +165,11 @@ class Consumer:
             prepare_work_dir(self.settings)
             if shutil.which(self.settings.skopeo) is None:
                 raise ConfigError(f"skopeo not found ({self.settings.skopeo}); install skopeo")
+            self._progress: ProgressWatch | None = None
+            if self.settings.health is not None:
+                self._progress = ProgressWatch()
+                serve(self.settings.health, self._progress, self.settings.stuck_after)
+                self._progress.install()
         except SyncError as error:
             reason = f"fedora-container-sync cannot start: {error}"
             _log.error("%s", reason)
@@ -149,6 +186,13 @@ class Consumer:
 
     def __call__(self, message: Message) -> None:
         envelope = Envelope(topic=message.topic, body=message.body, id=message.id)
+        # fedora-messaging keeps the AMQP headers in Message._headers (internal, but stable).
+        previous = previous_deliveries(getattr(message, "_headers", None))
+        unchanged = announce_unchanged(
+            previous, self._failures.get(envelope.id or envelope.label, 0)
+        )
+        if self._progress is not None:
+            self._progress.begin(envelope.label)
         try:
             report = handle_envelope(envelope, self.settings)
             decision = decide_report(report)
@@ -157,29 +201,40 @@ class Consumer:
                 and decision.outcome is not Outcome.REQUEUE
                 and self.settings.publish_amqp_messages
             ):
-                announce(report, self._publisher)
+                if unchanged:
+                    _log.info(
+                        "compose %s: delivery %s, and an earlier one ended unanswered: "
+                        "announcing repositories that already serve it too",
+                        envelope.label,
+                        "?" if previous is None else previous + 1,
+                    )
+                announce(report, self._publisher, unchanged=unchanged)
         except Exception as error:
             decision = decide_error(error)
             if not isinstance(error, SyncError):
                 _log.debug("traceback of the unexpected error", exc_info=True)
+        finally:
+            if self._progress is not None:
+                self._progress.end()
         self._answer(decision, envelope)
 
     def _answer(self, decision: Decision, envelope: Envelope) -> None:
         key = envelope.id or envelope.label
+        reason = about_compose(envelope.label, decision.reason)
         if decision.outcome is Outcome.ACK:
             self._failures.pop(key, None)
             if decision.reason != "nothing to do":
-                _log.info("compose %s: acknowledged: %s", envelope.label, decision.reason)
+                _log.info("compose %s: acknowledged: %s", envelope.label, reason)
             return
         if decision.outcome is Outcome.DROP:
             self._failures.pop(key, None)
-            _log.error("compose %s: dropping the message: %s", envelope.label, decision.reason)
+            _log.error("compose %s: dropping the message: %s", envelope.label, reason)
             raise Drop()
         if decision.outcome is Outcome.HALT:
             _log.error(
                 "compose %s: stopping the consumer, the message stays queued: %s",
                 envelope.label,
-                decision.reason,
+                reason,
             )
             raise HaltConsumer(exit_code=EXIT_USAGE, reason=decision.reason, requeue=True)
         failures = self._failures.pop(key, 0) + 1
@@ -192,7 +247,7 @@ class Consumer:
             envelope.label,
             delay,
             failures,
-            decision.reason,
+            reason,
         )
         self._stopping.wait(delay)
         raise Nack()

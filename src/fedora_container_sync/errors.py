@@ -89,3 +89,17 @@ def one_line(error: BaseException) -> str:
 
 class ReleaseLookupError(PermanentError):
     """The release lookup (Bodhi) answered, but not with usable release numbers."""
+
+
+def about_compose(compose_id: str, error: BaseException | str) -> str:
+    """The text of ``error`` for a line that already names the compose (``compose X: ...``).
+
+    Errors raised inside a run name their compose first (``X: Container/...: sha256
+    mismatch``), so that they make sense on their own; a log line that starts with
+    ``compose X:`` drops that leading ``X: `` to name the compose once.
+    """
+    text = str(error)
+    for prefix in (f"compose {compose_id}: ", f"{compose_id}: "):
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return text

@@ -1,10 +1,16 @@
 """Result messages on the bus, derived from a finished run's :class:`ComposeReport`.
 
-* For every repository whose index tags now serve the compose (moved by this run, or already
-  there from an earlier delivery of the same message): ``ContainerPublishedV1`` from
-  ``fedora-image-uploader-messages``, the schema Fedora's downstream consumers listen to.
-  Registries where the same tags and arches were published share one message.
-* For every index tag a guard held: :class:`~fedora_container_sync.schemas.TagHeldV1`.
+* For every repository of which this run moved an index tag: ``ContainerPublishedV1`` from
+  ``fedora-image-uploader-messages``, the schema Fedora's downstream consumers listen to. It
+  lists every registry and tag that now serves the compose (moved now, or by an earlier
+  delivery); registries where the same tags and arches serve it share one message. A run
+  that moved nothing (a redelivery after the work was done, a no-op replay) announces
+  nothing, so downstream acts once per move - unless ``unchanged`` asks for the repositories
+  whose tags already served the compose too (``replay --announce``, or a redelivery whose
+  earlier delivery died between moving the tags and announcing them; see the consumer).
+* For every index tag a guard did not move: :class:`~fedora_container_sync.schemas.TagHeldV1`,
+  ``verdict`` "held" (the gate: an arch would have been lost, or failed in this run) or
+  "stale" (the rollback guard: the tag serves a newer compose).
 
 What to send is decided purely (:func:`published_repositories`, :func:`held_tags`);
 :class:`BusPublisher` sends with ``fedora_messaging.api.publish`` (topic prefix, exchange and
@@ -31,6 +37,9 @@ _log = logging.getLogger(__name__)
 
 #: the index tag now serves this compose's index
 _SERVES_COMPOSE = frozenset({TagAction.PUBLISHED, TagAction.UNCHANGED})
+#: ``TagHeldV1`` verdicts: the gate held the tag, or the rollback guard kept a newer compose
+HELD = "held"
+STALE = "stale"
 
 
 @dataclass(frozen=True)
@@ -55,13 +64,20 @@ class PublishedRepository:
         }
 
 
-def published_repositories(report: ComposeReport) -> list[PublishedRepository]:
-    """One entry per repository and distinct (tags, arches) set, in the order of the run."""
+def published_repositories(
+    report: ComposeReport, *, unchanged: bool = False
+) -> list[PublishedRepository]:
+    """One entry per repository and distinct (tags, arches) set, in the order of the run:
+    the repositories of which this run moved an index tag (``unchanged``: also those whose
+    index tags already served the compose)."""
     if report.dry_run or report.release is None:
         return []
+    moved = {o.repository for o in report.tags if o.action is TagAction.PUBLISHED}
     served: dict[tuple[str, str], tuple[list[str], set[str]]] = {}
     for outcome in report.tags:
         if outcome.action not in _SERVES_COMPOSE or outcome.decision is None:
+            continue
+        if outcome.repository not in moved and not unchanged:
             continue
         tags, arches = served.setdefault((outcome.repository, outcome.registry), ([], set()))
         tags.append(outcome.tag)
@@ -79,49 +95,57 @@ def published_repositories(report: ComposeReport) -> list[PublishedRepository]:
 
 
 def held_tags(report: ComposeReport) -> list[TagOutcome]:
-    """Index tags a guard held in this (real) run."""
+    """Index tags a guard did not move in this (real) run: held or stale."""
     return [outcome for outcome in report.tags if outcome.action is TagAction.HELD]
 
 
 def held_body(report: ComposeReport, outcome: TagOutcome) -> dict[str, Any]:
     """The body of one ``TagHeldV1``."""
     decision = outcome.decision
-    return {
+    body: dict[str, Any] = {
         "compose_id": report.compose_id,
         "release": report.release,
         "registry": outcome.registry,
         "repository": outcome.repository,
         "tag": outcome.tag,
-        "verdict": outcome.action.value,
+        "verdict": STALE if outcome.stale else HELD,
         "reason": outcome.reason,
         "missing_arches": sorted_arches(decision.missing) if decision else [],
         "current_arches": sorted_arches(decision.current_arches or ()) if decision else [],
         "compose_arches": sorted_arches(decision.compose_arches) if decision else [],
     }
+    if outcome.stale and decision is not None and decision.holder:
+        body["newer_compose"] = decision.holder
+    return body
 
 
-def result_messages(report: ComposeReport) -> list[Message]:
-    """The messages a finished run announces: published repositories, then held tags."""
-    published = published_repositories(report)
+def result_messages(report: ComposeReport, *, unchanged: bool = False) -> list[Message]:
+    """The messages a finished run announces: published repositories, then held and stale
+    tags (see the module docstring for ``unchanged``)."""
+    published = published_repositories(report, unchanged=unchanged)
     held = [] if report.dry_run or report.release is None else held_tags(report)
     if not published and not held:
         return []
     from fedora_image_uploader_messages import ContainerPublishedV1
+    from fedora_messaging.message import INFO
 
     from .schemas import TagHeldV1
 
     messages: list[Message] = [ContainerPublishedV1(body=entry.body()) for entry in published]
-    messages += [TagHeldV1(body=held_body(report, outcome)) for outcome in held]
+    for outcome in held:
+        # A stale tag is the normal end of a late older compose: news, not a warning.
+        severity = INFO if outcome.stale else None
+        messages.append(TagHeldV1(body=held_body(report, outcome), severity=severity))
     return messages
 
 
-def announce(report: ComposeReport, publisher: BusPublisher) -> int:
+def announce(report: ComposeReport, publisher: BusPublisher, *, unchanged: bool = False) -> int:
     """Send the result messages of ``report``; return how many were sent.
 
     Raises :class:`TransientError` (broker unreachable, timeout) or :class:`PermanentError`
     (the broker forbids the topic, or a message does not match its schema).
     """
-    messages = result_messages(report)
+    messages = result_messages(report, unchanged=unchanged)
     for message in messages:
         publisher.send(message, compose_id=report.compose_id)
     return len(messages)

@@ -33,6 +33,7 @@ from .errors import (
     SyncError,
     TagRaceError,
     WorkDirFull,
+    about_compose,
 )
 from .httpclient import new_client
 from .layout import LocalManifest, annotate_layout, manifest_blob, read_layout
@@ -999,7 +1000,7 @@ class _Run:
         forced = decision is not None and decision.forced
         self._step(
             "gate: %s %s, verdict %s: current [%s], compose [%s]: %s%s",
-            action.value,
+            "stale" if outcome.stale else action.value,
             f"{outcome.registry}/{outcome.repository}:{outcome.tag}",
             decision.verdict.value if decision else "failed",
             outcome.arches("current_arches"),
@@ -1056,18 +1057,19 @@ class _Run:
         self.report.notes.append(note)
 
     def _fail(self, error: SyncError) -> None:
-        _log.error("compose %s: %s", self.compose_id, error)
+        _log.error("compose %s: %s", self.compose_id, about_compose(self.compose_id, error))
         self.report.errors.append(error)
 
     def _log_result(self) -> None:
         report = self.report
         _log.info(
-            "compose %s: done: %s; %d index tags published, %d held, %d stale per-arch tags, "
-            "%d errors",
+            "compose %s: done: %s; %d index tags published, %d held, %d stale; "
+            "%d stale per-arch tags; %d errors",
             self.compose_id,
             report.work(),
             sum(1 for t in report.tags if t.action is TagAction.PUBLISHED),
             len(report.held),
+            len(report.stale_tags),
             len(report.stale_pushes),
             len(report.errors),
         )

@@ -94,6 +94,15 @@ class TagOutcome:
         return _arches(getattr(self.decision, which))
 
     @property
+    def stale(self) -> bool:
+        """Not moved by the rollback guard: the tag serves a newer compose (not held)."""
+        return (
+            self.action in (TagAction.HELD, TagAction.WOULD_HOLD)
+            and self.decision is not None
+            and self.decision.verdict is Verdict.STALE
+        )
+
+    @property
     def verdict(self) -> str:
         """The gate's verdict in words ("would ..." for a move a dry run did not make)."""
         if self.action is TagAction.FAILED or self.decision is None:
@@ -169,8 +178,17 @@ class ComposeReport:
 
     @property
     def held(self) -> list[TagOutcome]:
-        """Index tags the gate or the rollback guard did not move."""
-        return [t for t in self.tags if t.action in (TagAction.HELD, TagAction.WOULD_HOLD)]
+        """Index tags the gate held (an arch would have been lost, or failed in this run)."""
+        return [
+            t
+            for t in self.tags
+            if t.action in (TagAction.HELD, TagAction.WOULD_HOLD) and not t.stale
+        ]
+
+    @property
+    def stale_tags(self) -> list[TagOutcome]:
+        """Index tags the rollback guard did not move: they serve a newer compose."""
+        return [t for t in self.tags if t.stale]
 
     @property
     def stale_pushes(self) -> list[ArchPush]:
@@ -190,7 +208,7 @@ class ComposeReport:
     def exit_code(self) -> int:
         if self.errors:
             return EXIT_FAILED
-        if self.held or self.stale_pushes:
+        if self.held or self.stale_tags or self.stale_pushes:
             return EXIT_HELD
         return EXIT_OK
 
@@ -221,6 +239,15 @@ def _result(report: ComposeReport) -> str:
     if report.exit_code == EXIT_FAILED:
         return f"FAILED ({len(report.errors)} error{'s' if len(report.errors) != 1 else ''})"
     if report.exit_code == EXIT_HELD:
-        kept = len(report.held) + len(report.stale_pushes)
-        return f"HELD ({kept} tag{'s' if kept != 1 else ''} not moved)"
+        return f"{'HELD' if report.held else 'STALE'} ({kept_line(report)})"
     return "OK"
+
+
+def kept_line(report: ComposeReport) -> str:
+    """The tags a run did not move, held apart from stale: ``3 tags not moved: 1 held, 2
+    stale``. A held tag lacks an arch it would have lost; a stale one serves a newer compose."""
+    held = len(report.held)
+    stale = len(report.stale_tags) + len(report.stale_pushes)
+    kept = held + stale
+    parts = [f"{count} {word}" for count, word in ((held, "held"), (stale, "stale")) if count]
+    return f"{kept} tag{'s' if kept != 1 else ''} not moved: {', '.join(parts)}"

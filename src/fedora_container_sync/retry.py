@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import tenacity
 
-from .errors import TransientError
+from .errors import TransientError, about_compose
 from .settings import RetrySettings
 
 _log = logging.getLogger(__name__)
@@ -85,7 +85,8 @@ class _Wait(tenacity.wait.wait_base):
 def call_with_retry(fn: Callable[[], T], *, what: str, policy: RetrySettings) -> T:
     """Run ``fn``; retry it on :class:`TransientError` as ``policy`` allows, then re-raise.
 
-    ``what`` names the operation in the retry log line; include the compose ID when known.
+    ``what`` names the operation in the retry log line; start it with ``compose <ID>: `` when
+    the compose is known.
     """
 
     def log_retry(retry_state: tenacity.RetryCallState) -> None:
@@ -98,7 +99,7 @@ def call_with_retry(fn: Callable[[], T], *, what: str, policy: RetrySettings) ->
             delay,
             retry_state.attempt_number + 1,
             policy.attempts,
-            error,
+            _error_text(what, error),
         )
 
     retrying = tenacity.Retrying(
@@ -110,3 +111,13 @@ def call_with_retry(fn: Callable[[], T], *, what: str, policy: RetrySettings) ->
         reraise=True,
     )
     return retrying(fn)
+
+
+def _error_text(what: str, error: BaseException | None) -> str:
+    """The error of a retry line, without the compose ID that ``what`` already names."""
+    if error is None:
+        return ""
+    name, _, _ = what.partition(": ")
+    if name.startswith("compose "):
+        return about_compose(name.removeprefix("compose "), error)
+    return str(error)

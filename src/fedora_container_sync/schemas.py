@@ -38,10 +38,21 @@ class ContainerSyncMessage(message.Message):
 
 
 class TagHeldV1(ContainerSyncMessage):
-    """An index tag was not moved to a finished compose's images: a guard held it.
+    """An index tag was not moved to a finished compose's images.
 
-    One message per registry, repository and tag. ``missing_arches`` are the arches the tag
-    serves now (or this run failed to publish) that the new index would have lacked.
+    One message per registry, repository and tag. ``verdict`` says which guard kept it:
+
+    * ``held`` (severity WARNING): the manifest gate - ``missing_arches`` are the arches the
+      tag serves now (or this run failed to publish) that the new index would have lacked;
+    * ``stale`` (severity INFO): the rollback guard - the tag serves ``newer_compose``, newer
+      than this one; nothing is missing.
+
+    Versioning: ``stale`` and ``newer_compose`` were added within v1. Every v1 message still
+    validates against the first v1 schema (``verdict`` was a free string, and the new field
+    is optional), and the first v1 messages validate against this one, so no consumer
+    breaks; a consumer that acted on ``verdict == "held"`` now stops acting on tags that
+    only served a newer compose, which is what "held" always meant. A change that removes or
+    retypes a field, or makes one required, needs a ``tag.held.v2`` topic instead.
     """
 
     topic = f"{TOPIC_PREFIX}.tag.held.v1"
@@ -64,7 +75,17 @@ class TagHeldV1(ContainerSyncMessage):
             },
             "repository": {"type": "string", "description": "e.g. fedora-toolbox"},
             "tag": {"type": "string", "description": "The index tag that was not moved"},
-            "verdict": {"type": "string", "description": "What was done to the tag: held"},
+            "verdict": {
+                "type": "string",
+                "enum": ["held", "stale"],
+                "description": "Which guard kept the tag: held (the manifest gate: an arch "
+                "would have been lost, or failed in this run) or stale (the rollback guard: "
+                "the tag serves a newer compose)",
+            },
+            "newer_compose": {
+                "type": "string",
+                "description": "For verdict stale: the newer compose the tag serves",
+            },
             "reason": {"type": "string", "description": "Why, in one line"},
             "missing_arches": {
                 **_ARCH_LIST,
@@ -99,9 +120,15 @@ class TagHeldV1(ContainerSyncMessage):
 
     @property
     def summary(self) -> str:
+        if self.body["verdict"] == "stale":
+            newer = self.body.get("newer_compose") or "a newer compose"
+            return (
+                f"{APP_NAME} kept {self.reference} at {newer}, newer than compose "
+                f"{self.body['compose_id']}"
+            )
         missing = ", ".join(self.body["missing_arches"]) or "none"
         return (
-            f"{APP_NAME} {self.body['verdict']} {self.reference} for compose "
+            f"{APP_NAME} held {self.reference} for compose "
             f"{self.body['compose_id']}: missing {missing}"
         )
 
@@ -109,11 +136,13 @@ class TagHeldV1(ContainerSyncMessage):
         def arches(key: str) -> str:
             return ", ".join(self.body.get(key) or []) or "-"
 
+        newer = self.body.get("newer_compose")
         return (
             f"The tag {self.reference} was not moved to compose {self.body['compose_id']}; "
             "it still serves its previous images.\n\n"
             f"\tVerdict: {self.body['verdict']}\n"
-            f"\tReason: {self.body['reason']}\n"
+            + (f"\tNewer compose it serves: {newer}\n" if newer else "")
+            + f"\tReason: {self.body['reason']}\n"
             f"\tMissing arches: {arches('missing_arches')}\n"
             f"\tArches served now: {arches('current_arches')}\n"
             f"\tArches in this compose: {arches('compose_arches')}\n"

@@ -7,6 +7,7 @@ a frozen :class:`Settings` object. Nothing here touches the network.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -208,6 +209,26 @@ class RequeueSettings(_Model):
     max_delay: float = Field(default=600.0, ge=0)
 
 
+class HealthSettings(_Model):
+    """``[consumer_config.container.health]``: the consumer's own ``/live`` and ``/ready``
+    (see :mod:`.health`), for the OpenShift probes. Absent: no health server."""
+
+    address: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    #: Seconds a compose in progress may go without finishing a step before ``/live`` says
+    #: the process is stuck (default: twice ``skopeo_timeout``).
+    stuck_after: float | None = Field(default=None, gt=0)
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+        return value
+
+
 class Settings(_Model):
     """Everything under ``[consumer_config.container]``."""
 
@@ -239,6 +260,13 @@ class Settings(_Model):
     max_decompressed_size: int = Field(default=DEFAULT_MAX_SIZE, gt=0)
     retry: RetrySettings = RetrySettings()
     requeue: RequeueSettings = RequeueSettings()
+    health: HealthSettings | None = None
+
+    @property
+    def stuck_after(self) -> float:
+        """Seconds without a finished step after which a compose in progress is stuck."""
+        bound = self.health.stuck_after if self.health else None
+        return bound if bound is not None else 2 * self.skopeo_timeout
 
     @field_validator("work_dir", mode="before")
     @classmethod

@@ -104,7 +104,7 @@ def test_held_tags_are_announced_with_this_projects_schema(bus):
         # Filter headers let release engineering subscribe to one container.
         assert held._headers[f"fedora_messaging_container_{registry}/{TOOLBOX}:{tag}"] is True
         assert held.severity == 30  # WARNING
-    assert consumer.lines(rf"compose {NEW}: acknowledged: done; 2 tags held")
+    assert consumer.lines(rf"compose {NEW}: acknowledged: done; 2 tags not moved: 2 held")
 
 
 def pausing_skopeo(tmp_path, *, on: str):
@@ -184,6 +184,15 @@ def test_permanently_bad_messages_are_dropped_and_the_next_good_one_is_processed
     assert "Fedora-41-20241022.0" in drops[0] and "outside compose_url_allowlist" in drops[0]
     assert "Fedora-41-20241023.0" in drops[1] and "location" in drops[1]
     assert "Fedora-41-20241024.0" in drops[2] and "sha256 mismatch" in drops[2]
+    # Every error line names its compose once: "compose X: ...", never "compose X: X: ...".
+    errors = consumer.lines("^ERROR fedora_container_sync")
+    for line in errors:
+        compose_id = re.search(r": compose (\S+): ", line)[1]
+        assert line.count(f"{compose_id}: ") == 1, line
+    assert consumer.lines(
+        r"^ERROR fedora_container_sync.publish: compose Fedora-41-20241024.0: "
+        r"Container/x86_64/images/\S+: sha256 mismatch"
+    )
     assert (stats["rejected"], stats["failed"]) == (0, 0)
     assert harness.arches(TOOLBOX, "41") == {"x86_64"}
     assert harness.index(TOOLBOX, "41")["annotations"][COMPOSE_ID] == OLD
@@ -241,3 +250,65 @@ def test_replay_sends_the_same_result_messages(bus, tmp_path):
     assert isinstance(published, ContainerPublishedV1)
     assert published.topic == f"{bus.topic_prefix}.fedora_image_uploader.published.v1.container"
     assert published.body["compose_id"] == OLD
+
+
+def test_stale_tags_are_announced_as_stale_not_held(bus):
+    harness = bus.harness
+    newer, older = harness.compose(NEW), harness.compose(OLD)
+    bus.publish(bus.pungi(newer), bus.pungi(older))  # the older compose arrives late
+
+    consumer = bus.consumer(bus.config(settings=PUBLISH))
+    consumer.wait_stats(processed=2)
+
+    assert harness.index(TOOLBOX, "41")["annotations"][COMPOSE_ID] == NEW
+    published, *kept = bus.results(3)
+    assert isinstance(published, ContainerPublishedV1) and published.body["compose_id"] == NEW
+    registry = f"{harness.registries[0].host}/{harness.namespace}"
+    assert [type(m) for m in kept] == [TagHeldV1, TagHeldV1]
+    for message, tag in zip(kept, ("41", "latest"), strict=True):
+        assert message.body == {
+            "compose_id": OLD,
+            "release": 41,
+            "registry": registry,
+            "repository": TOOLBOX,
+            "tag": tag,
+            "verdict": "stale",
+            "newer_compose": NEW,
+            "reason": f"holds {NEW}, newer than this compose",
+            "missing_arches": [],
+            "current_arches": ["x86_64", "aarch64", "ppc64le", "s390x"],
+            "compose_arches": [],  # its per-arch tags were stale too: nothing was published
+        }
+        assert message.severity == 20  # INFO: nothing is wrong
+    # Two index tags and four per-arch tags kept; none of them held.
+    assert consumer.lines(rf"compose {OLD}: acknowledged: done; 6 tags not moved: 6 stale$")
+
+
+def test_a_compose_is_announced_once_however_often_it_is_handled(bus, tmp_path):
+    harness = bus.harness
+    finished = harness.compose(OLD)
+    bus.publish(bus.pungi(finished), bus.pungi(finished))  # e.g. Pungi sending it twice
+
+    consumer = bus.consumer(bus.config(settings=PUBLISH))
+    consumer.wait_stats(processed=2)
+    assert consumer.stop() == 0
+    (published,) = bus.results(1)
+    assert published.body["compose_id"] == OLD
+    assert len(consumer.lines(rf"compose {OLD}: acknowledged: done$")) == 2
+
+    # A replay that moves nothing announces nothing; --announce asks for it.
+    messages = write_messages(tmp_path / "saved.jsonl", [bus.pungi(finished)])
+    config = bus.config(settings=PUBLISH, name="replay")
+    replay = [str(BIN / "fedora-container-sync"), "replay", "--config", str(config)]
+    for extra, expected in (([], 0), (["--announce"], 1)):
+        result = subprocess.run(
+            [*replay, *extra, str(messages)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        # replay returns after the broker confirmed each message: routed by then, if sent.
+        sent = bus.broker.take(bus.results_queue)
+        assert [m.body["compose_id"] for m in sent] == [OLD] * expected, extra

@@ -160,7 +160,7 @@ def test_a_replayed_older_compose_moves_nothing(harness):
     assert {re.search(rf"{TOOLBOX}:([\w.-]+)", line)[1] for line in stale} == tags
     rows = report_rows(result.out)
     assert {tag: row[0] for tag, row in rows.items()} == dict.fromkeys(tags, "stale")
-    assert "HELD (6 tags not moved)" in result.out
+    assert "STALE (6 tags not moved: 6 stale)" in result.out
 
 
 def test_force_moves_tags_back_loudly(harness):

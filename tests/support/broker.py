@@ -5,6 +5,11 @@
   own process group (so ``kill9`` also kills the skopeo it is running), its output in a file,
   its ``[monitoring]`` statistics over HTTP.
 * :func:`publish_file`: ``fedora-messaging publish`` of saved messages, as an operator would.
+* :func:`production_queue`: the arguments of the production shape (a quorum queue with a
+  single active consumer, a delivery limit and a dead-letter exchange); :class:`Bus` declares
+  it, its dead-letter exchange and queue as an operator (or Fedora Infrastructure) would.
+* :class:`PrivateBroker`: a RabbitMQ node of a test's own, to stop and start without
+  disturbing the shared one.
 
 Every test works under its own routing-key namespace ``org.fedoraproject.<env>.``, so parallel
 runs on the same broker never see each other's messages.
@@ -12,6 +17,7 @@ runs on the same broker never see each other's messages.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -62,10 +68,13 @@ class Broker:
         self._connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
         self._channel = self._connection.channel()
         self._queues: list[str] = []
+        self._exchanges: list[str] = []
 
     def close(self) -> None:
         for queue in self._queues:
             self._channel.queue_delete(queue)
+        for exchange in self._exchanges:
+            self._channel.exchange_delete(exchange)
         self._connection.close()
 
     def __enter__(self) -> Self:
@@ -74,13 +83,29 @@ class Broker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def declare(self, queue: str, routing_keys: Iterable[str], exchange: str = "amq.topic") -> str:
+    def declare(
+        self,
+        queue: str,
+        routing_keys: Iterable[str],
+        exchange: str = "amq.topic",
+        *,
+        arguments: dict[str, Any] | None = None,
+    ) -> str:
         """A durable queue bound to ``routing_keys``; deleted by :meth:`close`."""
-        self._channel.queue_declare(queue, durable=True, auto_delete=False, exclusive=False)
+        self._channel.queue_declare(
+            queue, durable=True, auto_delete=False, exclusive=False, arguments=arguments
+        )
         for key in routing_keys:
             self._channel.queue_bind(queue, exchange, routing_key=key)
         self._queues.append(queue)
         return queue
+
+    def declare_dead_letters(self, name: str) -> str:
+        """A fanout exchange and a quorum queue of the same ``name``, bound: where a queue
+        with ``x-dead-letter-exchange = name`` hands its dead letters, topics intact."""
+        self._channel.exchange_declare(name, "fanout", durable=True)
+        self._exchanges.append(name)
+        return self.declare(name, [""], exchange=name, arguments={"x-queue-type": "quorum"})
 
     def count(self, queue: str) -> int:
         """Messages ready in ``queue`` (not counting delivered, unacknowledged ones)."""
@@ -133,6 +158,22 @@ def publish_file(path: Path, tmp: Path) -> None:
     assert result.returncode == 0, f"publish failed: {result.stdout}{result.stderr}"
 
 
+def production_queue(*, delivery_limit: int, dead_letters: str) -> dict[str, Any]:
+    """The queue arguments of the production shape (deploy/openshift/configmap.yaml)."""
+    return {
+        "x-queue-type": "quorum",
+        "x-single-active-consumer": True,
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": dead_letters,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+#: The log line format of test consumers; HA tests add the time (``%(created).6f``).
+LOG_FORMAT: Final = "%(levelname)s %(name)s: %(message)s"
+
+
 def consumer_config(
     *,
     queue: str,
@@ -140,13 +181,19 @@ def consumer_config(
     topic_prefix: str,
     monitoring_port: int,
     container_table: str,
+    arguments: dict[str, Any] | None = None,
+    amqp_url: str = AMQP_URL,
+    callback: str = "fedora_container_sync.consumer:Consumer",
+    log_format: str = LOG_FORMAT,
 ) -> str:
-    """A fedora-messaging config for the consumer: a durable named queue, prefetch 1,
-    monitoring, logs on stdout, then ``container_table`` ([consumer_config.container]...)."""
+    """A fedora-messaging config for the consumer: a durable named queue (with ``arguments``),
+    prefetch 1, monitoring, logs on stdout, then ``container_table``
+    ([consumer_config.container]...)."""
     keys = ", ".join(f'"{key}"' for key in routing_keys)
+    table = "".join(f'"{key}" = {json.dumps(value)}\n' for key, value in (arguments or {}).items())
     return f"""
-amqp_url = "{AMQP_URL}"
-callback = "fedora_container_sync.consumer:Consumer"
+amqp_url = "{amqp_url}"
+callback = "{callback}"
 topic_prefix = "{topic_prefix}"
 
 [client_properties]
@@ -160,7 +207,9 @@ prefetch_count = 1
 durable = true
 auto_delete = false
 exclusive = false
-arguments = {{}}
+
+[queues."{queue}".arguments]
+{table}
 
 [[bindings]]
 queue = "{queue}"
@@ -176,7 +225,7 @@ version = 1
 disable_existing_loggers = false
 
 [log_config.formatters.simple]
-format = "%(levelname)s %(name)s: %(message)s"
+format = "{log_format}"
 
 [log_config.handlers.console]
 class = "logging.StreamHandler"
@@ -199,14 +248,23 @@ handlers = ["console"]
 class ConsumerProcess:
     """``fedora-messaging --conf CONFIG consume`` in its own process group."""
 
-    def __init__(self, config: Path, log: Path, *, monitoring_port: int | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        *,
+        monitoring_port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.log = log
         self.monitoring_port = monitoring_port
+        self.extra_env = env or {}
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Self:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FEDORA_MESSAGING")}
+        env.update(self.extra_env)
         with self.log.open("ab") as out:
             self._proc = subprocess.Popen(
                 [str(BIN / "fedora-messaging"), "--conf", str(self.config), "consume"],
@@ -302,7 +360,9 @@ class Bus:
     ``org.fedoraproject.<env>``. ``consumer()`` starts ``fedora-messaging consume`` on a config
     built from the test's harness (its registries, allowlist and work dir)."""
 
-    def __init__(self, harness: Any, tmp: Path, env: str) -> None:
+    def __init__(
+        self, harness: Any, tmp: Path, env: str, *, delivery_limit: int | None = None
+    ) -> None:
         self.harness = harness
         self.tmp = tmp
         self.env = env
@@ -310,6 +370,9 @@ class Bus:
         self.pungi_topic = f"{self.topic_prefix}.pungi.compose.status.change"
         self.queue = f"fedora-container-sync-test-{env}"
         self.results_queue = f"{self.queue}-results"
+        self.dead_letters = f"{self.queue}.dead-letter"
+        #: the consumer queue's arguments: the production shape when ``delivery_limit`` is set
+        self.arguments: dict[str, Any] = {}
         self.broker = Broker()
         self.broker.declare(
             self.results_queue,
@@ -319,7 +382,13 @@ class Bus:
             ],
         )
         self.routing_keys = [self.pungi_topic, f"{self.topic_prefix}.hotness.#"]
-        self.broker.declare(self.queue, self.routing_keys)
+        if delivery_limit is not None:
+            # What the operator declares first (README): the dead letters' exchange and queue.
+            self.broker.declare_dead_letters(self.dead_letters)
+            self.arguments = production_queue(
+                delivery_limit=delivery_limit, dead_letters=self.dead_letters
+            )
+        self.broker.declare(self.queue, self.routing_keys, arguments=self.arguments)
         self._consumers: list[ConsumerProcess] = []
         self._published = 0
 
@@ -337,7 +406,15 @@ class Bus:
         path = write_messages(self.tmp / f"published-{self._published}.jsonl", messages)
         publish_file(path, self.tmp)
 
-    def config(self, *, settings: str = "", requeue: str = "", name: str = "consumer") -> Path:
+    def config(
+        self,
+        *,
+        settings: str = "",
+        requeue: str = "",
+        name: str = "consumer",
+        callback: str = "fedora_container_sync.consumer:Consumer",
+        log_format: str = LOG_FORMAT,
+    ) -> Path:
         """Write the consumer's config: ``settings`` are extra keys of
         [consumer_config.container], ``requeue`` the body of its requeue table."""
         self.harness.extra_config = (
@@ -355,13 +432,18 @@ class Bus:
                 topic_prefix=self.topic_prefix,
                 monitoring_port=port,
                 container_table=table,
+                arguments=self.arguments,
+                callback=callback,
+                log_format=log_format,
             )
         )
         return path
 
-    def consumer(self, config: Path) -> ConsumerProcess:
+    def consumer(self, config: Path, *, env: dict[str, str] | None = None) -> ConsumerProcess:
         port = _monitoring_port(config)
-        consumer = ConsumerProcess(config, config.with_suffix(".log"), monitoring_port=port)
+        consumer = ConsumerProcess(
+            config, config.with_suffix(".log"), monitoring_port=port, env=env
+        )
         self._consumers.append(consumer)
         return consumer.start()
 
@@ -380,3 +462,85 @@ def _monitoring_port(config: Path) -> int:
     import tomllib
 
     return int(tomllib.loads(config.read_text())["monitoring"]["port"])
+
+
+class PrivateBroker:
+    """A RabbitMQ node of its own on 127.0.0.1 (a free port, its own node name, data and logs
+    in a temporary directory), so a test can stop and start a broker without disturbing the
+    shared one. :meth:`stop_app` / :meth:`start_app` stop and start RabbitMQ the way an
+    operator does (``rabbitmqctl stop_app``): connections closed, the port refusing."""
+
+    def __init__(self) -> None:
+        import pwd
+        import shutil
+        import tempfile
+        import uuid
+
+        self.port = _free_port()
+        self.node = f"fcs-test-{uuid.uuid4().hex[:8]}@localhost"
+        self.url = f"amqp://guest:guest@{AMQP_HOST}:{self.port}/%2F"
+        self._dir = Path(tempfile.mkdtemp(prefix="fcs-rabbitmq-"))
+        self._shutil = shutil
+        (self._dir / "rabbitmq.conf").write_text(f"listeners.tcp.local = {AMQP_HOST}:{self.port}\n")
+        for sub in ("mnesia", "log"):
+            (self._dir / sub).mkdir()
+        if os.geteuid() == 0:  # rabbitmq-server drops to the rabbitmq user
+            user = pwd.getpwnam("rabbitmq")
+            for path in (self._dir, *self._dir.iterdir()):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        self._env = {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_CONFIG_FILE": str(self._dir / "rabbitmq.conf"),
+            "RABBITMQ_DIST_PORT": str(_free_port()),
+            "RABBITMQ_MNESIA_BASE": str(self._dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self._dir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self._dir / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self._dir / "pid"),
+        }
+
+    def start(self) -> Self:
+        subprocess.run(["rabbitmq-server", "-detached"], env=self._env, check=True, timeout=60)
+        self._ctl("wait", str(self._dir / "pid"), "--timeout", "60")
+        self.wait_listening()
+        return self
+
+    def wait_listening(self) -> None:
+        def listening() -> bool:
+            try:
+                with socket.create_connection((AMQP_HOST, self.port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(listening, timeout=60, what=f"RabbitMQ {self.node} on port {self.port}")
+
+    def stop_app(self) -> None:
+        self._ctl("stop_app")
+
+    def start_app(self) -> None:
+        self._ctl("start_app")
+        self.wait_listening()
+
+    def stop(self) -> None:
+        try:
+            self._ctl("stop")
+        finally:
+            self._shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _ctl(self, *args: str) -> None:
+        result = subprocess.run(
+            ["rabbitmqctl", "-n", self.node, *args],
+            env=self._env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, f"rabbitmqctl {' '.join(args)}: {result.stderr[-2000:]}"
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -10,8 +10,10 @@ from fedora_container_sync.consumer import (
     Consumer,
     ConsumerHalt,
     Outcome,
+    announce_unchanged,
     decide_error,
     decide_report,
+    previous_deliveries,
     requeue_delay,
 )
 from fedora_container_sync.errors import (
@@ -30,7 +32,10 @@ from fedora_container_sync.settings import RequeueSettings, Settings
 CID = "Fedora-41-20241026.0"
 
 
-def report(*errors, held: int = 0) -> ComposeReport:
+NEWER = "Fedora-41-20241027.0"
+
+
+def report(*errors, held: int = 0, stale: int = 0) -> ComposeReport:
     result = ComposeReport(CID, release=41)
     result.errors.extend(errors)
     decision = gate.GateDecision(
@@ -40,8 +45,17 @@ def report(*errors, held: int = 0) -> ComposeReport:
         "compose lacks aarch64, which the tag serves now",
         missing=frozenset({"aarch64"}),
     )
+    kept = gate.GateDecision(
+        gate.Verdict.STALE,
+        frozenset({"x86_64"}),
+        frozenset({"x86_64"}),
+        f"holds {NEWER}, newer than this compose",
+        holder=NEWER,
+    )
     for tag in ("41", "latest")[:held]:
         result.tags.append(TagOutcome("quay.io/fedora", "fedora", tag, TagAction.HELD, decision))
+    for tag in ("40", "rawhide")[:stale]:
+        result.tags.append(TagOutcome("quay.io/fedora", "fedora", tag, TagAction.HELD, kept))
     return result
 
 
@@ -50,8 +64,11 @@ def report(*errors, held: int = 0) -> ComposeReport:
     [
         (None, Outcome.ACK, "nothing to do"),
         (report(), Outcome.ACK, "done"),
-        (report(held=2), Outcome.ACK, "done; 2 tags held"),
-        (report(held=1), Outcome.ACK, "done; 1 tag held"),
+        (report(held=2), Outcome.ACK, "done; 2 tags not moved: 2 held"),
+        (report(held=1), Outcome.ACK, "done; 1 tag not moved: 1 held"),
+        # The rollback guard's tags are stale, not held.
+        (report(stale=2), Outcome.ACK, "done; 2 tags not moved: 2 stale"),
+        (report(held=1, stale=1), Outcome.ACK, "done; 2 tags not moved: 1 held, 1 stale"),
         (report(RegistryUnavailable("registry down")), Outcome.REQUEUE, "registry down"),
         (
             report(TransientError("a"), SkopeoTransientError("b")),
@@ -131,3 +148,33 @@ def test_unusable_config_halts_before_consuming(tmp_path):
     assert isinstance(halt, HaltConsumer) and isinstance(halt, SystemExit)
     assert halt.exit_code == halt.code == 2
     assert str(halt).startswith(f"fedora-container-sync cannot start: work_dir {blocker}/work")
+
+
+@pytest.mark.parametrize(
+    ("headers", "count"),
+    [
+        (None, 0),  # no headers at all
+        ({}, 0),  # a classic queue, or a first delivery
+        ({"x-delivery-count": 0}, 0),
+        ({"x-delivery-count": 3}, 3),
+        ({"x-delivery-count": "3"}, None),  # not a count: unknown
+        ({"x-delivery-count": -1}, None),
+        ({"x-delivery-count": True}, None),
+    ],
+)
+def test_previous_deliveries_reads_the_quorum_queue_count(headers, count):
+    assert previous_deliveries(headers) == count
+
+
+@pytest.mark.parametrize(
+    ("previous", "own_requeues", "again"),
+    [
+        (0, 0, False),  # a first delivery
+        (2, 2, False),  # redelivered twice, both times handed back by this consumer
+        (1, 0, True),  # an earlier delivery died without an answer (kill -9, failover)
+        (3, 2, True),
+        (None, 0, True),  # unknown: better announced twice than never
+    ],
+)
+def test_announce_unchanged_only_after_a_delivery_that_died(previous, own_requeues, again):
+    assert announce_unchanged(previous, own_requeues) is again

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import jsonschema
 import pytest
 from fedora_image_uploader_messages import ContainerPublishedV1
@@ -9,7 +11,7 @@ from fedora_messaging import message as fm_message
 
 from fedora_container_sync import gate
 from fedora_container_sync.errors import ComposeError
-from fedora_container_sync.notify import published_repositories, result_messages
+from fedora_container_sync.notify import held_body, published_repositories, result_messages
 from fedora_container_sync.platforms import sorted_arches
 from fedora_container_sync.report import ComposeReport, TagAction, TagOutcome
 from fedora_container_sync.schemas import TagHeldV1
@@ -98,6 +100,29 @@ def test_nothing_published_nothing_announced(report):
     assert published_repositories(report) == []
 
 
+def test_a_run_that_moved_nothing_announces_nothing_unless_asked():
+    # A redelivery or a replay after the work was done: every tag already serves the compose.
+    report = run(
+        outcome(FEDORA, "fedora", "41", TagAction.UNCHANGED),
+        outcome(FEDORA, "fedora", "latest", TagAction.UNCHANGED),
+    )
+    assert published_repositories(report) == []
+    assert result_messages(report) == []
+    (again,) = published_repositories(report, unchanged=True)  # replay --announce
+    assert (again.registries, again.tags) == ((FEDORA,), ("41", "latest"))
+
+
+def test_one_moved_tag_announces_every_registry_that_serves_the_compose():
+    # An earlier delivery moved fedora's tags, then quay failed; this one moved quay's.
+    report = run(
+        outcome(FEDORA, "fedora", "41", TagAction.UNCHANGED),
+        outcome(QUAY, "fedora", "41", TagAction.PUBLISHED),
+        outcome(FEDORA, "fedora-toolbox", "41", TagAction.UNCHANGED),
+    )
+    (entry,) = published_repositories(report)
+    assert (entry.repository, entry.registries, entry.tags) == ("fedora", (FEDORA, QUAY), ("41",))
+
+
 def test_messages_validate_against_their_schemas():
     report = run(
         outcome(QUAY, "fedora-toolbox", "41", TagAction.PUBLISHED, compose={"x86_64"}),
@@ -179,3 +204,64 @@ def test_loading_a_serialized_held_message_gives_the_class():
     (loaded,) = fm_message.loads(wire)
     assert isinstance(loaded, TagHeldV1)
     assert loaded.body == HELD_BODY
+
+
+NEWER = "Fedora-41-20241027.0"
+
+
+def stale_outcome(tag: str) -> TagOutcome:
+    decision = gate.GateDecision(
+        gate.Verdict.STALE,
+        frozenset(ALL),
+        frozenset(ALL),
+        f"holds {NEWER}, newer than this compose",
+        holder=NEWER,
+    )
+    return TagOutcome(QUAY, "fedora-toolbox", tag, TagAction.HELD, decision)
+
+
+def test_a_stale_tag_is_announced_as_stale_not_held():
+    report = run(
+        stale_outcome("41"),
+        outcome(FEDORA, "fedora-toolbox", "41", TagAction.HELD, current=ALL, compose={"x86_64"}),
+    )
+    stale, held = result_messages(report)
+    stale.validate()
+    assert stale.body == {
+        "compose_id": CID,
+        "release": 41,
+        "registry": QUAY,
+        "repository": "fedora-toolbox",
+        "tag": "41",
+        "verdict": "stale",
+        "newer_compose": NEWER,
+        "reason": f"holds {NEWER}, newer than this compose",
+        "missing_arches": [],
+        "current_arches": ["x86_64", "aarch64", "ppc64le", "s390x"],
+        "compose_arches": ["x86_64", "aarch64", "ppc64le", "s390x"],
+    }
+    assert stale.severity == fm_message.INFO and held.severity == fm_message.WARNING
+    assert stale.summary == (
+        f"fedora-container-sync kept quay.io/fedora/fedora-toolbox:41 at {NEWER}, "
+        f"newer than compose {CID}"
+    )
+    assert f"\tNewer compose it serves: {NEWER}\n" in str(stale)
+    assert (held.body["verdict"], "newer_compose" in held.body) == ("held", False)
+    # The summary of the run tells them apart too.
+    assert (len(report.held), len(report.stale_tags)) == (1, 1)
+
+
+def test_the_v1_schema_grew_compatibly():
+    """verdict "stale" and newer_compose were added within v1: a body of either kind is valid
+    under the first v1 schema (verdict a free string, no newer_compose), and the first v1's
+    bodies are valid under this one."""
+    first = copy.deepcopy(TagHeldV1.body_schema)
+    del first["properties"]["verdict"]["enum"]
+    del first["properties"]["newer_compose"]
+    stale = held_body(run(stale_outcome("latest")), stale_outcome("latest"))
+    for body in (stale, HELD_BODY):
+        jsonschema.validate(body, first)
+        jsonschema.validate(body, TagHeldV1.body_schema)
+    assert "newer_compose" not in TagHeldV1.body_schema["required"]
+    with pytest.raises(jsonschema.ValidationError):
+        TagHeldV1(body={**HELD_BODY, "verdict": "moved"}).validate()

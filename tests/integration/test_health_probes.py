@@ -1,0 +1,121 @@
+"""The consumer's own /ready and /live (the OpenShift probes), in both states, with the real
+RabbitMQ: not ready while the broker is stopped and ready again once it is back; live while
+idle or making progress, not live when a publish makes no progress for ``stuck_after``."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+
+import httpx
+import pytest
+
+from support.broker import ConsumerProcess, PrivateBroker, consumer_config, wait_until
+from support.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def get(port: int, path: str) -> tuple[int, dict]:
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+    except httpx.HTTPError:
+        return 0, {}
+    return response.status_code, response.json()
+
+
+def wait_status(port: int, path: str, code: int, *, timeout: float = 60) -> dict:
+    found: dict = {}
+
+    def reached() -> bool:
+        status, body = get(port, path)
+        found.clear()
+        found.update(body)
+        return status == code
+
+    wait_until(reached, timeout=timeout, what=f"{path} to answer {code}", interval=0.3)
+    return found
+
+
+def test_ready_follows_the_broker(harness, tmp_path):
+    port = free_port()
+    harness.extra_config = f"\n[consumer_config.container.health]\nport = {port}\n"
+    queue = f"fedora-container-sync-test-health-{uuid.uuid4().hex[:8]}"
+    monitoring = free_port()
+    with PrivateBroker() as rabbit:
+        config = tmp_path / "consumer.toml"
+        config.write_text(
+            consumer_config(
+                queue=queue,
+                routing_keys=["org.fedoraproject.test.pungi.compose.status.change"],
+                topic_prefix="org.fedoraproject.test",
+                monitoring_port=monitoring,
+                container_table=harness.config().read_text(),
+                amqp_url=rabbit.url,
+            )
+        )
+        consumer = ConsumerProcess(
+            config, tmp_path / "consumer.log", monitoring_port=monitoring
+        ).start()
+        try:
+            ready = wait_status(port, "/ready", 200)
+            assert ready == {"ready": True, "queues": [queue]}
+            assert get(port, "/live") == (200, {"live": True, "busy": None})
+
+            rabbit.stop_app()  # as an operator stops RabbitMQ: connections closed, port shut
+            down = wait_status(port, "/ready", 503, timeout=30)
+            assert down["ready"] is False
+            assert down["reason"] == f"not consuming from {queue}: no open channel to the broker"
+            assert get(port, "/live")[0] == 200  # idle, not stuck: no reason to restart it
+            # fedora-messaging's own /ready still answers 200, "consuming": why we serve ours.
+            assert consumer.stats()["consuming"] is True
+            assert consumer.proc.poll() is None
+
+            rabbit.start_app()
+            assert wait_status(port, "/ready", 200, timeout=90)["ready"] is True
+            assert consumer.proc.poll() is None
+            assert consumer.stop() == 0
+        finally:
+            consumer.cleanup()
+
+
+def hanging_skopeo(tmp_path):
+    """The real skopeo, except that a push (the copy with --digestfile) hangs after creating
+    the returned marker."""
+    marker = tmp_path / "pushing"
+    script = tmp_path / "skopeo-hanging"
+    script.write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do\n'
+        f"    case \"$arg\" in --digestfile) : > '{marker}'; exec sleep 600 ;; esac\n"
+        "done\n"
+        f"exec '{shutil.which('skopeo')}' \"$@\"\n"
+    )
+    script.chmod(0o755)
+    return script, marker
+
+
+def test_live_until_a_publish_stops_making_progress(bus, tmp_path):
+    port = free_port()
+    skopeo, pushing = hanging_skopeo(tmp_path)
+    settings = (
+        f'skopeo = "{skopeo}"\nmax_parallel = 1\n'
+        f"\n[consumer_config.container.health]\nport = {port}\nstuck_after = 3\n"
+    )
+    consumer = bus.consumer(bus.config(settings=settings))
+    assert wait_status(port, "/ready", 200) == {"ready": True, "queues": [bus.queue]}
+    assert get(port, "/live") == (200, {"live": True, "busy": None})
+
+    compose_id = "Fedora-41-20241025.0"
+    bus.publish(bus.pungi(bus.harness.compose(compose_id, arches=("x86_64",))))
+    wait_until(pushing.exists, timeout=90, what="the push to start")
+    busy = get(port, "/live")
+    assert busy[0] == 200 and busy[1]["busy"] == compose_id  # working, progress recent
+    stuck = wait_status(port, "/live", 503, timeout=30)
+    assert stuck["live"] is False and stuck["busy"] == compose_id
+    assert stuck["reason"].startswith(f"compose {compose_id}: no progress for ")
+    assert stuck["reason"].endswith("(stuck after 3s)")
+    assert get(port, "/ready")[0] == 200  # still connected: readiness is not liveness
+    consumer.kill9()
+    # What a liveness restart leads to: the message is still queued for the next consumer.
+    wait_until(lambda: bus.broker.count(bus.queue) == 1, timeout=30, what="the requeue")

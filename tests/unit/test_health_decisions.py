@@ -1,0 +1,131 @@
+"""What /ready and /live answer (pure), and how the step log feeds /live."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pydantic import ValidationError
+
+from fedora_container_sync.errors import about_compose
+from fedora_container_sync.health import Channel, ProgressWatch, liveness, readiness
+from fedora_container_sync.progress import STEPS
+from fedora_container_sync.settings import HealthSettings, Settings
+
+CID = "Fedora-41-20241026.0"
+
+
+@pytest.mark.parametrize(
+    ("channels", "ready"),
+    [
+        (None, False),  # fedora-messaging not started, or its state unreadable
+        ([], False),
+        ([Channel("fedora-container-sync", registered=True)], True),  # consuming or standby
+        ([Channel("fedora-container-sync", registered=False)], False),  # broker gone
+        ([Channel("a", registered=True), Channel("b", registered=False)], False),
+    ],
+)
+def test_ready_only_with_every_consumer_registered(channels, ready):
+    ok, body = readiness(channels)
+    assert ok is ready and body["ready"] is ready
+    assert ("reason" in body) is not ready
+
+
+@pytest.mark.parametrize(
+    ("busy", "since", "last_step", "live"),
+    [
+        (None, 0.0, None, True),  # idle: a standby, or nothing queued
+        (CID, 900.0, None, True),  # started 100 s ago, no step yet
+        (CID, 0.0, 900.0, True),  # long run, a step 100 s ago
+        (CID, 0.0, None, False),  # no step in 1000 s
+        (CID, 0.0, 399.0, False),  # last step 601 s ago
+        (CID, 0.0, 400.0, True),  # exactly at the bound: not yet stuck
+    ],
+)
+def test_live_unless_the_compose_in_progress_made_no_progress(busy, since, last_step, live):
+    ok, body = liveness(1000.0, busy, since, last_step, stuck_after=600.0)
+    assert ok is live and body["live"] is live
+    if not live:
+        assert body["reason"].startswith(f"compose {CID}: no progress for ")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Shown(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def steps_logger():
+    logger = logging.getLogger(STEPS)
+    level, filters, handlers = logger.level, list(logger.filters), list(logger.handlers)
+    yield logger
+    logger.setLevel(level)
+    logger.filters[:] = filters
+    logger.handlers[:] = handlers
+
+
+def test_step_lines_count_as_progress_and_the_log_shows_what_it_did(steps_logger):
+    steps_logger.setLevel(logging.WARNING)  # a log config that shows only warnings
+    shown = Shown()
+    steps_logger.addHandler(shown)
+    clock = Clock()
+    watch = ProgressWatch(clock)
+    watch.install()
+    watch.begin(CID)
+    clock.now = 500.0
+    steps_logger.info("compose %s: [1/4] downloaded", CID)
+    steps_logger.warning("compose %s: [2/4] tag held", CID)
+    assert shown.lines == [f"compose {CID}: [2/4] tag held"]  # INFO stays hidden
+    clock.now = 1000.0
+    assert watch.check(stuck_after=600.0)[0] is True  # the last step was 500 s ago
+    clock.now = 1200.0
+    ok, body = watch.check(stuck_after=600.0)
+    assert not ok and body["busy"] == CID
+    watch.end()
+    assert watch.check(stuck_after=600.0) == (True, {"live": True, "busy": None})
+
+
+def test_health_settings():
+    base = {
+        "repos": {"Container_Base": "fedora"},
+        "registries": [{"url": "quay.io/fedora"}],
+        "compose_url_allowlist": ["https://kojipkgs.fedoraproject.org/compose/"],
+        "skopeo_timeout": 900.0,
+    }
+    assert Settings.model_validate(base).health is None
+    settings = Settings.model_validate({**base, "health": {"port": 8071}})
+    assert (settings.health.address, settings.health.port) == ("127.0.0.1", 8071)
+    assert settings.stuck_after == 1800.0  # twice skopeo_timeout
+    bound = Settings.model_validate({**base, "health": {"port": 8071, "stuck_after": 60.0}})
+    assert bound.stuck_after == 60.0
+    for bad in ({"port": 0}, {"port": 8071, "address": "pod.example"}, {"address": "::"}):
+        with pytest.raises(ValidationError):
+            HealthSettings.model_validate(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (
+            f"{CID}: Container/x86_64/a.tar.xz: sha256 mismatch",
+            "Container/x86_64/a.tar.xz: sha256 mismatch",
+        ),
+        (f"compose {CID}: push of x: HTTP 500", "push of x: HTTP 500"),
+        ("registry quay.io down", "registry quay.io down"),
+        ("Fedora-41-20241026.01: other compose", "Fedora-41-20241026.01: other compose"),
+    ],
+)
+def test_a_line_names_its_compose_once(text, line):
+    assert about_compose(CID, text) == line
