@@ -327,7 +327,7 @@ class _Run:
     def _releases(self, facts: ComposeFacts, http: httpx.Client) -> Releases:
         """``[releases]``, completed from Bodhi when it lacks a number this compose needs."""
         static = self.settings.releases
-        if not needs_lookup(facts.release_version, static):
+        if not needs_lookup(facts.release_version, static, compose_id=self.compose_id):
             return static
         looked_up = bodhi.current_releases(http, self.settings.bodhi, retry=self.settings.retry)
         return merge_releases(static, looked_up)

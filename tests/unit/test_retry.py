@@ -54,6 +54,9 @@ def test_transient_statuses(status, transient):
         ("soon", None),
         ("-5", None),
         ("1.5", None),
+        ("\u00b2", None),  # isdigit() says yes, float() raises
+        ("\u0664\u0661", None),  # Arabic-Indic 41: float() would read it
+        ("\uff17", None),  # fullwidth 7
     ],
 )
 def test_retry_after_seconds(value, seconds):
