@@ -47,7 +47,7 @@ from .messages import Envelope
 from .notify import BusPublisher, announce
 from .publish import handle_envelope, prepare_work_dir
 from .report import EXIT_USAGE, ComposeReport
-from .settings import RequeueSettings, Settings, settings_from_document
+from .settings import RequeueSettings, Settings, check_bus_document, settings_from_document
 
 if TYPE_CHECKING:
     from fedora_messaging.message import Message
@@ -199,10 +199,13 @@ class Consumer:
 
 
 def _configured_settings() -> Settings:
-    """``[consumer_config.container]`` of the config ``fedora-messaging`` has loaded."""
+    """``[consumer_config.container]`` of the config ``fedora-messaging`` has loaded, after the
+    rest of it (the keys fedora-messaging reads, as :func:`settings.load_settings` checks them)."""
     from fedora_messaging import config
 
-    return settings_from_document(config.conf, source="fedora-messaging config")
+    settings = settings_from_document(config.conf, source="fedora-messaging config")
+    check_bus_document(dict(config.conf), source="fedora-messaging config")
+    return settings
 
 
 def _on_shutdown(callback: Callable[[], object]) -> None:
