@@ -19,6 +19,11 @@ The message is acknowledged only when this returns, i.e. after the registries we
 the result messages were sent; a consumer killed on the way leaves it on the queue, and the
 redelivered message completes idempotently (pushes of unchanged digests and writes of an
 identical index are skipped).
+
+A stop (SIGTERM: fedora-messaging's shutdown, which waits for the message in progress) cuts
+that message's run short: its skopeo children are ended, no more work starts, its auth files and
+run directory are removed, and the message goes back to the queue (``Nack``) for the next
+consumer to redo.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import TYPE_CHECKING, cast
 
 from fedora_messaging.exceptions import Drop, HaltConsumer, Nack
 
+from . import shutdown
 from .errors import (
     ConfigError,
     MessageError,
@@ -140,7 +146,7 @@ class Consumer:
         self._publisher = BusPublisher()
         self._failures: OrderedDict[str, int] = OrderedDict()
         self._stopping = threading.Event()
-        _on_shutdown(self._stopping.set)
+        _on_shutdown(self._stop)
         _log.info(
             "consumer ready: %d repositories, registries %s",
             len(set(self.settings.repos.values())),
@@ -164,6 +170,11 @@ class Consumer:
                 _log.debug("traceback of the unexpected error", exc_info=True)
         self._answer(decision, envelope)
 
+    def _stop(self) -> None:
+        """fedora-messaging is shutting down: end the run in progress now (see the module)."""
+        self._stopping.set()
+        shutdown.request()
+
     def _answer(self, decision: Decision, envelope: Envelope) -> None:
         key = envelope.id or envelope.label
         if decision.outcome is Outcome.ACK:
@@ -182,6 +193,13 @@ class Consumer:
                 decision.reason,
             )
             raise HaltConsumer(exit_code=EXIT_USAGE, reason=decision.reason, requeue=True)
+        if self._stopping.is_set():
+            _log.warning(
+                "compose %s: the consumer is stopping, the message goes back to the queue: %s",
+                envelope.label,
+                decision.reason,
+            )
+            raise Nack()
         failures = self._failures.pop(key, 0) + 1
         self._failures[key] = failures
         while len(self._failures) > _REMEMBERED_FAILURES:

@@ -61,7 +61,7 @@ from .tags import (
     needs_lookup,
     plan_tags,
 )
-from .workdir import run_directory, safe_name
+from .workdir import run_directory, safe_name, sweep_stale_runs
 from .workpool import WorkPool
 
 _log = logging.getLogger(__name__)
@@ -124,7 +124,8 @@ def handle_envelope(
 
 
 def prepare_work_dir(settings: Settings) -> None:
-    """Create the work dir and check it is writable, or raise a ConfigError naming it."""
+    """Create the work dir and check it is writable, or raise a ConfigError naming it; remove
+    what runs killed outright (SIGKILL) left there, auth files included."""
     work_dir = settings.work_dir
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +134,7 @@ def prepare_work_dir(settings: Settings) -> None:
             pass
     except OSError as error:
         raise ConfigError(f"work_dir {work_dir}: not usable: {error.strerror or error}") from None
+    sweep_stale_runs(work_dir)
 
 
 def publish_compose(
