@@ -23,7 +23,7 @@ import httpx
 
 from .archive import MAGIC_LENGTH, Decoder, decoder_for, detect_transport
 from .errors import ComposeError, MessageError, TransientError, one_line
-from .messages import check_location
+from .messages import MAX_JSON_DEPTH, check_location, nesting_exceeds
 from .retry import call_with_retry, retry_after_seconds, transient_status
 from .selection import ImageArtifact
 from .settings import RetrySettings
@@ -179,10 +179,15 @@ class ComposeFetcher:
         def once() -> Any:
             with self._stream(path) as response:
                 body = response.read()
+            too_deep = f"{self._compose_id}: {path} nests deeper than {MAX_JSON_DEPTH} levels"
             try:
                 document: Any = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            except RecursionError:
+                raise ComposeError(too_deep) from None
+            except ValueError as error:  # not UTF-8, not JSON, a number of thousands of digits
                 raise ComposeError(f"{self._compose_id}: {path} is not JSON: {error}") from None
+            if nesting_exceeds(document, MAX_JSON_DEPTH):
+                raise ComposeError(too_deep)
             return document
 
         return call_with_retry(
