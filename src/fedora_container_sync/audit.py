@@ -40,9 +40,8 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
-from productmd.composeinfo import get_date_type_respin
-
 from .manifests import COMPOSE_ID, IMAGE_SHA256, Manifest, UnknownEntry
+from .ordering import date_type_respin
 from .platforms import FEDORA_PLATFORMS, arch_sort_key
 from .settings import Releases
 from .tags import LATEST, RAWHIDE
@@ -246,11 +245,10 @@ def _arch_tags(tags: Iterable[str]) -> list[tuple[str, str]]:
 
 def compose_date(compose_id: str | None) -> date | None:
     """The day in a compose ID (``Fedora-41-20241025.n.0`` → 2024-10-25), if it has one."""
-    if not compose_id:
+    parsed = date_type_respin(compose_id)
+    if parsed is None:
         return None
-    day, _type, _respin = get_date_type_respin(compose_id)
-    if not day:
-        return None
+    day, _type, _respin = parsed
     try:
         return datetime.strptime(day, "%Y%m%d").replace(tzinfo=UTC).date()
     except ValueError:
@@ -259,12 +257,11 @@ def compose_date(compose_id: str | None) -> date | None:
 
 def compose_order(compose_id: str | None) -> tuple[int, str, int]:
     """Sort key: later composes are greater; a compose ID without a date sorts first."""
-    if not compose_id:
+    parsed = date_type_respin(compose_id)
+    if parsed is None:
         return (0, "", 0)
-    day, _type, respin = get_date_type_respin(compose_id)
-    if not day:
-        return (0, "", 0)
-    return (1, day, int(respin or 0))
+    day, _type, respin = parsed
+    return (1, day, respin)
 
 
 def age_hours(since: date | None, now: datetime) -> int | None:

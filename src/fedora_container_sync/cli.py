@@ -14,19 +14,28 @@ consumer's dead-letter queue into OUTPUT, a message file for ``replay``. Exit co
 registry and reports held, missing, carried and diverged tags; ``--html`` also writes them as a
 status page. Exit codes: 0 clean, 3 findings, 1 a registry could not be read (or the findings
 could not be sent to the bus, or the page could not be written), 2 bad usage or config.
+
+SIGTERM (what systemd and OpenShift send) and SIGINT stop either command at once: skopeo
+children are ended, auth files and run directories removed on the way out, one line says so,
+and the exit code is 143 (SIGTERM) or 130 (SIGINT).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import shutil
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, shutdown
 from .errors import SyncError, UsageError
 from .progress import STEPS, Console
 from .report import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, ComposeReport, render
@@ -35,7 +44,19 @@ if TYPE_CHECKING:
     from .notify import BusPublisher
 
 PROG = "fedora-container-sync"
+#: 128 + the signal's number, as a shell reports a process the signal ended
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
 _log = logging.getLogger(__name__)
+
+
+#: set when SIGTERM or SIGINT stopped this run
+_signalled = threading.Event()
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread. Like KeyboardInterrupt it is no Exception: no
+    ``except Exception`` on the way stops it, and every ``with`` block cleans up."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,15 +182,28 @@ def _hours(value: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _signalled.clear()
+    code = _main(argv)
+    if _signalled.is_set() and threading.active_count() > 1:
+        # Stopped by a signal, and cleaned up: a worker thread still blocked on a network read
+        # would hold the interpreter's exit until its timeout. Leave without it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     console = None
     try:
-        args = build_parser().parse_args(argv)
-        console = _setup_logging(verbose=getattr(args, "verbose", False))
-        if args.command == "audit":
-            return _audit(args)
-        if args.command == "dead-letters":
-            return _dead_letters(args)
-        return _replay(args, console)
+        with _stop_on_signals():
+            args = build_parser().parse_args(argv)
+            console = _setup_logging(verbose=getattr(args, "verbose", False))
+            if args.command == "audit":
+                return _audit(args)
+            if args.command == "dead-letters":
+                return _dead_letters(args)
+            return _replay(args, console)
     except UsageError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -178,13 +212,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except Exception as error:  # a bug: still one line, never a traceback
         print(f"{PROG}: internal error: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         if console is not None:
             console.done()
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT: end the skopeo children and start no more work, then raise
+    :class:`Terminated` or KeyboardInterrupt in the main thread, so that the ``with`` blocks
+    remove auth files and run directories as the exception passes. A systemd or OpenShift stop
+    signals our PID only: the children would otherwise run on. Further signals are ignored
+    until the way out is done; the stop stays requested (worker threads still blocked on the
+    network must not retry) until the process exits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(number: int, _frame: FrameType | None) -> None:
+        for each in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(each, signal.SIG_IGN)
+        _signalled.set()
+        shutdown.request()
+        raise Terminated() if number == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {each: signal.signal(each, stop) for each in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
 
 
 def _replay(args: argparse.Namespace, console: Console) -> int:

@@ -38,6 +38,7 @@ from .archive import (
 )
 from .errors import ComposeError, TransientError, one_line
 from .httpclient import request_limits
+from .messages import MAX_JSON_DEPTH, nesting_exceeds
 from .retry import call_with_retry, retry_after_seconds, transient_status
 from .selection import ImageArtifact
 from .settings import (
@@ -234,12 +235,15 @@ class ComposeFetcher:
                 path, headers=_IDENTITY, deadline=self._deadline, limit=limit
             ) as response:
                 body = self._read_metadata(response)
+            too_deep = f"{self._compose_id}: {path} nests deeper than {MAX_JSON_DEPTH} levels"
             try:
                 document: Any = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise ComposeError(f"{self._compose_id}: {path} is not JSON: {error}") from None
             except RecursionError:
-                raise ComposeError(f"{self._compose_id}: {path} is nested too deeply") from None
+                raise ComposeError(too_deep) from None
+            except ValueError as error:  # not UTF-8, not JSON, a number of thousands of digits
+                raise ComposeError(f"{self._compose_id}: {path} is not JSON: {error}") from None
+            if nesting_exceeds(document, MAX_JSON_DEPTH):
+                raise ComposeError(too_deep)
             return document
 
         return call_with_retry(

@@ -30,6 +30,11 @@ on a classic queue that case is not seen, and ``replay --announce`` sends what w
 
 With ``[consumer_config.container.health]``, ``__init__`` also starts the ``/live`` and
 ``/ready`` endpoints of :mod:`.health`.
+
+A stop (SIGTERM: fedora-messaging's shutdown, which waits for the message in progress) cuts
+that message's run short: its skopeo children are ended, no more work starts, its auth files and
+run directory are removed, and the message goes back to the queue (``Nack``) for the next
+consumer to redo.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from typing import TYPE_CHECKING, cast
 
 from fedora_messaging.exceptions import Drop, HaltConsumer, Nack
 
+from . import shutdown
 from .errors import (
     ConfigError,
     MessageError,
@@ -60,7 +66,7 @@ from .messages import Envelope
 from .notify import BusPublisher, announce
 from .publish import handle_envelope, prepare_work_dir
 from .report import EXIT_USAGE, ComposeReport, kept_line
-from .settings import RequeueSettings, Settings, settings_from_document
+from .settings import RequeueSettings, Settings, check_bus_document, settings_from_document
 
 if TYPE_CHECKING:
     from fedora_messaging.message import Message
@@ -177,7 +183,7 @@ class Consumer:
         self._publisher = BusPublisher()
         self._failures: OrderedDict[str, int] = OrderedDict()
         self._stopping = threading.Event()
-        _on_shutdown(self._stopping.set)
+        _on_shutdown(self._stop)
         _log.info(
             "consumer ready: %d repositories, registries %s",
             len(set(self.settings.repos.values())),
@@ -218,6 +224,11 @@ class Consumer:
                 self._progress.end()
         self._answer(decision, envelope)
 
+    def _stop(self) -> None:
+        """fedora-messaging is shutting down: end the run in progress now (see the module)."""
+        self._stopping.set()
+        shutdown.request()
+
     def _answer(self, decision: Decision, envelope: Envelope) -> None:
         key = envelope.id or envelope.label
         reason = about_compose(envelope.label, decision.reason)
@@ -237,6 +248,13 @@ class Consumer:
                 reason,
             )
             raise HaltConsumer(exit_code=EXIT_USAGE, reason=decision.reason, requeue=True)
+        if self._stopping.is_set():
+            _log.warning(
+                "compose %s: the consumer is stopping, the message goes back to the queue: %s",
+                envelope.label,
+                reason,
+            )
+            raise Nack()
         failures = self._failures.pop(key, 0) + 1
         self._failures[key] = failures
         while len(self._failures) > _REMEMBERED_FAILURES:
@@ -254,10 +272,13 @@ class Consumer:
 
 
 def _configured_settings() -> Settings:
-    """``[consumer_config.container]`` of the config ``fedora-messaging`` has loaded."""
+    """``[consumer_config.container]`` of the config ``fedora-messaging`` has loaded, after the
+    rest of it (the keys fedora-messaging reads, as :func:`settings.load_settings` checks them)."""
     from fedora_messaging import config
 
-    return settings_from_document(config.conf, source="fedora-messaging config")
+    settings = settings_from_document(config.conf, source="fedora-messaging config")
+    check_bus_document(dict(config.conf), source="fedora-messaging config")
+    return settings
 
 
 def _on_shutdown(callback: Callable[[], object]) -> None:

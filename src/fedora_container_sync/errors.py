@@ -49,6 +49,11 @@ class TransientError(SyncError):
         self.retry_after = retry_after
 
 
+class Interrupted(TransientError):
+    """The process is being stopped (SIGTERM, SIGINT, the consumer's shutdown): the work was
+    cut short. Not retried; the consumer hands the message back to be redone."""
+
+
 class PermanentError(SyncError):
     """A definite failure: retrying the same input gives the same answer."""
 

@@ -20,6 +20,9 @@ from .errors import MessageError, UsageError
 from .settings import describe_validation_error
 
 TOPIC_SUFFIX = "pungi.compose.status.change"
+#: How deep JSON from a message may nest (objects and arrays). A Pungi body nests 1 level, a
+#: serialized message 3; Python's own parser gives up near 1000 with a RecursionError.
+MAX_JSON_DEPTH = 64
 #: Statuses after which a compose's metadata is complete and its images may be published.
 ACTIONABLE_STATUSES = frozenset({"FINISHED", "FINISHED_INCOMPLETE"})
 
@@ -35,7 +38,7 @@ class ComposeMessage(BaseModel):
     compose_type: str | None = None
     compose_label: str | None = None
     compose_date: str | None = None
-    compose_respin: int | None = None
+    compose_respin: int | None = Field(default=None, ge=0, le=9999)
     release_short: str | None = None
     release_version: str | None = None
 
@@ -73,6 +76,9 @@ def parse_compose_message(body: Mapping[str, Any], allowlist: Iterable[str]) -> 
     """Validate an actionable body and its location; raise :class:`MessageError` if unusable."""
     if not isinstance(body, Mapping):
         raise MessageError("message body is not a JSON object")
+    if nesting_exceeds(body, MAX_JSON_DEPTH):
+        where = body.get("compose_id") if isinstance(body.get("compose_id"), str) else "message"
+        raise MessageError(f"{where}: message body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         message = ComposeMessage.model_validate(dict(body))
     except ValidationError as error:
@@ -80,6 +86,26 @@ def parse_compose_message(body: Mapping[str, Any], allowlist: Iterable[str]) -> 
         raise MessageError(f"{where}: {describe_validation_error(error, 'body')}") from None
     check_location(message.location, allowlist, compose_id=message.compose_id)
     return message
+
+
+def nesting_exceeds(document: object, limit: int) -> bool:
+    """True when parsed JSON nests objects and arrays more than ``limit`` levels deep.
+
+    Iterative: a document too deep for Python's recursion is answered, not crashed on.
+    """
+    pending: list[tuple[object, int]] = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, Mapping):
+            children: Iterable[object] = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def check_location(location: str, allowlist: Iterable[str], *, compose_id: str) -> None:
@@ -155,10 +181,17 @@ def read_message_file(text: str, *, source: str) -> list[Envelope]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        where = f"{source}:{number}"
         try:
             document = json.loads(line)
         except json.JSONDecodeError as error:
-            raise UsageError(f"{source}:{number}: not JSON: {error.msg}") from None
+            raise UsageError(f"{where}: not JSON: {error.msg}") from None
+        except ValueError:  # json.loads turns a number of over 4300 digits into an int first
+            raise UsageError(f"{where}: not JSON: a number with thousands of digits") from None
+        except RecursionError:  # far too deep for Python's parser
+            raise UsageError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        if nesting_exceeds(document, MAX_JSON_DEPTH):
+            raise UsageError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
         if not isinstance(document, dict):
             raise UsageError(f"{source}:{number}: not a serialized message (a JSON object)")
         try:

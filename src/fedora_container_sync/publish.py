@@ -66,7 +66,7 @@ from .tags import (
     needs_lookup,
     plan_tags,
 )
-from .workdir import is_full, run_directory, safe_name
+from .workdir import is_full, run_directory, safe_name, sweep_stale_runs
 from .workpool import WorkPool
 
 _log = logging.getLogger(__name__)
@@ -129,7 +129,8 @@ def handle_envelope(
 
 
 def prepare_work_dir(settings: Settings) -> None:
-    """Create the work dir and check it is writable, or raise a ConfigError naming it."""
+    """Create the work dir and check it is writable, or raise a ConfigError naming it; remove
+    what runs killed outright (SIGKILL) left there, auth files included."""
     work_dir = settings.work_dir
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -138,6 +139,7 @@ def prepare_work_dir(settings: Settings) -> None:
             pass
     except OSError as error:
         raise ConfigError(f"work_dir {work_dir}: not usable: {error.strerror or error}") from None
+    sweep_stale_runs(work_dir)
 
 
 def publish_compose(
@@ -337,7 +339,7 @@ class _Run:
     def _releases(self, facts: ComposeFacts, http: httpx.Client) -> Releases:
         """``[releases]``, completed from Bodhi when it lacks a number this compose needs."""
         static = self.settings.releases
-        if not needs_lookup(facts.release_version, static):
+        if not needs_lookup(facts.release_version, static, compose_id=self.compose_id):
             return static
         looked_up = bodhi.current_releases(
             http,

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import tenacity
 
+from . import shutdown
 from .errors import TransientError, about_compose
 from .settings import RetrySettings
 
@@ -46,7 +47,7 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     if not value:
         return None
     value = value.strip()
-    if value.isascii() and value.isdigit():
+    if value.isascii() and value.isdigit():  # isdigit() alone takes "²", which float() refuses
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -106,7 +107,10 @@ def call_with_retry(fn: Callable[[], T], *, what: str, policy: RetrySettings) ->
         stop=tenacity.stop_after_attempt(policy.attempts)
         | tenacity.stop_before_delay(policy.max_total),
         wait=_Wait(policy),
-        retry=tenacity.retry_if_exception_type(TransientError),
+        # Not once the process is stopping: that does not heal by waiting.
+        retry=tenacity.retry_if_exception(
+            lambda error: isinstance(error, TransientError) and not shutdown.requested()
+        ),
         before_sleep=log_retry,
         reraise=True,
     )

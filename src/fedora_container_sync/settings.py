@@ -1,8 +1,10 @@
 """The application's settings: ``[consumer_config.container]`` of the fedora-messaging TOML file.
 
 The same file serves ``fedora-messaging consume`` and ``fedora-container-sync replay``; this
-module reads only our table, validates it with pydantic (unknown keys are errors) and hands out
-a frozen :class:`Settings` object. Nothing here touches the network.
+module validates our table with pydantic (unknown keys are errors) and hands out a frozen
+:class:`Settings` object. :func:`load_settings` checks the rest of the file too, the keys
+fedora-messaging reads (:func:`check_bus_document`), so that a typo there stops a run before it
+does anything rather than after it published. Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -99,6 +102,39 @@ class RegistrySettings(_Model):
     def repository_path(self, repository: str) -> str:
         """The repository's full name inside the registry (namespace included)."""
         return f"{self.namespace}/{repository}" if self.namespace else repository
+
+    def check_cert_dir(self) -> None:
+        """Fail now, naming it, if ``cert_dir`` is missing, not a directory, or holds a
+        certificate or key that cannot be read or loaded.
+
+        Left alone, every TLS connection to the registry would fail (and be retried) later.
+        """
+        if self.cert_dir is None:
+            return
+        where = f"registry {self.url}: cert_dir {self.cert_dir}"
+        try:
+            entries = sorted(self.cert_dir.iterdir())
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: not found") from None
+        except NotADirectoryError:
+            raise ConfigError(f"{where}: not a directory") from None
+        except OSError as error:
+            raise ConfigError(f"{where}: unreadable: {error.strerror}") from None
+        from .registry.client import ssl_context
+
+        for entry in entries:
+            if entry.suffix not in (".crt", ".cert", ".key"):
+                continue
+            try:
+                with entry.open("rb"):
+                    pass
+            except OSError as error:
+                raise ConfigError(f"{where}: {entry.name}: unreadable: {error.strerror}") from None
+        try:
+            ssl_context(self.cert_dir, verify=self.tls_verify)
+        except (ssl.SSLError, OSError) as error:
+            reason = " ".join(str(error).split())
+            raise ConfigError(f"{where}: not usable certificates or keys: {reason}") from None
 
     def credentials(self, environ: Mapping[str, str] | None = None) -> Credentials | None:
         """Username and password named ``<prefix>USER`` / ``<prefix>PASSWORD``, if configured.
@@ -336,9 +372,11 @@ class Settings(_Model):
         return self
 
     def check_credentials(self, environ: Mapping[str, str] | None = None) -> None:
-        """Fail now, with a clear line, if a registry's credentials are not in the environment."""
+        """Fail now, with a clear line, if a registry's credentials are not in the environment
+        or its ``cert_dir`` (client certificates, CAs) cannot be read."""
         for registry in self.registries:
             registry.credentials(environ)
+            registry.check_cert_dir()
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -362,7 +400,101 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(f"config file {path}: is a directory") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path}: invalid TOML: {error}") from None
-    return settings_from_document(document, source=str(path))
+    settings = settings_from_document(document, source=str(path))
+    check_bus_document(document, source=str(path))
+    if any(key.lower() != "consumer_config" for key in document):
+        _check_with_fedora_messaging(path)
+    return settings
+
+
+def _check_with_fedora_messaging(path: Path) -> None:
+    """fedora-messaging's own checks of the file (unknown top-level keys, queues, bindings,
+    client properties, monitoring), on a config object of our own."""
+    from fedora_messaging import config, exceptions
+
+    try:
+        config.LazyConfig().load_config(str(path))
+    except exceptions.ConfigurationException as error:
+        reason = " ".join(str(error).split())
+        raise ConfigError(f"config file {path}: {reason}") from None
+
+
+class _BusTable(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _BusExchange(_BusTable):
+    type: str
+    durable: bool
+    auto_delete: bool
+    arguments: dict[str, Any] | None
+
+
+class _BusQueue(_BusTable):
+    durable: bool
+    auto_delete: bool
+    exclusive: bool
+    arguments: dict[str, Any]
+    passive: bool = False
+
+
+class _BusBinding(_BusTable):
+    exchange: str
+    routing_keys: list[str]
+    queue: str = ""
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class _BusQos(_BusTable):
+    prefetch_size: int = Field(ge=0)
+    prefetch_count: int = Field(ge=0)
+
+
+class _BusTls(_BusTable):
+    ca_cert: str | None
+    certfile: str | None
+    keyfile: str | None
+
+
+class _BusMonitoring(_BusTable):
+    address: str = ""
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+
+class _BusConsumerConfig(_BusTable):
+    container: dict[str, Any] = Field(default_factory=dict)  # validated by Settings
+
+
+class _BusConfig(_BusTable):
+    """The keys fedora-messaging reads (its ``fedora_messaging.config.ConfigType``), each table
+    as it uses it: a table in the file replaces fedora-messaging's default whole, so a key left
+    out of ``[tls]`` or ``[qos]`` is missing, and a misspelt one unknown."""
+
+    amqp_url: str = ""
+    client_properties: dict[str, str] = Field(default_factory=dict)
+    publish_exchange: str = ""
+    topic_prefix: str = ""
+    publish_priority: int | None = None
+    passive_declares: bool = False
+    exchanges: dict[str, _BusExchange] = Field(default_factory=dict)
+    queues: dict[str, _BusQueue] = Field(default_factory=dict)
+    bindings: list[_BusBinding] = Field(default_factory=list)
+    qos: _BusQos = _BusQos(prefetch_size=0, prefetch_count=10)
+    callback: str | None = None
+    monitoring: _BusMonitoring = _BusMonitoring()
+    consumer_config: _BusConsumerConfig = _BusConsumerConfig()
+    tls: _BusTls = _BusTls(ca_cert=None, certfile=None, keyfile=None)
+    log_config: dict[str, Any] = Field(default_factory=dict)
+
+
+def check_bus_document(document: Mapping[str, Any], *, source: str = "config") -> None:
+    """Refuse a config whose fedora-messaging part has a key fedora-messaging does not know, a
+    value of the wrong type, or a table lacking a key it reads (ConfigError naming it)."""
+    lowered = {str(key).lower(): value for key, value in document.items()}
+    try:
+        _BusConfig.model_validate(lowered)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {describe_validation_error(error, '')}") from None
 
 
 def settings_from_document(document: Mapping[str, Any], *, source: str = "config") -> Settings:
@@ -381,7 +513,7 @@ def describe_validation_error(error: ValidationError, prefix: str) -> str:
     """Turn pydantic's report into one line that names each offending key."""
     problems = []
     for item in error.errors(include_url=False, include_input=False):
-        location = ".".join(str(part) for part in (prefix, *item["loc"]))
+        location = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
         kind = item["type"]
         if kind == "extra_forbidden":
             problems.append(f"{location}: unknown key")

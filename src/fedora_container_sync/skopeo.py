@@ -2,6 +2,10 @@
 
 Credentials never go into argv (``ps`` shows argv): each registry gets a 0600 auth file that
 lives only as long as the run needs it.
+
+Every skopeo this process runs is known while it runs, so a stop (:mod:`.shutdown`) ends them
+all: systemd and OpenShift send SIGTERM to our PID only, and a child left running would keep
+pushing (with an auth file about to be removed) after we are gone.
 """
 
 from __future__ import annotations
@@ -12,13 +16,17 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SkopeoError, SkopeoTransientError
+from . import shutdown
+from .errors import Interrupted, SkopeoError, SkopeoTransientError
 from .settings import Credentials
 
 _log = logging.getLogger(__name__)
@@ -97,28 +105,97 @@ def convert_argv(skopeo: str, source: str, layout: Path, *, tmpdir: Path) -> lis
     ]
 
 
+class _Children:
+    """The skopeo processes running now; once a stop is requested, no new one starts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[str]] = set()
+
+    def start(self, argv: Sequence[str], env: dict[str, str]) -> subprocess.Popen[str] | None:
+        """Start ``argv``, or return None when the process is stopping."""
+        with self._lock:
+            if shutdown.requested():
+                return None
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            self._running.add(process)
+            return process
+
+    def forget(self, process: subprocess.Popen[str]) -> None:
+        with self._lock:
+            self._running.discard(process)
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM the running ones, SIGKILL any still there after ``grace`` seconds."""
+        with self._lock:  # a start() either finished (its child is listed) or will refuse
+            running = list(self._running)
+        for process in running:
+            _signal(process, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in running:
+            while process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if process.poll() is None:
+                _signal(process, signal.SIGKILL)
+                process.wait()
+
+
+def _signal(process: subprocess.Popen[str], number: int) -> None:
+    try:
+        process.send_signal(number)  # nothing if it was already waited for
+    except ProcessLookupError:
+        pass  # it ended just now
+
+
+_children = _Children()
+
+
+def stop_children(grace: float = 5.0) -> None:
+    """End every skopeo this process runs: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+    Called when a stop is requested (:mod:`.shutdown`); from then on :func:`run` starts no
+    child and raises :class:`Interrupted`.
+    """
+    _children.stop(grace)
+
+
+shutdown.on_request(stop_children)
+
+
 def run(argv: Sequence[str], *, timeout: float, what: str, hide_env: Iterable[str] = ()) -> str:
     """Run skopeo; return stdout. Raise the transient or permanent error its stderr implies.
 
-    ``hide_env`` names environment variables (credentials) skopeo must not inherit.
+    ``hide_env`` names environment variables (credentials) skopeo must not inherit. Once a
+    stop is requested, raise :class:`Interrupted`: skopeo does not start, or was stopped.
     """
     _log.debug("running %s", " ".join(argv))
     try:
-        result = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env=_environment(hide_env),
-        )
-    except subprocess.TimeoutExpired:
-        raise SkopeoTransientError(f"{what}: skopeo timed out after {timeout:.0f}s") from None
+        process = _children.start(argv, _environment(hide_env))
     except FileNotFoundError:
         raise SkopeoError(f"{what}: skopeo not found ({argv[0]}); install skopeo") from None
-    if result.returncode != 0:
-        raise classify(result.stderr, what=what)
-    return result.stdout
+    if process is None:
+        raise Interrupted(f"{what}: not started, the process is stopping")
+    try:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise SkopeoTransientError(f"{what}: skopeo timed out after {timeout:.0f}s") from None
+    finally:
+        _children.forget(process)
+    if process.returncode != 0:
+        if shutdown.requested():
+            raise Interrupted(f"{what}: skopeo stopped, the process is stopping")
+        raise classify(stderr, what=what)
+    return stdout
 
 
 def classify(stderr: str, *, what: str) -> SkopeoError | SkopeoTransientError:

@@ -32,21 +32,40 @@ class ReleaseTags:
         return f"{self.release}-{arch}"
 
 
+#: A release number as composes write it: 1 to 4 ASCII digits, no leading zero. ``isdigit()``
+#: also takes superscripts, ``int()`` Arabic-Indic or fullwidth digits; and productmd accepts
+#: any version that does not start with an ASCII digit.
+_RELEASE_NUMBER = re.compile(r"[1-9][0-9]{0,3}", re.ASCII)
+
+
+def release_number(release_version: str, *, compose_id: str) -> int | None:
+    """The release number of a compose's ``release.version``: 41 for "41", None for Rawhide.
+
+    Anything else (a sign, a space, a leading zero, other digits, more than four of them, a
+    minor version) is not a version this project can tag: :class:`ComposeError`, one line.
+    """
+    if _RELEASE_NUMBER.fullmatch(release_version):
+        return int(release_version)
+    if release_version.isascii() and release_version.lower() == RAWHIDE:
+        return None
+    shown = repr(release_version[:20]) + ("..." if len(release_version) > 20 else "")
+    raise ComposeError(
+        f"{compose_id}: release version {shown} is neither a release number "
+        "(1 to 4 ASCII digits, no leading zero) nor Rawhide"
+    )
+
+
 def tags_for(release_version: str, releases: Releases, *, compose_id: str) -> ReleaseTags:
     """Tags for a compose of ``release_version`` ("41", "Rawhide", ...)."""
-    if release_version.isdigit():
-        release = int(release_version)
+    release = release_number(release_version, compose_id=compose_id)
+    if release is not None:
         extra = (LATEST,) if releases.latest == release else ()
         return ReleaseTags(release, (str(release), *extra))
-    if release_version.lower() == RAWHIDE:
-        if releases.rawhide is None:
-            raise ComposeError(
-                f"{compose_id}: a Rawhide compose, but releases.rawhide is not configured"
-            )
-        return ReleaseTags(releases.rawhide, (str(releases.rawhide), RAWHIDE))
-    raise ComposeError(
-        f"{compose_id}: release_version {release_version!r} is neither a number nor Rawhide"
-    )
+    if releases.rawhide is None:
+        raise ComposeError(
+            f"{compose_id}: a Rawhide compose, but releases.rawhide is not configured"
+        )
+    return ReleaseTags(releases.rawhide, (str(releases.rawhide), RAWHIDE))
 
 
 @dataclass(frozen=True)
@@ -60,11 +79,14 @@ class ComposeFacts:
     label: str | None = None
 
 
-def needs_lookup(release_version: str, releases: Releases) -> bool:
-    """True when tagging a compose of ``release_version`` needs a number ``releases`` lacks."""
-    if release_version.lower() == RAWHIDE:
+def needs_lookup(release_version: str, releases: Releases, *, compose_id: str) -> bool:
+    """True when tagging a compose of ``release_version`` needs a number ``releases`` lacks.
+
+    Raises :class:`ComposeError` for a version that is neither a release number nor Rawhide.
+    """
+    if release_number(release_version, compose_id=compose_id) is None:
         return releases.rawhide is None
-    return release_version.isdigit() and releases.latest is None
+    return releases.latest is None
 
 
 def merge_releases(static: Releases, looked_up: Releases) -> Releases:
@@ -87,8 +109,17 @@ def releases_from_bodhi(releases: Iterable[Mapping[str, Any]], *, source: str) -
     for release in releases:
         version = str(release.get("version", ""))
         state = str(release.get("state", ""))
-        if release.get("id_prefix") == "FEDORA" and version.isdigit() and state != "archived":
-            fedora.append((int(version), state))
+        if release.get("id_prefix") != "FEDORA" or state == "archived":
+            continue
+        if not version.isdigit():
+            continue  # not a numbered release ("eln")
+        # isdigit() is also true for "²" or "٤١": what int() would read, only ASCII counts
+        if not _RELEASE_NUMBER.fullmatch(version):
+            shown = repr(version[:20]) + ("..." if len(version) > 20 else "")
+            raise ReleaseLookupError(
+                f"{source}: release version {shown} is not a release number (1 to 4 ASCII digits)"
+            )
+        fedora.append((int(version), state))
     current = [version for version, state in fedora if state == "current"]
     if not current:
         raise ReleaseLookupError(f"{source}: lists no current Fedora release")

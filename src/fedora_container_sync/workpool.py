@@ -10,6 +10,10 @@ At most ``workers`` steps run at once; the others wait, and the waiting step wit
 ``priority`` starts first (then the oldest). Giving later stages of a pipeline a higher
 priority makes it run depth-first: an image is pushed as soon as it is converted, instead of
 after every other image has been downloaded.
+
+A stop of the process (:mod:`.shutdown`: SIGTERM, the consumer's shutdown) stops every pool:
+no more work starts, and :meth:`WorkPool.run` raises :class:`Interrupted` once the follow-ups
+of the work that finished have run.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import itertools
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
+
+from . import shutdown
+from .errors import Interrupted
 
 T = TypeVar("T")
 
@@ -46,7 +53,8 @@ class WorkPool:
         """Call each follow-up as its work finishes, until no work is left.
 
         An exception a follow-up raises ends the run; work already running finishes, work not
-        yet started is dropped (see :meth:`close`).
+        yet started is dropped (see :meth:`close`). So does a stop of the process, and then
+        this raises :class:`Interrupted`.
         """
         self._start()
         while self._running:
@@ -55,15 +63,22 @@ class WorkPool:
                 _, then = self._running.pop(future)
                 then(future)
             self._start()
+            if shutdown.requested():
+                break
+        if shutdown.requested():
+            raise Interrupted("stopped before its work was done: the process is stopping")
 
     def _start(self) -> None:
-        while self._queued and len(self._running) < self._workers:
+        while self._queued and len(self._running) < self._workers and not shutdown.requested():
             _, sequence, work, then = heapq.heappop(self._queued)
             self._running[self._executor.submit(work)] = (sequence, then)
 
     def close(self) -> None:
+        """Drop the work not started; wait for the running work, unless the process is
+        stopping: then a step blocked on the network (it cannot be interrupted) is left to
+        end on its own, and the caller goes on to clean up."""
         self._queued.clear()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor.shutdown(wait=not shutdown.requested(), cancel_futures=True)
         self._running.clear()
 
     def __enter__(self) -> WorkPool:

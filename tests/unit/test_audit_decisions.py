@@ -127,6 +127,10 @@ def test_tags_to_read_are_the_present_index_and_per_arch_tags():
         ("not-a-compose", None, None),
         ("", None, None),
         (None, None, None),
+        # Written by another tool: other digits, an unknown type, a huge respin.
+        ("Fedora-41-\u0662\u0660\u0662\u0664\u0661\u0660\u0662\u0665.0", None, None),
+        ("Fedora-41-20241025.zz.0", None, None),
+        ("Fedora-41-20241025." + "9" * 5000, None, None),
     ],
 )
 def test_ages_come_from_the_compose_date(compose_id, day, hours):

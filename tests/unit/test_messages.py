@@ -1,9 +1,12 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedora_container_sync.errors import MessageError, UsageError
 from fedora_container_sync.messages import (
+    MAX_JSON_DEPTH,
     Envelope,
     check_location,
     needs_work,
@@ -164,3 +167,75 @@ def test_bad_headers_are_refused():
     line = json.dumps({"topic": TOPIC, "body": BODY, "headers": {"fedora_messaging_severity": 5}})
     with pytest.raises(UsageError, match=r"f:1: .*headers\.fedora_messaging_severity"):
         read_message_file(line, source="f")
+
+
+# -- depth and size of the JSON in a message -----------------------------------------------------
+
+
+def nest(depth: int, shape: list[bool], leaf: object) -> object:
+    """``depth`` levels of objects (True) and arrays (False), in the order ``shape`` cycles."""
+    value = leaf
+    for level in range(depth):
+        value = {"k": value} if shape[level % len(shape)] else [value]
+    return value
+
+
+def depth_of(value: object) -> int:
+    """Levels of objects and arrays, computed differently from the code under test."""
+    text = json.dumps(value)
+    depth = deepest = 0
+    for character in text:  # the test values hold no strings with brackets
+        if character in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif character in "]}":
+            depth -= 1
+    return deepest
+
+
+@given(
+    depth=st.integers(min_value=0, max_value=MAX_JSON_DEPTH + 40),
+    shape=st.lists(st.booleans(), min_size=1, max_size=5),
+    leaf=st.one_of(st.integers(), st.text(alphabet="abc", max_size=3), st.none()),
+    where=st.sampled_from(["body", "headers"]),
+)
+@settings(max_examples=200)
+def test_a_message_file_line_nested_too_deep_is_refused_naming_the_line(depth, shape, leaf, where):
+    deep = nest(depth, shape, leaf)
+    line = {"topic": TOPIC, "body": {**BODY}, "headers": {}}
+    line[where]["x"] = deep  # one level for the message, one for body or headers
+    text = json.dumps({"topic": TOPIC, "body": BODY}) + "\n" + json.dumps(line) + "\n"
+    if depth_of(line) <= MAX_JSON_DEPTH:
+        assert len(read_message_file(text, source="m.jsonl")) == 2
+    else:
+        with pytest.raises(
+            UsageError, match=rf"^m\.jsonl:2: JSON nested deeper than {MAX_JSON_DEPTH} levels$"
+        ):
+            read_message_file(text, source="m.jsonl")
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_nesting_beyond_pythons_recursion_limit_is_one_usage_error(depth):
+    text = '{"topic": "t", "body": {"x": ' + "[" * depth + "]" * depth + "}}\n"
+    with pytest.raises(UsageError, match=r"^m:1: JSON nested deeper than"):
+        read_message_file(text, source="m")
+
+
+def test_a_number_of_thousands_of_digits_is_not_json_we_read():
+    text = '{"topic": "t", "body": {"compose_respin": ' + "7" * 5000 + "}}\n"
+    with pytest.raises(UsageError, match=r"^m:1: not JSON: a number with thousands of digits$"):
+        read_message_file(text, source="m")
+
+
+@given(depth=st.integers(min_value=MAX_JSON_DEPTH, max_value=MAX_JSON_DEPTH + 3000))
+@settings(max_examples=25)
+def test_a_bus_body_nested_too_deep_is_dropped_naming_the_compose(depth):
+    body = {**BODY, "extra": nest(depth, [True, False], 1)}
+    with pytest.raises(MessageError, match=r"^Fedora-41-20241025\.0: message body nests deeper"):
+        parse_compose_message(body, ALLOW)
+
+
+@pytest.mark.parametrize("respin", [-1, 10_000, 10**4000])
+def test_respin_out_of_range_is_refused(respin):
+    with pytest.raises(MessageError, match="compose_respin"):
+        parse_compose_message({**BODY, "compose_respin": respin}, ALLOW)

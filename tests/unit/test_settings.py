@@ -1,9 +1,12 @@
+import os
 import re
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from fedora_container_sync.errors import ConfigError
-from fedora_container_sync.settings import config_path, load_settings
+from fedora_container_sync.settings import RegistrySettings, config_path, load_settings
 
 GOOD = """
 amqp_url = "amqp://localhost"
@@ -306,3 +309,184 @@ def test_allowlist_entries_are_judged_like_locations(tmp_path, prefix):
     text = GOOD.replace("https://kojipkgs.fedoraproject.org/compose/", prefix, 1)
     with pytest.raises(ConfigError, match=r"compose_url_allowlist: .https:"):
         load_settings(write(tmp_path, text))
+
+
+# -- the whole file is checked: fedora-messaging's keys too ---------------------------------------
+
+BUS_CONFIG = """
+amqp_url = "amqps://fedora:@rabbitmq.fedoraproject.org/%2Fpubsub"
+topic_prefix = "org.fedoraproject.prod"
+callback = "fedora_container_sync.consumer:Consumer"
+passive_declares = true
+
+[tls]
+ca_cert = "/etc/fedora-messaging/cacert.pem"
+keyfile = "/etc/fedora-messaging/fedora-key.pem"
+certfile = "/etc/fedora-messaging/fedora-cert.pem"
+
+[client_properties]
+app = "fedora-container-sync"
+
+[qos]
+prefetch_size = 0
+prefetch_count = 1
+
+[monitoring]
+address = "127.0.0.1"
+port = 8070
+
+[queues."fedora-container-sync"]
+durable = true
+auto_delete = false
+exclusive = false
+arguments = {}
+
+[[bindings]]
+queue = "fedora-container-sync"
+exchange = "amq.topic"
+routing_keys = ["org.fedoraproject.prod.pungi.compose.status.change"]
+
+[log_config]
+version = 1
+"""
+
+#: table -> its keys, as fedora-messaging reads them
+BUS_KEYS = {
+    "": [
+        "amqp_url",
+        "topic_prefix",
+        "callback",
+        "passive_declares",
+        "tls",
+        "client_properties",
+        "qos",
+        "monitoring",
+        "queues",
+        "bindings",
+        "log_config",
+    ],
+    "tls": ["ca_cert", "keyfile", "certfile"],
+    "qos": ["prefetch_size", "prefetch_count"],
+    "monitoring": ["address", "port"],
+}
+ALL_BUS_KEYS = {
+    "amqp_url", "client_properties", "publish_exchange", "topic_prefix", "publish_priority",
+    "passive_declares", "exchanges", "queues", "bindings", "qos", "callback", "monitoring",
+    "consumer_config", "tls", "log_config", "ca_cert", "keyfile", "certfile", "prefetch_size",
+    "prefetch_count", "address", "port",
+}  # fmt: skip
+
+
+#: A whole config as deployed: fedora-messaging's keys, then our table.
+FULL = BUS_CONFIG + GOOD.replace('amqp_url = "amqp://localhost"', "")
+
+
+def test_a_fedora_messaging_config_with_our_table_loads(tmp_path):
+    assert load_settings(write(tmp_path, FULL)).publish_amqp_messages is True
+
+
+def typo(key: str, edit: int, position: int, letter: str) -> str:
+    """One letter dropped, doubled, swapped with the next or replaced."""
+    i = position % len(key)
+    if edit == 0:
+        return key[:i] + key[i + 1 :]
+    if edit == 1:
+        return key[:i] + key[i] + key[i:]
+    if edit == 2 and i + 1 < len(key):
+        return key[:i] + key[i + 1] + key[i] + key[i + 2 :]
+    return key[:i] + letter + key[i + 1 :]
+
+
+@given(
+    table=st.sampled_from(sorted(BUS_KEYS)),
+    which=st.integers(min_value=0),
+    edit=st.integers(min_value=0, max_value=3),
+    position=st.integers(min_value=0),
+    letter=st.sampled_from("abcdefghijklmnopqrstuvwxyz_"),
+)
+@settings(max_examples=150, deadline=None)
+def test_a_misspelt_fedora_messaging_key_is_a_config_error_naming_it(
+    tmp_path_factory, table, which, edit, position, letter
+):
+    keys = BUS_KEYS[table]
+    key = keys[which % len(keys)]
+    wrong = typo(key, edit, position, letter)
+    assume(wrong not in ALL_BUS_KEYS and wrong)
+    lines = BUS_CONFIG.splitlines()
+    header = f"[{table}]" if table else None
+    start = lines.index(header) + 1 if header else 0
+    defines = re.compile(rf"{key}\s*=|\[{{1,2}}{key}[\].]")  # a key, table or array of tables
+    index = next(i for i in range(start, len(lines)) if defines.match(lines[i]))
+    lines[index] = lines[index].replace(key, wrong, 1)
+    text = "\n".join(lines) + GOOD.replace('amqp_url = "amqp://localhost"', "")
+    path = write(tmp_path_factory.mktemp("typo"), text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    line = str(caught.value)
+    assert "\n" not in line
+    assert wrong in line
+
+
+def test_fedora_messagings_own_checks_run_too(tmp_path):
+    text = FULL.replace('app = "fedora-container-sync"', 'app = "x"\nproduct = "mine"')
+    with pytest.raises(ConfigError, match='"product" is a reserved keyword in client_properties'):
+        load_settings(write(tmp_path, text))
+
+
+# -- cert_dir: checked at start ---------------------------------------------------------------
+
+
+def cert_dir_error(cert_dir) -> str:
+    registry = RegistrySettings(url="registry.example.org", cert_dir=str(cert_dir))
+    with pytest.raises(ConfigError) as caught:
+        registry.check_cert_dir()
+    line = str(caught.value)
+    assert line.startswith(f"registry registry.example.org: cert_dir {cert_dir}: ")
+    assert "\n" not in line
+    return line
+
+
+def test_a_missing_cert_dir_is_a_config_error(tmp_path):
+    assert cert_dir_error(tmp_path / "nope").endswith(": not found")
+
+
+def test_a_cert_dir_that_is_a_file_is_a_config_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert cert_dir_error(tmp_path / "file").endswith(": not a directory")
+
+
+def test_a_cert_dir_with_an_unreadable_key_is_a_config_error(tmp_path):
+    (tmp_path / "client.key").symlink_to(tmp_path / "gone.key")
+    assert "client.key: unreadable: No such file or directory" in cert_dir_error(tmp_path)
+    (tmp_path / "client.key").unlink()
+    (tmp_path / "ca.crt").mkdir()
+    assert "ca.crt: unreadable: Is a directory" in cert_dir_error(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any directory")
+def test_an_unreadable_cert_dir_is_a_config_error(tmp_path):
+    (tmp_path / "certs").mkdir(mode=0)
+    assert cert_dir_error(tmp_path / "certs").endswith(": unreadable: Permission denied")
+
+
+def test_a_cert_dir_with_garbage_for_a_ca_is_a_config_error(tmp_path):
+    (tmp_path / "ca.crt").write_text("not a certificate\n")
+    assert "not usable certificates or keys" in cert_dir_error(tmp_path)
+
+
+def test_check_credentials_checks_cert_dir(tmp_path):
+    text = GOOD.replace('cert_dir = "/etc/pki/registry"', f'cert_dir = "{tmp_path / "nope"}"')
+    settings = load_settings(write(tmp_path, text))
+    env = {
+        k: "x"
+        for k in (
+            "FEDORA_REGISTRY_USER",
+            "FEDORA_REGISTRY_PASSWORD",
+            "QUAY_IO_USER",
+            "QUAY_IO_PASSWORD",
+        )
+    }
+    with pytest.raises(ConfigError, match=r"cert_dir .*: not found"):
+        settings.check_credentials(env)
+    (tmp_path / "nope").mkdir()
+    settings.check_credentials(env)

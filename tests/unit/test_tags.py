@@ -2,6 +2,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedora_container_sync.errors import ComposeError, ReleaseLookupError
 from fedora_container_sync.settings import ComposeRules, Releases
@@ -10,6 +12,7 @@ from fedora_container_sync.tags import (
     merge_releases,
     needs_lookup,
     plan_tags,
+    release_number,
     releases_from_bodhi,
     tags_for,
 )
@@ -57,8 +60,90 @@ def test_no_latest_configured_means_no_latest_tag():
 
 @pytest.mark.parametrize("version", ["Bikeshed", "", "41.1", "-1"])
 def test_unknown_release_version(version):
-    with pytest.raises(ComposeError, match="neither a number nor Rawhide"):
+    with pytest.raises(ComposeError, match=r"neither a release number .* nor Rawhide"):
         tags_for(version, RELEASES, compose_id="c")
+
+
+# -- release versions that look like numbers ----------------------------------------------------
+
+#: What "a release number" means here, written without regular expressions.
+ASCII_DIGITS = "0123456789"
+
+
+def is_release_number(version: str) -> bool:
+    return (
+        1 <= len(version) <= 4
+        and all(character in ASCII_DIGITS for character in version)
+        and version[0] != "0"
+    )
+
+
+def is_rawhide(version: str) -> bool:
+    return version.isascii() and version.lower() == "rawhide"
+
+
+def _variants_of_41() -> st.SearchStrategy[str]:
+    """Strings int() or isdigit() take for a number, around the real ones."""
+    unicode_digits = st.characters(categories=["Nd", "No"])
+    return st.one_of(
+        st.text(unicode_digits, min_size=1, max_size=6),
+        st.from_regex(r"\A[ \t\n+\-_0]{0,2}[0-9]{1,6}[ \t\n_]{0,2}\Z", fullmatch=True),
+        st.builds(lambda n: "9" * n, st.integers(min_value=5, max_value=6000)),
+        st.sampled_from(["RAWHIDE", "Rawhide ", "raw\u0131de", "Rawhide\n", "\u0661\u0664"]),
+    )
+
+
+@given(st.one_of(st.text(max_size=12), _variants_of_41()))
+@settings(max_examples=400)
+def test_only_short_ascii_numbers_and_rawhide_are_release_versions(version):
+    if is_release_number(version):
+        assert release_number(version, compose_id="c") == int(version)
+        assert tags_for(version, RELEASES, compose_id="c").release == int(version)
+    elif is_rawhide(version):
+        assert release_number(version, compose_id="c") is None
+        assert tags_for(version, RELEASES, compose_id="c").release == RELEASES.rawhide
+    else:
+        for refuse in (
+            lambda: release_number(version, compose_id="Fedora-41-20241025.0"),
+            lambda: tags_for(version, RELEASES, compose_id="Fedora-41-20241025.0"),
+            lambda: needs_lookup(version, Releases(), compose_id="Fedora-41-20241025.0"),
+        ):
+            with pytest.raises(ComposeError) as refused:
+                refuse()
+            line = str(refused.value)
+            assert line.startswith("Fedora-41-20241025.0: release version ")
+            assert "\n" not in line and len(line) < 200
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        "²",
+        "\u0664\u0661",
+        "\uff14\uff11",
+        "\u096a\u0967",
+        "041",
+        "0",
+        "1_0",
+        " 41",
+        "41\n",
+        "+41",
+        "10000",
+    ],
+)
+def test_numbers_python_would_read_are_refused(version):
+    with pytest.raises(ComposeError, match="neither a release number"):
+        tags_for(version, RELEASES, compose_id="c")
+
+
+@pytest.mark.parametrize("version", ["\u0664\u0661", "\u00b2", "0041", "1" * 5000])
+def test_bodhi_numbers_that_are_not_ascii_are_refused(version):
+    releases = [
+        {"id_prefix": "FEDORA", "version": "41", "state": "current"},
+        {"id_prefix": "FEDORA", "version": version, "state": "pending"},
+    ]
+    with pytest.raises(ReleaseLookupError, match="is not a release number"):
+        releases_from_bodhi(releases, source="bodhi")
 
 
 # -- release numbers from Bodhi ----------------------------------------------------------------
@@ -107,7 +192,7 @@ def test_unusable_bodhi_answers(releases):
     ],
 )
 def test_lookup_only_when_a_needed_number_is_missing(version, static, needed):
-    assert needs_lookup(version, static) is needed
+    assert needs_lookup(version, static, compose_id="c") is needed
 
 
 def test_static_numbers_win_over_the_lookup():
