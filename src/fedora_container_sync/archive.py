@@ -146,6 +146,10 @@ def decoder_for(head: bytes, *, limit: int | None = None) -> Decoder:
 
 #: Linux follows at most 40 symbolic links while it resolves one path (MAXSYMLINKS).
 MAX_LINKS = 40
+#: More members than this refuse the archive: tarfile keeps every member it has read in memory.
+#: An image archive holds a handful per layer or blob (``docker save``: a directory, ``json``,
+#: ``VERSION``, ``layer.tar``); a bootable container has some 60 layers.
+MAX_MEMBERS = 10_000
 #: A pax extended header or GNU long name larger than this is refused before it is read: real
 #: ones hold a path and a few numbers, and tarfile would read the whole of it into memory.
 MAX_EXTENDED_HEADER = 1 << 20
@@ -199,10 +203,14 @@ class MemberCheck:
         #: symbolic link path -> its target, as written
         self._links: dict[str, str] = {}
         self.names: set[str] = set()
+        self._count = 0
 
     def add(self, member: tarfile.TarInfo) -> list[str]:
         """Judge one member; return its normalized path components ([] for the root)."""
         name = member.name
+        self._count += 1
+        if self._count > MAX_MEMBERS:
+            raise ComposeError(f"{self._where}: archive has more than {MAX_MEMBERS} members")
         parts = self._parts(member)
         if not parts:
             if not member.isdir():

@@ -70,9 +70,13 @@ class RegistryUnavailable(TransientError):
     """A registry could not be reached or answered with a transient error."""
 
 
-class WorkDirFull(TransientError):
-    """The work dir ran out of space (or quota, or file size) for one image: the compose is
-    fine, this machine is not, so the message is retried later."""
+class WorkDirError(TransientError):
+    """The work dir could not be written (read-only, an I/O error, gone): the compose is fine,
+    this machine is not, so the message is retried later."""
+
+
+class WorkDirFull(WorkDirError):
+    """The work dir ran out of space (or quota, or file size) for one image."""
 
 
 class TagRaceError(TransientError):

@@ -66,7 +66,7 @@ from .tags import (
     needs_lookup,
     plan_tags,
 )
-from .workdir import is_full, run_directory, safe_name, sweep_stale_runs
+from .workdir import run_directory, safe_name, sweep_stale_runs, work_dir_error
 from .workpool import WorkPool
 
 _log = logging.getLogger(__name__)
@@ -372,18 +372,18 @@ class _Run:
 
     @contextlib.contextmanager
     def _space_for(self, artifact: ImageArtifact, step: str) -> Iterator[None]:
-        """A full work dir (no space, no quota, a file size limit) fails this image only."""
-        full = f"{self.compose_id}: {artifact.path}: work_dir {self.settings.work_dir} is full"
+        """A work dir that cannot be written (full: no space, no quota, a file size limit; or
+        read-only, an I/O error) fails this image only, in one line."""
+        about = f"{self.compose_id}: {artifact.path}: "
         try:
             yield
         except OSError as error:
-            if not is_full(error):
-                raise
-            raise WorkDirFull(f"{full} while {step}: {error.strerror or error}") from None
+            raise work_dir_error(error, self.settings.work_dir, step, about=about) from None
         except SkopeoError as error:
             words = skopeo.full_disk(str(error))
             if words is None:
                 raise
+            full = f"{about}work_dir {self.settings.work_dir} is full"
             raise WorkDirFull(f"{full} while {step}: skopeo: {words}") from None
 
     def _downloaded(
@@ -505,9 +505,15 @@ class _Run:
                     log_prefix=f"compose {self.compose_id}: ",
                 )
             )
-            authfile = stack.enter_context(
-                skopeo.auth_file(settings.host, credentials, self.work / "auth")
-            )
+            try:
+                authfile = stack.enter_context(
+                    skopeo.auth_file(settings.host, credentials, self.work / "auth")
+                )
+            except OSError as error:
+                doing = f"writing the auth file for {settings.url}"
+                about = f"{self.compose_id}: "
+                self._fail(work_dir_error(error, self.settings.work_dir, doing, about=about))
+                continue
             candidates.append(_Registry(settings, client, authfile))
         answering: list[_Registry] = []
 
@@ -759,7 +765,11 @@ class _Run:
         client = registry.client
         name = f"{registry.url}/{repository}:{tag}"
         digest_file = self.work / "digests" / safe_name(f"{registry.url}-{repository}-{tag}")
-        digest_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            digest_file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            about = f"{self.compose_id}: {name}: "
+            raise work_dir_error(error, self.settings.work_dir, "pushing", about=about) from None
         path = registry.settings.repository_path(repository)
         destination = skopeo.Destination(
             f"docker://{registry.settings.host}/{path}@{manifest.digest}",

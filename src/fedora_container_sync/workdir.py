@@ -19,6 +19,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import WorkDirError, WorkDirFull
+
 _log = logging.getLogger(__name__)
 
 #: What a write into a full work dir fails with: no space, no quota left, a file size limit.
@@ -32,8 +34,16 @@ _SUFFIX = ".run"
 def run_directory(work_dir: Path, name: str) -> Iterator[Path]:
     """A fresh, locked, private directory for one run; removed when the run ends."""
     sweep_stale_runs(work_dir)
-    path = Path(tempfile.mkdtemp(prefix=f"{safe_name(name)}.", suffix=_SUFFIX, dir=work_dir))
-    descriptor = os.open(path / _LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    path: Path | None = None
+    try:
+        path = Path(tempfile.mkdtemp(prefix=f"{safe_name(name)}.", suffix=_SUFFIX, dir=work_dir))
+        descriptor = os.open(path / _LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError as error:
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+        raise work_dir_error(
+            error, work_dir, "creating the run directory", about=f"{name}: "
+        ) from None
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield path
@@ -73,3 +83,12 @@ def safe_name(value: str) -> str:
 def is_full(error: OSError) -> bool:
     """Did a write fail because the file system (or a quota or size limit) is full?"""
     return error.errno in _FULL
+
+
+def work_dir_error(error: OSError, work_dir: Path, doing: str, *, about: str) -> WorkDirError:
+    """Our error for a failed write into ``work_dir`` while ``doing`` something: one line,
+    starting with ``about`` (the compose, the image)."""
+    reason = error.strerror or str(error)
+    if is_full(error):
+        return WorkDirFull(f"{about}work_dir {work_dir} is full while {doing}: {reason}")
+    return WorkDirError(f"{about}work_dir {work_dir}: cannot write while {doing}: {reason}")

@@ -8,7 +8,6 @@ twice). None may be published, nothing may land outside, and the other arches go
 
 from __future__ import annotations
 
-import contextlib
 import json
 import lzma
 import os
@@ -17,11 +16,12 @@ import signal
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from support.filesystems import small_file_system
 from support.harness import REPOS, Harness, report_rows
 from support.images import build_image_archive, build_image_archive_with, sha256_file
 
@@ -205,27 +205,6 @@ def test_links_that_stay_inside_are_published(harness):
 
 
 # -- a real, small work dir ------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def small_file_system(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``path`` (needs root, or CAP_SYS_ADMIN)."""
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(
-            "a full disk is tested on a small tmpfs, and this machine cannot mount one: "
-            + (mounted.stderr.strip() or f"mount exited {mounted.returncode}")
-        )
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "--lazy", str(path)], check=False)
 
 
 BIG = 8 << 20

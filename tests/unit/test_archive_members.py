@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from fedora_container_sync.archive import (
     MAX_LINKS,
+    MAX_MEMBERS,
     check_members,
     detect_transport,
     unpack_oci_archive,
@@ -328,3 +329,10 @@ def test_unpacking_gives_the_archive_s_files(tmp_path):
     assert os.readlink(dest / "blobs/sha256/cc") == "aa"
     assert (dest / "blobs/sha256/aa").stat().st_ino == (dest / "blobs/sha256/bb").stat().st_ino
     assert posixpath.basename(str(dest)) == "dest"
+
+
+def test_an_archive_with_too_many_members_is_refused_before_it_is_read_whole():
+    members = [member(f"m{number}") for number in range(MAX_MEMBERS + 1)]
+    with pytest.raises(ComposeError, match=rf"^x: archive has more than {MAX_MEMBERS} members$"):
+        check_members(members, where="x")
+    check_members(members[:MAX_MEMBERS], where="x")  # the limit itself is fine

@@ -1,7 +1,12 @@
+import errno
 import os
 import stat
+from pathlib import Path
 
-from fedora_container_sync.workdir import run_directory, sweep_stale_runs
+import pytest
+
+from fedora_container_sync.errors import TransientError, WorkDirError, WorkDirFull
+from fedora_container_sync.workdir import run_directory, sweep_stale_runs, work_dir_error
 
 
 def test_run_directory_is_private_and_removed(tmp_path):
@@ -45,3 +50,21 @@ def test_a_full_disk_quota_or_size_limit_is_a_full_work_dir():
         assert is_full(OSError(code, os.strerror(code)))
     for code in (errno.EACCES, errno.EIO, errno.EROFS):
         assert not is_full(OSError(code, os.strerror(code)))
+
+
+@pytest.mark.parametrize(
+    ("number", "kind", "words"),
+    [
+        (errno.ENOSPC, WorkDirFull, " is full while downloading: No space left on device"),
+        (errno.EDQUOT, WorkDirFull, " is full while downloading: Disk quota exceeded"),
+        (errno.EFBIG, WorkDirFull, " is full while downloading: File too large"),
+        (errno.EROFS, WorkDirError, ": cannot write while downloading: Read-only file system"),
+        (errno.EIO, WorkDirError, ": cannot write while downloading: Input/output error"),
+    ],
+)
+def test_a_failed_write_is_one_transient_line_naming_the_work_dir(number, kind, words):
+    error = OSError(number, os.strerror(number), "/var/lib/x/run.123/downloads/abc.tar.part")
+    found = work_dir_error(error, Path("/var/lib/x"), "downloading", about="C-1: f.tar.xz: ")
+    assert type(found) is kind
+    assert isinstance(found, TransientError)  # the machine, not the compose: requeue
+    assert str(found) == "C-1: f.tar.xz: work_dir /var/lib/x" + words
