@@ -16,7 +16,8 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 demo: system-deps venv
 	$(BIN)/python demo/demo.py
 
-# docs/audit-page.png, shown in README: the demo's status page in headless Chromium.
+# docs/audit-page.png, shown in README and docs/audit.md: the demo's status page in headless
+# Chromium.
 screenshot: system-deps venv
 	$(BIN)/python demo/demo.py --screenshot docs/audit-page.png
 

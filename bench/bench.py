@@ -450,9 +450,10 @@ def report(
     lines = [
         "# Benchmarks",
         "",
-        "Written by `make bench` (bench/bench.py). Each round runs every scenario on fresh local",
-        "registries, in an order that rotates from round to round; ratios are per round, then",
-        "the median across rounds. Lower is better.",
+        "Written by `make bench` ([`bench/bench.py`](../bench/bench.py)). Each round runs every",
+        "scenario on fresh local registries, in an order that rotates from round to round; ratios",
+        "are per round, then the median across rounds. Lower is better. How a run keeps its cost",
+        "down: [publishing.md](publishing.md#what-one-run-does-and-does-not-do).",
         "",
         "- (a) legacy: sequential `skopeo copy docker-archive:X.tar.xz docker://...` of every",
         "  archive to every registry;",

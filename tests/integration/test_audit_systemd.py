@@ -57,10 +57,10 @@ def test_service_writes_the_status_page_where_a_web_server_can_read_it():
     assert [(e[0], e[1]) for e in entries] == [("u", service["User"])]
     assert service["Group"] == service["User"]
     assert service["RemoveIPC"] == "yes"
-    # The service comment and README show the same path to the web server.
+    # The service comment and the audit's documentation show the same path to the web server.
     assert f"alias {page.parent}/;" in SERVICE.read_text()
-    readme = (UNITS.parent / "README.md").read_text()
-    assert f"alias {page.parent}/;" in readme
+    documentation = (UNITS.parent / "docs" / "audit.md").read_text()
+    assert f"alias {page.parent}/;" in documentation
 
 
 def test_timer_starts_it_daily():
