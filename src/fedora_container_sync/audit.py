@@ -40,9 +40,10 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
-from .manifests import COMPOSE_ID, IMAGE_SHA256, Manifest, UnknownEntry
+from .oci.index import UnknownEntry, read_index
+from .oci.manifest import COMPOSE_ID, IMAGE_SHA256, Manifest
+from .oci.platforms import FEDORA_PLATFORMS, arch_sort_key
 from .ordering import date_type_respin
-from .platforms import FEDORA_PLATFORMS, arch_sort_key
 from .settings import Releases
 from .tags import LATEST, RAWHIDE
 
@@ -176,7 +177,7 @@ def index_of(manifest: Manifest, *, single_arch: str | UnknownEntry | None = Non
             return IndexState(manifest.digest, build.compose_id, {}, (single_arch,))
         entries = {single_arch: build} if single_arch else {}
         return IndexState(manifest.digest, build.compose_id, entries)
-    content = manifest.read_index()
+    content = read_index(manifest)
     entries = {
         arch: Build(
             entry.digest, entry.annotations.get(COMPOSE_ID), entry.annotations.get(IMAGE_SHA256)

@@ -49,7 +49,7 @@ from .audit import (
     index_tags,
 )
 from .audit_report import format_age
-from .platforms import arch_sort_key
+from .oci.platforms import arch_sort_key
 from .settings import Releases
 from .tags import LATEST, RAWHIDE
 

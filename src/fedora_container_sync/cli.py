@@ -253,7 +253,7 @@ def _stop_on_signals() -> Iterator[None]:
 
 def _replay(args: argparse.Namespace, console: Console) -> int:
     from .messages import needs_work, parse_compose_message, read_message_file
-    from .platforms import FEDORA_PLATFORMS
+    from .oci.platforms import FEDORA_PLATFORMS
     from .publish import PublishOptions, handle_envelope, prepare_work_dir
     from .settings import config_path, load_settings
 

@@ -22,7 +22,7 @@ this project; there is nothing to compare, and it moves.
 
 Fail closed on what a tag serves: every entry of its index is an image of a Fedora arch, a
 positive (buildkit) attestation, or an entry the gate cannot read - and the last holds the
-tag under every policy (:meth:`.Manifest.read_index`). The index written is OCI and lists
+tag under every policy (:func:`.oci.index.read_index`). The index written is OCI and lists
 only OCI image manifests: a Docker schema2 entry is never carried into it.
 """
 
@@ -32,20 +32,11 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from .manifests import (
-    COMPOSE_ID,
-    IMAGE_SHA256,
-    IndexEntry,
-    Manifest,
-    UnknownEntry,
-    build_index,
-    describe_unknown,
-    digest_of,
-    entry_of,
-)
+from .oci import mediatype
+from .oci.index import IndexEntry, UnknownEntry, build_index, describe_unknown, entry_of, read_index
+from .oci.manifest import COMPOSE_ID, IMAGE_SHA256, Manifest, digest_of
+from .oci.platforms import sorted_arches
 from .ordering import is_newer, newest
-from .platforms import sorted_arches
-from .registry import mediatype
 
 STRICT = "strict"
 CARRY_FORWARD = "carry-forward"
@@ -85,7 +76,7 @@ class CurrentTag:
         image (from its annotations or config), or why it has none; unused for an index."""
         compose_id = found.annotations.get(COMPOSE_ID)
         if found.is_index:
-            content = found.read_index()
+            content = read_index(found)
             entries = {name: entry_of(name, d) for name, d in content.images.items()}
             return cls(found.digest, compose_id, entries, content.unknown)
         if arch is None:

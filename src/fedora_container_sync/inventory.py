@@ -13,8 +13,9 @@ import logging
 from . import audit
 from .audit import ReadFailure, RepositoryState
 from .errors import SyncError
-from .manifests import ARCH, Manifest, UnknownEntry, image_arch
-from .platforms import FEDORA_PLATFORMS
+from .oci.index import UnknownEntry, image_arch
+from .oci.manifest import ARCH, Manifest
+from .oci.platforms import FEDORA_PLATFORMS
 from .registry.auth import RegistryAuth
 from .registry.client import RegistryClient
 from .settings import Releases, Settings

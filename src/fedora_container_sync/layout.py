@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ComposeError
-from .manifests import annotate_manifest, digest_of, platform_of_config
-from .platforms import Platform
-from .registry import mediatype
+from .oci import mediatype
+from .oci.manifest import annotate_manifest, digest_of, platform_of_config
+from .oci.platforms import Platform
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, PermanentError, TransientError, one_line
-from .platforms import sorted_arches
+from .oci.platforms import sorted_arches
 from .report import ComposeReport, TagAction, TagOutcome
 
 if TYPE_CHECKING:

@@ -37,35 +37,20 @@ from .errors import (
 )
 from .httpclient import new_client
 from .layout import LocalManifest, annotate_layout, manifest_blob, read_layout
-from .manifests import (
-    ARCH,
-    COMPOSE_ID,
-    IMAGE_SHA256,
-    IndexEntry,
-    Manifest,
-    UnknownEntry,
-    digest_of,
-    image_arch,
-)
 from .messages import ComposeMessage, Envelope, needs_work, parse_compose_message
+from .oci import mediatype
+from .oci.index import IndexEntry, UnknownEntry, image_arch
+from .oci.manifest import ARCH, COMPOSE_ID, IMAGE_SHA256, Manifest, digest_of
+from .oci.platforms import FEDORA_PLATFORMS, fedora_arch
 from .ordering import is_newer
-from .platforms import FEDORA_PLATFORMS, fedora_arch
 from .progress import STEPS
-from .registry import mediatype
 from .registry.auth import RegistryAuth
 from .registry.client import RegistryClient
 from .report import ArchPush, ComposeReport, TagAction, TagOutcome
 from .retry import call_with_retry
 from .selection import ImageArtifact, select_images
 from .settings import RegistrySettings, Releases, Settings
-from .tags import (
-    ComposeFacts,
-    ReleaseTags,
-    excluded,
-    merge_releases,
-    needs_lookup,
-    plan_tags,
-)
+from .tags import ComposeFacts, ReleaseTags, excluded, merge_releases, needs_lookup, plan_tags
 from .workdir import run_directory, safe_name, sweep_stale_runs, work_dir_error
 from .workpool import WorkPool
 

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from .errors import SyncError, TransientError
 from .gate import GateDecision, Verdict
-from .platforms import sorted_arches
+from .oci.platforms import sorted_arches
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ComposeError
-from .platforms import arch_sort_key
+from .oci.platforms import arch_sort_key
 from .urls import URLRefused, path_segments
 
 #: images.json ``type`` values that are container images: ``docker`` (kiwi/ImageFactory,

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .archive import DEFAULT_MAX_RATIO, DEFAULT_MAX_SIZE
 from .errors import ConfigError
-from .platforms import FEDORA_PLATFORMS
+from .oci.platforms import FEDORA_PLATFORMS
 from .urls import URLRefused, parse_url
 
 DEFAULT_CONFIG_PATH = Path("/etc/fedora-messaging/config.toml")

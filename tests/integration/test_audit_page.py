@@ -26,7 +26,8 @@ import pytest
 
 from fedora_container_sync.audit_page import STATUSES
 from fedora_container_sync.cli import main
-from fedora_container_sync.manifests import COMPOSE_ID, IMAGE_SHA256, IndexEntry, build_index
+from fedora_container_sync.oci.index import IndexEntry, build_index
+from fedora_container_sync.oci.manifest import COMPOSE_ID, IMAGE_SHA256
 from support.browser import chromium, read_png, render
 from support.compose import ComposeImage, build_compose
 from support.harness import ARCHES, Harness, Result

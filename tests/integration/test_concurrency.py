@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from fedora_container_sync.manifests import COMPOSE_ID
+from fedora_container_sync.oci.manifest import COMPOSE_ID
 from support.harness import ARCHES, Harness
 from support.proxy import Fault, FaultProxy, ProxyRequest
 

@@ -34,7 +34,7 @@ from fedora_container_sync.audit_report import (
     render_json,
     render_table,
 )
-from fedora_container_sync.manifests import UnknownEntry
+from fedora_container_sync.oci.index import UnknownEntry
 from fedora_container_sync.settings import Releases
 
 NOW = datetime(2024, 10, 28, 6, 0, tzinfo=UTC)

@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedora_container_sync.gate import CurrentTag, Verdict, decide, decide_arch_tag
-from fedora_container_sync.manifests import IndexEntry, Manifest, digest_of
+from fedora_container_sync.oci.index import IndexEntry, read_index
+from fedora_container_sync.oci.manifest import Manifest, digest_of
 
 ARCHES = ("x86_64", "aarch64", "ppc64le", "s390x")
 INDEX_TAGS = ("41", "latest")
@@ -457,7 +458,7 @@ json_values = st.recursive(
 )
 def test_reading_accounts_for_every_entry_with_one_clean_line(manifests, list_type):
     body = json.dumps({"mediaType": list_type, "manifests": manifests}).encode()
-    content = Manifest(list_type, digest_of(body), body).read_index()
+    content = read_index(Manifest(list_type, digest_of(body), body))
     read = len(content.images) + len(content.attestations) + len(content.unknown)
     assert read == len(manifests)
     for unknown in content.unknown:

@@ -1,4 +1,7 @@
-"""Reading and writing manifests and image indexes as plain data. Pure.
+"""Image indexes as plain data: reading every entry of one with certainty, and writing one. Pure.
+
+Reading fails closed: each entry is an image of a Fedora arch, a positive (buildkit)
+attestation, or an entry that cannot be read (:class:`UnknownEntry`) - never skipped.
 
 The index this project writes is an OCI image index with one entry per arch, serialized
 deterministically (sorted keys, fixed entry order, no timestamps): the same compose always
@@ -7,24 +10,15 @@ produces the same bytes and digest, so a replay is a no-op.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from .errors import RegistryError
+from ..errors import RegistryError
+from . import mediatype
+from .manifest import ARCH, COMPOSE_ID, IMAGE_SHA256, Manifest
 from .platforms import FEDORA_PLATFORMS, Platform, arch_sort_key, fedora_arch, platform_for
-from .registry import mediatype
-
-#: Index annotation: the compose that produced this index. Entry annotation: the compose the
-#: entry's image came from.
-COMPOSE_ID = "org.fedoraproject.compose.id"
-#: Entry annotation: the Fedora arch name of the entry.
-ARCH = "org.fedoraproject.arch"
-#: Per-arch manifest and entry annotation: sha256 of the compose's image file (images.json).
-IMAGE_SHA256 = "org.fedoraproject.image.sha256"
 
 #: Buildkit's attestation entries (moby/buildkit docs/attestations/attestation-storage.md): an
 #: OCI image manifest with platform ``unknown/unknown`` whose reference type is
@@ -37,10 +31,6 @@ ATTESTATION_MANIFEST = "attestation-manifest"
 _DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 #: How many unreadable entries a reason names before it counts the rest.
 _NAMED = 3
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -91,94 +81,57 @@ def describe_unknown(unknown: Sequence[UnknownEntry]) -> str:
     return named + (f" (and {more} more)" if more > 0 else "")
 
 
-@dataclass(frozen=True)
-class Manifest:
-    """A manifest as a registry returned it: exact bytes, media type and digest."""
+def read_index(manifest: Manifest) -> IndexContent:
+    """Every entry of an index, each read as an image of a Fedora arch, a positive
+    attestation, or an entry that cannot be read (fail closed: nothing is skipped).
 
-    media_type: str
-    digest: str
-    body: bytes
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in mediatype.INDEX_TYPES
-
-    @property
-    def is_image(self) -> bool:
-        return self.media_type in mediatype.IMAGE_TYPES
-
-    def json(self) -> dict[str, Any]:
-        try:
-            document = json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise RegistryError(f"manifest {self.digest} is not valid JSON") from None
-        if not isinstance(document, dict):
-            raise RegistryError(f"manifest {self.digest} is not a JSON object")
-        return document
-
-    @property
-    def annotations(self) -> dict[str, str]:
-        value = self.json().get("annotations") or {}
-        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
-
-    def read_index(self) -> IndexContent:
-        """Every entry of an index, each read as an image of a Fedora arch, a positive
-        attestation, or an entry that cannot be read (fail closed: nothing is skipped).
-
-        An image entry is an OCI or Docker image manifest whose platform is ``linux`` with an
-        architecture (and variant) that maps to a Fedora arch, with no other platform field
-        set and no artifact type; the second entry for the same arch cannot be read. An
-        attestation is buildkit's: an OCI image manifest with platform ``unknown/unknown``,
-        reference type ``attestation-manifest`` and a reference digest that is another entry
-        of this index. A malformed index as a whole raises :class:`RegistryError`.
-        """
-        if not self.is_index:
-            raise RegistryError(f"manifest {self.digest} is not an index")
-        document = self.json()
-        declared = document.get("mediaType")
-        if declared is not None and declared != self.media_type:
-            raise RegistryError(
-                f"index {self.digest} was served as {self.media_type} "
-                f"but says it is {_shown(declared)}"
-            )
-        manifests = document.get("manifests")
-        if not isinstance(manifests, list):
-            raise RegistryError(f"index {self.digest} has no manifests list")
-        read = [_read_entry(raw, number) for number, raw in enumerate(manifests, 1)]
-        # An attestation must name an entry of this index that is not an attestation itself.
-        attested = {
-            entry.digest if isinstance(entry, UnknownEntry) else entry.descriptor.digest
-            for entry in read
-            if isinstance(entry, UnknownEntry) or entry.arch is not None
-        }
-        images: dict[str, Descriptor] = {}
-        first: dict[str, int] = {}
-        attestations: list[Descriptor] = []
-        unknown: list[UnknownEntry] = []
-        for entry in read:
-            if isinstance(entry, UnknownEntry):
-                unknown.append(entry)
-            elif entry.arch is None:  # shaped like an attestation
-                subject = entry.descriptor.annotations.get(REFERENCE_DIGEST, "")
-                if subject in attested:
-                    attestations.append(entry.descriptor)
-                else:
-                    problem = f"is an attestation of {_short(subject)}, which this index lacks"
-                    unknown.append(entry.cannot(problem))
-            elif entry.arch in images:
-                problem = f"is a second {entry.arch} entry (after index entry {first[entry.arch]})"
-                unknown.append(entry.cannot(problem))
+    An image entry is an OCI or Docker image manifest whose platform is ``linux`` with an
+    architecture (and variant) that maps to a Fedora arch, with no other platform field
+    set and no artifact type; the second entry for the same arch cannot be read. An
+    attestation is buildkit's: an OCI image manifest with platform ``unknown/unknown``,
+    reference type ``attestation-manifest`` and a reference digest that is another entry
+    of this index. A malformed index as a whole raises :class:`RegistryError`.
+    """
+    if not manifest.is_index:
+        raise RegistryError(f"manifest {manifest.digest} is not an index")
+    document = manifest.json()
+    declared = document.get("mediaType")
+    if declared is not None and declared != manifest.media_type:
+        raise RegistryError(
+            f"index {manifest.digest} was served as {manifest.media_type} "
+            f"but says it is {_shown(declared)}"
+        )
+    manifests = document.get("manifests")
+    if not isinstance(manifests, list):
+        raise RegistryError(f"index {manifest.digest} has no manifests list")
+    read = [_read_entry(raw, number) for number, raw in enumerate(manifests, 1)]
+    # An attestation must name an entry of this index that is not an attestation itmanifest.
+    attested = {
+        entry.digest if isinstance(entry, UnknownEntry) else entry.descriptor.digest
+        for entry in read
+        if isinstance(entry, UnknownEntry) or entry.arch is not None
+    }
+    images: dict[str, Descriptor] = {}
+    first: dict[str, int] = {}
+    attestations: list[Descriptor] = []
+    unknown: list[UnknownEntry] = []
+    for entry in read:
+        if isinstance(entry, UnknownEntry):
+            unknown.append(entry)
+        elif entry.arch is None:  # shaped like an attestation
+            subject = entry.descriptor.annotations.get(REFERENCE_DIGEST, "")
+            if subject in attested:
+                attestations.append(entry.descriptor)
             else:
-                images[entry.arch] = entry.descriptor
-                first[entry.arch] = entry.number
-        return IndexContent(images, tuple(attestations), tuple(unknown))
-
-    def config_digest(self) -> str:
-        """The config blob digest of a single-image manifest."""
-        config = self.json().get("config")
-        if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
-            raise RegistryError(f"manifest {self.digest} has no config descriptor")
-        return str(config["digest"])
+                problem = f"is an attestation of {_short(subject)}, which this index lacks"
+                unknown.append(entry.cannot(problem))
+        elif entry.arch in images:
+            problem = f"is a second {entry.arch} entry (after index entry {first[entry.arch]})"
+            unknown.append(entry.cannot(problem))
+        else:
+            images[entry.arch] = entry.descriptor
+            first[entry.arch] = entry.number
+    return IndexContent(images, tuple(attestations), tuple(unknown))
 
 
 @dataclass(frozen=True)
@@ -331,35 +284,6 @@ def image_arch(image: Manifest, config: bytes) -> str | UnknownEntry:
     if arch not in FEDORA_PLATFORMS:
         return UnknownEntry(what, "has no Fedora arch", image.digest, compose_id)
     return arch
-
-
-def platform_of_config(config: bytes, where: str) -> Platform:
-    """The platform recorded in an image config blob."""
-    try:
-        document = json.loads(config)
-        return Platform(
-            str(document["architecture"]),
-            str(document.get("os") or "linux"),
-            str(document["variant"]) if document.get("variant") else None,
-        )
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        raise RegistryError(f"{where}: image config has no architecture") from None
-
-
-def annotate_manifest(body: bytes, annotations: Mapping[str, str]) -> bytes:
-    """An OCI image manifest with ``annotations`` added (deterministic bytes).
-
-    The per-arch manifests this project pushes carry the compose they came from and the
-    checksum of the compose file they were built from, so the registry itself records what
-    each per-arch tag holds.
-    """
-    document = json.loads(body)
-    if not isinstance(document, dict) or document.get("mediaType", mediatype.OCI_MANIFEST) != (
-        mediatype.OCI_MANIFEST
-    ):
-        raise ValueError("only OCI image manifests carry annotations")
-    document["annotations"] = {**document.get("annotations", {}), **annotations}
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
