@@ -40,11 +40,11 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
+from .config.settings import Releases
 from .oci.index import UnknownEntry, read_index
 from .oci.manifest import COMPOSE_ID, IMAGE_SHA256, Manifest
 from .oci.platforms import FEDORA_PLATFORMS, arch_sort_key
 from .ordering import date_type_respin
-from .settings import Releases
 from .tags import LATEST, RAWHIDE
 
 EXIT_CLEAN = 0

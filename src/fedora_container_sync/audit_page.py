@@ -49,8 +49,8 @@ from .audit import (
     index_tags,
 )
 from .audit_report import format_age
+from .config.settings import Releases
 from .oci.platforms import arch_sort_key
-from .settings import Releases
 from .tags import LATEST, RAWHIDE
 
 #: Cell statuses, most severe first: a cell takes the first that applies.

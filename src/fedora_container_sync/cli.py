@@ -252,10 +252,10 @@ def _stop_on_signals() -> Iterator[None]:
 
 
 def _replay(args: argparse.Namespace, console: Console) -> int:
+    from .config.load import check_credentials, config_path, load_settings
     from .messages import needs_work, parse_compose_message, read_message_file
     from .oci.platforms import FEDORA_PLATFORMS
     from .publish import PublishOptions, handle_envelope, prepare_work_dir
-    from .settings import config_path, load_settings
 
     unknown = [arch for arch in args.allow_drop if arch not in FEDORA_PLATFORMS]
     if unknown:
@@ -266,7 +266,7 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
 
     path = config_path(args.config)
     settings = load_settings(path)
-    settings.check_credentials()
+    check_credentials(settings)
     source = "<stdin>" if args.message_file == "-" else args.message_file
     envelopes = read_message_file(_read_text(args.message_file), source=source)
     # Check every message before doing anything: a bad file does no partial work.
@@ -319,14 +319,14 @@ def _audit(args: argparse.Namespace) -> int:
 
     from .audit import audit
     from .audit_report import render_json, render_table
+    from .config.load import check_credentials, config_path, load_settings
     from .inventory import read_registries, repositories
-    from .settings import config_path, load_settings
 
     if args.html is not None:
         _check_page_path(args.html)
     path = config_path(args.config)
     settings = load_settings(path)
-    settings.check_credentials()
+    check_credentials(settings)
     if settings.publish_amqp_messages:
         from .audit_schema import load_bus_config
 
@@ -371,8 +371,8 @@ def _check_page_path(path: Path) -> None:
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
+    from .config.load import config_path
     from .deadletters import queue_name, read_bus_config, take
-    from .settings import config_path
 
     document = read_bus_config(config_path(args.config))
     queue = args.queue or queue_name(document)

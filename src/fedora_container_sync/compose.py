@@ -36,17 +36,17 @@ from .archive import (
     decompressed_limit,
     detect_transport,
 )
-from .errors import ComposeError, TransientError, one_line
-from .httpclient import request_limits
-from .messages import MAX_JSON_DEPTH, nesting_exceeds
-from .retry import call_with_retry, retry_after_seconds, transient_status
-from .selection import ImageArtifact
-from .settings import (
+from .config.settings import (
     DEFAULT_HTTP_DEADLINE,
     DEFAULT_MAX_METADATA_BYTES,
     DEFAULT_MIN_DOWNLOAD_RATE,
     RetrySettings,
 )
+from .errors import ComposeError, TransientError, one_line
+from .httpclient import request_limits
+from .messages import MAX_JSON_DEPTH, nesting_exceeds
+from .retry import call_with_retry, retry_after_seconds, transient_status
+from .selection import ImageArtifact
 
 _log = logging.getLogger(__name__)
 

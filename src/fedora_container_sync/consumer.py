@@ -51,6 +51,9 @@ from typing import TYPE_CHECKING, cast
 from fedora_messaging.exceptions import Drop, HaltConsumer, Nack
 
 from . import shutdown
+from .config.bus import check_bus_document
+from .config.load import check_credentials
+from .config.settings import RequeueSettings, Settings, settings_from_document
 from .errors import (
     ConfigError,
     MessageError,
@@ -66,7 +69,6 @@ from .messages import Envelope
 from .notify import BusPublisher, announce
 from .publish import handle_envelope, prepare_work_dir
 from .report import EXIT_USAGE, ComposeReport, kept_line
-from .settings import RequeueSettings, Settings, check_bus_document, settings_from_document
 
 if TYPE_CHECKING:
     from fedora_messaging.message import Message
@@ -167,7 +169,7 @@ class Consumer:
     def __init__(self, settings: Settings | None = None) -> None:
         try:
             self.settings = settings if settings is not None else _configured_settings()
-            self.settings.check_credentials()
+            check_credentials(self.settings)
             prepare_work_dir(self.settings)
             if shutil.which(self.settings.skopeo) is None:
                 raise ConfigError(f"skopeo not found ({self.settings.skopeo}); install skopeo")

@@ -32,7 +32,7 @@ from .errors import ConfigError
 from .progress import STEPS
 
 if TYPE_CHECKING:
-    from .settings import HealthSettings
+    from .config.settings import HealthSettings
 
 _log = logging.getLogger(__name__)
 

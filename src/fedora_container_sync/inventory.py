@@ -12,13 +12,14 @@ import logging
 
 from . import audit
 from .audit import ReadFailure, RepositoryState
+from .config.load import registry_credentials
+from .config.settings import Releases, Settings
 from .errors import SyncError
 from .oci.index import UnknownEntry, image_arch
 from .oci.manifest import ARCH, Manifest
 from .oci.platforms import FEDORA_PLATFORMS
 from .registry.auth import RegistryAuth
 from .registry.client import RegistryClient
-from .settings import Releases, Settings
 
 _log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def read_registries(settings: Settings) -> tuple[list[RepositoryState], list[Rea
     states: list[RepositoryState] = []
     failures: list[ReadFailure] = []
     for registry in settings.registries:
-        credentials = registry.credentials()
+        credentials = registry_credentials(registry)
         auth = RegistryAuth(
             credentials, registry=registry.url, allow_http_realm=not registry.tls_verify
         )

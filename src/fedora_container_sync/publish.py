@@ -25,6 +25,8 @@ import httpx
 from . import bodhi, gate, skopeo
 from .archive import OCI_ARCHIVE, unpack_oci_archive
 from .compose import ComposeFetcher, ComposeMetadata, LocalImage
+from .config.load import registry_credentials
+from .config.settings import RegistrySettings, Releases, Settings
 from .errors import (
     ConfigError,
     PermanentError,
@@ -49,7 +51,6 @@ from .registry.client import RegistryClient
 from .report import ArchPush, ComposeReport, TagAction, TagOutcome
 from .retry import call_with_retry
 from .selection import ImageArtifact, select_images
-from .settings import RegistrySettings, Releases, Settings
 from .tags import ComposeFacts, ReleaseTags, excluded, merge_releases, needs_lookup, plan_tags
 from .workdir import run_directory, safe_name, sweep_stale_runs, work_dir_error
 from .workpool import WorkPool
@@ -473,7 +474,7 @@ class _Run:
         candidates: list[_Registry] = []
         for settings in self.settings.registries:
             try:
-                credentials = settings.credentials()
+                credentials = registry_credentials(settings)
             except SyncError as error:
                 self._fail(error)
                 continue

@@ -20,8 +20,8 @@ from typing import TypeVar
 import tenacity
 
 from . import shutdown
+from .config.settings import RetrySettings
 from .errors import TransientError, about_compose
-from .settings import RetrySettings
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import shutdown
+from .config.settings import Credentials
 from .errors import Interrupted, SkopeoError, SkopeoTransientError
-from .settings import Credentials
 
 _log = logging.getLogger(__name__)
 

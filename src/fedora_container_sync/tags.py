@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .config.settings import ComposeRules, Releases
 from .errors import ComposeError, ReleaseLookupError
-from .settings import ComposeRules, Releases
 
 RAWHIDE = "rawhide"
 LATEST = "latest"

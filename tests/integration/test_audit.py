@@ -20,11 +20,11 @@ import pika
 import pytest
 
 from fedora_container_sync.audit_report import DOCUMENT_SCHEMA, FINDING_SCHEMA
+from fedora_container_sync.config.settings import RegistrySettings, RetrySettings
 from fedora_container_sync.errors import RegistryError
 from fedora_container_sync.oci.index import IndexEntry, build_index
 from fedora_container_sync.oci.manifest import COMPOSE_ID, IMAGE_SHA256
 from fedora_container_sync.registry.client import RegistryClient
-from fedora_container_sync.settings import RegistrySettings, RetrySettings
 from support.harness import ARCHES, Harness
 from support.servers import OCI_INDEX, free_port
 

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from fedora_container_sync.compose import ComposeFetcher
+from fedora_container_sync.config.settings import RetrySettings
 from fedora_container_sync.selection import select_images
-from fedora_container_sync.settings import RetrySettings
 from support.compose import ComposeImage, build_compose
 from support.harness import ARCHES, Harness, report_rows
 from support.servers import Registry

@@ -34,8 +34,8 @@ from fedora_container_sync.audit_report import (
     render_json,
     render_table,
 )
+from fedora_container_sync.config.settings import Releases
 from fedora_container_sync.oci.index import UnknownEntry
-from fedora_container_sync.settings import Releases
 
 NOW = datetime(2024, 10, 28, 6, 0, tzinfo=UTC)
 OLD = "Fedora-41-20241025.0"

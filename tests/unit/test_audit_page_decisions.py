@@ -26,9 +26,9 @@ from fedora_container_sync.audit_page import (
     page_of,
     render_html,
 )
+from fedora_container_sync.config.settings import Releases
 from fedora_container_sync.errors import PermanentError
 from fedora_container_sync.files import write_atomically
-from fedora_container_sync.settings import Releases
 from support.htmlpage import cell, foreign_markup, parse, status
 
 NOW = datetime(2024, 10, 28, 6, 0, tzinfo=UTC)

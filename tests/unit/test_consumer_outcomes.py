@@ -6,6 +6,7 @@ import pytest
 from fedora_messaging.exceptions import HaltConsumer
 
 from fedora_container_sync import gate
+from fedora_container_sync.config.settings import RequeueSettings, Settings
 from fedora_container_sync.consumer import (
     Consumer,
     ConsumerHalt,
@@ -27,7 +28,6 @@ from fedora_container_sync.errors import (
     WorkDirFull,
 )
 from fedora_container_sync.report import ComposeReport, TagAction, TagOutcome
-from fedora_container_sync.settings import RequeueSettings, Settings
 
 CID = "Fedora-41-20241026.0"
 

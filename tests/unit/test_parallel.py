@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
+from fedora_container_sync.config.settings import settings_from_document
 from fedora_container_sync.errors import ConfigError, TransientError
-from fedora_container_sync.settings import settings_from_document
 from fedora_container_sync.workpool import WorkPool
 
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fedora_container_sync.config.settings import RetrySettings
 from fedora_container_sync.errors import PermanentError, RegistryError, TransientError
 from fedora_container_sync.retry import (
     backoff,
@@ -15,7 +16,6 @@ from fedora_container_sync.retry import (
     retry_after_seconds,
     transient_status,
 )
-from fedora_container_sync.settings import RetrySettings
 
 POLICY = RetrySettings(attempts=5, initial_delay=1.0, max_delay=8.0, max_total=600)
 FAST = RetrySettings(attempts=3, initial_delay=0.0, max_delay=0.0, max_total=60)

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedora_container_sync.config.settings import ComposeRules, Releases
 from fedora_container_sync.errors import ComposeError, ReleaseLookupError
-from fedora_container_sync.settings import ComposeRules, Releases
 from fedora_container_sync.tags import (
     ComposeFacts,
     merge_releases,

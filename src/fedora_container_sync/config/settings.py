@@ -1,10 +1,10 @@
-"""The application's settings: ``[consumer_config.container]`` of the fedora-messaging TOML file.
+"""The application's settings: ``[consumer_config.container]`` of the fedora-messaging TOML file,
+as a frozen pydantic model. Pure.
 
 The same file serves ``fedora-messaging consume`` and ``fedora-container-sync replay``; this
-module validates our table with pydantic (unknown keys are errors) and hands out a frozen
-:class:`Settings` object. :func:`load_settings` checks the rest of the file too, the keys
-fedora-messaging reads (:func:`check_bus_document`), so that a typo there stops a run before it
-does anything rather than after it published. Nothing here touches the network.
+module validates our table (unknown keys are errors) and hands out a frozen :class:`Settings`
+object. Reading the file, the environment and the credentials is :mod:`.load`'s; the keys
+fedora-messaging reads are checked by :mod:`.bus`.
 """
 
 from __future__ import annotations
@@ -12,23 +12,17 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import ssl
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .archive import DEFAULT_MAX_RATIO, DEFAULT_MAX_SIZE
-from .errors import ConfigError
-from .oci.platforms import FEDORA_PLATFORMS
-from .urls import URLRefused, parse_url
+from ..archive import DEFAULT_MAX_RATIO, DEFAULT_MAX_SIZE
+from ..errors import ConfigError
+from ..oci.platforms import FEDORA_PLATFORMS
+from ..urls import URLRefused, parse_url
 
-DEFAULT_CONFIG_PATH = Path("/etc/fedora-messaging/config.toml")
-CONFIG_ENV = "FEDORA_MESSAGING_CONF"
-#: systemd's LoadCredential= puts credential files here
-CREDENTIALS_DIRECTORY_ENV = "CREDENTIALS_DIRECTORY"
 SECTION = "consumer_config.container"
 #: Limits on what the network may cost (see README, "What is refused"): real composeinfo.json
 #: and images.json files are a few hundred KiB to a few MiB; kojipkgs serves Fedora's
@@ -102,77 +96,6 @@ class RegistrySettings(_Model):
     def repository_path(self, repository: str) -> str:
         """The repository's full name inside the registry (namespace included)."""
         return f"{self.namespace}/{repository}" if self.namespace else repository
-
-    def check_cert_dir(self) -> None:
-        """Fail now, naming it, if ``cert_dir`` is missing, not a directory, or holds a
-        certificate or key that cannot be read or loaded.
-
-        Left alone, every TLS connection to the registry would fail (and be retried) later.
-        """
-        if self.cert_dir is None:
-            return
-        where = f"registry {self.url}: cert_dir {self.cert_dir}"
-        try:
-            entries = sorted(self.cert_dir.iterdir())
-        except FileNotFoundError:
-            raise ConfigError(f"{where}: not found") from None
-        except NotADirectoryError:
-            raise ConfigError(f"{where}: not a directory") from None
-        except OSError as error:
-            raise ConfigError(f"{where}: unreadable: {error.strerror}") from None
-        from .registry.client import ssl_context
-
-        for entry in entries:
-            if entry.suffix not in (".crt", ".cert", ".key"):
-                continue
-            try:
-                with entry.open("rb"):
-                    pass
-            except OSError as error:
-                raise ConfigError(f"{where}: {entry.name}: unreadable: {error.strerror}") from None
-        try:
-            ssl_context(self.cert_dir, verify=self.tls_verify)
-        except (ssl.SSLError, OSError) as error:
-            reason = " ".join(str(error).split())
-            raise ConfigError(f"{where}: not usable certificates or keys: {reason}") from None
-
-    def credentials(self, environ: Mapping[str, str] | None = None) -> Credentials | None:
-        """Username and password named ``<prefix>USER`` / ``<prefix>PASSWORD``, if configured.
-
-        Each comes from the environment variable of that name or, failing that, from the file
-        of that name in ``$CREDENTIALS_DIRECTORY`` (systemd's ``LoadCredential=``).
-        """
-        if not self.credential_prefix:
-            return None
-        env = os.environ if environ is None else environ
-        user_var = f"{self.credential_prefix}USER"
-        password_var = f"{self.credential_prefix}PASSWORD"
-        values = {name: _secret(name, env, self.url) for name in (user_var, password_var)}
-        missing = [name for name, value in values.items() if not value]
-        if missing:
-            raise ConfigError(
-                f"registry {self.url}: credential_prefix is {self.credential_prefix!r} but "
-                f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set "
-                "in the environment or $CREDENTIALS_DIRECTORY"
-            )
-        return Credentials(values[user_var], values[password_var])
-
-
-def _secret(name: str, env: Mapping[str, str], registry: str) -> str:
-    """``env[name]``, else the content of ``$CREDENTIALS_DIRECTORY/name`` (one line), else ''."""
-    if env.get(name):
-        return env[name]
-    directory = env.get(CREDENTIALS_DIRECTORY_ENV)
-    if not directory:
-        return ""
-    path = Path(directory) / name
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except FileNotFoundError:
-        return ""
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
-        raise ConfigError(f"registry {registry}: credential file {path}: {reason}") from None
 
 
 class Releases(_Model):
@@ -370,131 +293,6 @@ class Settings(_Model):
         if duplicates:
             raise ValueError(f"registry {duplicates[0]} is listed twice")
         return self
-
-    def check_credentials(self, environ: Mapping[str, str] | None = None) -> None:
-        """Fail now, with a clear line, if a registry's credentials are not in the environment
-        or its ``cert_dir`` (client certificates, CAs) cannot be read."""
-        for registry in self.registries:
-            registry.credentials(environ)
-            registry.check_cert_dir()
-
-
-def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """Where the config file is: ``--config``, then ``$FEDORA_MESSAGING_CONF``, then /etc."""
-    if explicit:
-        return Path(explicit)
-    from_env = os.environ.get(CONFIG_ENV)
-    return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
-
-
-def load_settings(path: Path) -> Settings:
-    """Read and validate ``[consumer_config.container]`` from the TOML file at ``path``."""
-    try:
-        with path.open("rb") as handle:
-            document = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path}: not found") from None
-    except PermissionError:
-        raise ConfigError(f"config file {path}: permission denied") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {path}: is a directory") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config file {path}: invalid TOML: {error}") from None
-    settings = settings_from_document(document, source=str(path))
-    check_bus_document(document, source=str(path))
-    if any(key.lower() != "consumer_config" for key in document):
-        _check_with_fedora_messaging(path)
-    return settings
-
-
-def _check_with_fedora_messaging(path: Path) -> None:
-    """fedora-messaging's own checks of the file (unknown top-level keys, queues, bindings,
-    client properties, monitoring), on a config object of our own."""
-    from fedora_messaging import config, exceptions
-
-    try:
-        config.LazyConfig().load_config(str(path))
-    except exceptions.ConfigurationException as error:
-        reason = " ".join(str(error).split())
-        raise ConfigError(f"config file {path}: {reason}") from None
-
-
-class _BusTable(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class _BusExchange(_BusTable):
-    type: str
-    durable: bool
-    auto_delete: bool
-    arguments: dict[str, Any] | None
-
-
-class _BusQueue(_BusTable):
-    durable: bool
-    auto_delete: bool
-    exclusive: bool
-    arguments: dict[str, Any]
-    passive: bool = False
-
-
-class _BusBinding(_BusTable):
-    exchange: str
-    routing_keys: list[str]
-    queue: str = ""
-    arguments: dict[str, Any] = Field(default_factory=dict)
-
-
-class _BusQos(_BusTable):
-    prefetch_size: int = Field(ge=0)
-    prefetch_count: int = Field(ge=0)
-
-
-class _BusTls(_BusTable):
-    ca_cert: str | None
-    certfile: str | None
-    keyfile: str | None
-
-
-class _BusMonitoring(_BusTable):
-    address: str = ""
-    port: int | None = Field(default=None, ge=0, le=65535)
-
-
-class _BusConsumerConfig(_BusTable):
-    container: dict[str, Any] = Field(default_factory=dict)  # validated by Settings
-
-
-class _BusConfig(_BusTable):
-    """The keys fedora-messaging reads (its ``fedora_messaging.config.ConfigType``), each table
-    as it uses it: a table in the file replaces fedora-messaging's default whole, so a key left
-    out of ``[tls]`` or ``[qos]`` is missing, and a misspelt one unknown."""
-
-    amqp_url: str = ""
-    client_properties: dict[str, str] = Field(default_factory=dict)
-    publish_exchange: str = ""
-    topic_prefix: str = ""
-    publish_priority: int | None = None
-    passive_declares: bool = False
-    exchanges: dict[str, _BusExchange] = Field(default_factory=dict)
-    queues: dict[str, _BusQueue] = Field(default_factory=dict)
-    bindings: list[_BusBinding] = Field(default_factory=list)
-    qos: _BusQos = _BusQos(prefetch_size=0, prefetch_count=10)
-    callback: str | None = None
-    monitoring: _BusMonitoring = _BusMonitoring()
-    consumer_config: _BusConsumerConfig = _BusConsumerConfig()
-    tls: _BusTls = _BusTls(ca_cert=None, certfile=None, keyfile=None)
-    log_config: dict[str, Any] = Field(default_factory=dict)
-
-
-def check_bus_document(document: Mapping[str, Any], *, source: str = "config") -> None:
-    """Refuse a config whose fedora-messaging part has a key fedora-messaging does not know, a
-    value of the wrong type, or a table lacking a key it reads (ConfigError naming it)."""
-    lowered = {str(key).lower(): value for key, value in document.items()}
-    try:
-        _BusConfig.model_validate(lowered)
-    except ValidationError as error:
-        raise ConfigError(f"{source}: {describe_validation_error(error, '')}") from None
 
 
 def settings_from_document(document: Mapping[str, Any], *, source: str = "config") -> Settings:
