@@ -252,8 +252,8 @@ def _stop_on_signals() -> Iterator[None]:
 
 
 def _replay(args: argparse.Namespace, console: Console) -> int:
+    from .compose.message import needs_work, parse_compose_message, read_message_file
     from .config.load import check_credentials, config_path, load_settings
-    from .messages import needs_work, parse_compose_message, read_message_file
     from .oci.platforms import FEDORA_PLATFORMS
     from .publish import PublishOptions, handle_envelope, prepare_work_dir
 

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, cast
 from fedora_messaging.exceptions import Drop, HaltConsumer, Nack
 
 from . import shutdown
+from .compose.message import Envelope
 from .config.bus import check_bus_document
 from .config.load import check_credentials
 from .config.settings import RequeueSettings, Settings, settings_from_document
@@ -65,7 +66,6 @@ from .errors import (
     one_line,
 )
 from .health import ProgressWatch, serve
-from .messages import Envelope
 from .notify import BusPublisher, announce
 from .publish import handle_envelope, prepare_work_dir
 from .report import EXIT_USAGE, ComposeReport, kept_line

@@ -22,9 +22,13 @@ from pathlib import Path
 
 import httpx
 
-from . import bodhi, gate, skopeo
-from .archive import OCI_ARCHIVE, unpack_oci_archive
-from .compose import ComposeFetcher, ComposeMetadata, LocalImage
+from . import gate, skopeo
+from .compose import bodhi
+from .compose.archive import OCI_ARCHIVE, unpack_oci_archive
+from .compose.fetch import ComposeFetcher, LocalImage
+from .compose.message import ComposeMessage, Envelope, needs_work, parse_compose_message
+from .compose.metadata import ComposeFacts, compose_facts
+from .compose.selection import ImageArtifact, select_images
 from .config.load import registry_credentials
 from .config.settings import RegistrySettings, Releases, Settings
 from .errors import (
@@ -39,7 +43,6 @@ from .errors import (
 )
 from .httpclient import new_client
 from .layout import LocalManifest, annotate_layout, manifest_blob, read_layout
-from .messages import ComposeMessage, Envelope, needs_work, parse_compose_message
 from .oci import mediatype
 from .oci.index import IndexEntry, UnknownEntry, image_arch
 from .oci.manifest import ARCH, COMPOSE_ID, IMAGE_SHA256, Manifest, digest_of
@@ -50,8 +53,7 @@ from .registry.auth import RegistryAuth
 from .registry.client import RegistryClient
 from .report import ArchPush, ComposeReport, TagAction, TagOutcome
 from .retry import call_with_retry
-from .selection import ImageArtifact, select_images
-from .tags import ComposeFacts, ReleaseTags, excluded, merge_releases, needs_lookup, plan_tags
+from .tags import ReleaseTags, excluded, merge_releases, needs_lookup, plan_tags
 from .workdir import run_directory, safe_name, sweep_stale_runs, work_dir_error
 from .workpool import WorkPool
 
@@ -298,7 +300,7 @@ class _Run:
             if not artifacts:
                 self._note("no container images for the configured subvariants")
                 return None
-            facts = _facts(metadata)
+            facts = compose_facts(metadata)
             reason = excluded(facts, self.settings.compose_rules)
             if reason is not None:
                 self._note(reason)
@@ -1071,14 +1073,3 @@ class _Run:
             len(report.stale_pushes),
             len(report.errors),
         )
-
-
-def _facts(metadata: ComposeMetadata) -> ComposeFacts:
-    info = metadata.info
-    return ComposeFacts(
-        metadata.compose_id,
-        str(info.release.short),
-        metadata.release_version,
-        str(info.compose.type),
-        str(info.compose.label) if info.compose.label else None,
-    )

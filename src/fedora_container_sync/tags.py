@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .compose.metadata import ComposeFacts
 from .config.settings import ComposeRules, Releases
 from .errors import ComposeError, ReleaseLookupError
 
@@ -66,17 +67,6 @@ def tags_for(release_version: str, releases: Releases, *, compose_id: str) -> Re
             f"{compose_id}: a Rawhide compose, but releases.rawhide is not configured"
         )
     return ReleaseTags(releases.rawhide, (str(releases.rawhide), RAWHIDE))
-
-
-@dataclass(frozen=True)
-class ComposeFacts:
-    """What composeinfo.json says about a compose (the message says the same, less reliably)."""
-
-    compose_id: str
-    release_short: str
-    release_version: str
-    compose_type: str
-    label: str | None = None
 
 
 def needs_lookup(release_version: str, releases: Releases, *, compose_id: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from fedora_container_sync import bodhi
+from fedora_container_sync.compose import bodhi
 from fedora_container_sync.config.settings import BodhiSettings, Releases, RetrySettings
 from fedora_container_sync.errors import ReleaseLookupError, TransientError
 from support.bodhi import BodhiServer

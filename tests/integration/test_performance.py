@@ -20,9 +20,9 @@ from typing import ClassVar
 import httpx
 import pytest
 
-from fedora_container_sync.compose import ComposeFetcher
+from fedora_container_sync.compose.fetch import ComposeFetcher
+from fedora_container_sync.compose.selection import select_images
 from fedora_container_sync.config.settings import RetrySettings
-from fedora_container_sync.selection import select_images
 from support.compose import ComposeImage, build_compose
 from support.harness import ARCHES, Harness, report_rows
 from support.servers import Registry

@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..archive import DEFAULT_MAX_RATIO, DEFAULT_MAX_SIZE
+from ..compose.decompress import DEFAULT_MAX_RATIO, DEFAULT_MAX_SIZE
+from ..compose.urls import URLRefused, parse_url
 from ..errors import ConfigError
 from ..oci.platforms import FEDORA_PLATFORMS
-from ..urls import URLRefused, parse_url
 
 SECTION = "consumer_config.container"
 #: Limits on what the network may cost (see README, "What is refused"): real composeinfo.json

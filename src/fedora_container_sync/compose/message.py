@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..config.settings import describe_validation_error
+from ..errors import MessageError, UsageError
 from . import urls
-from .config.settings import describe_validation_error
-from .errors import MessageError, UsageError
 
 TOPIC_SUFFIX = "pungi.compose.status.change"
 #: How deep JSON from a message may nest (objects and arrays). A Pungi body nests 1 level, a

@@ -25,8 +25,18 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from ..config.settings import (
+    DEFAULT_HTTP_DEADLINE,
+    DEFAULT_MAX_METADATA_BYTES,
+    DEFAULT_MIN_DOWNLOAD_RATE,
+    RetrySettings,
+)
+from ..errors import ComposeError, TransientError, one_line
+from ..httpclient import request_limits
+from ..retry import call_with_retry, retry_after_seconds, transient_status
 from . import urls
-from .archive import (
+from .archive import detect_transport
+from .decompress import (
     DEFAULT_MAX_RATIO,
     DEFAULT_MAX_SIZE,
     MAGIC_LENGTH,
@@ -34,18 +44,9 @@ from .archive import (
     LimitExceeded,
     decoder_for,
     decompressed_limit,
-    detect_transport,
 )
-from .config.settings import (
-    DEFAULT_HTTP_DEADLINE,
-    DEFAULT_MAX_METADATA_BYTES,
-    DEFAULT_MIN_DOWNLOAD_RATE,
-    RetrySettings,
-)
-from .errors import ComposeError, TransientError, one_line
-from .httpclient import request_limits
-from .messages import MAX_JSON_DEPTH, nesting_exceeds
-from .retry import call_with_retry, retry_after_seconds, transient_status
+from .message import MAX_JSON_DEPTH, nesting_exceeds
+from .metadata import ComposeMetadata, metadata_of, parse_composeinfo, parse_images
 from .selection import ImageArtifact
 
 _log = logging.getLogger(__name__)
@@ -53,16 +54,6 @@ _log = logging.getLogger(__name__)
 _MAX_REDIRECTS = 5
 #: Image files come as they are: the checksum in images.json is of these very bytes.
 _IDENTITY = {"Accept-Encoding": "identity"}
-
-
-@dataclass(frozen=True)
-class ComposeMetadata:
-    """The parsed ``composeinfo.json`` and ``images.json`` (productmd objects)."""
-
-    compose_id: str
-    release_version: str
-    info: Any
-    images: Any
 
 
 @dataclass(frozen=True)
@@ -111,30 +102,10 @@ class ComposeFetcher:
 
     def metadata(self) -> ComposeMetadata:
         """Load and parse ``metadata/composeinfo.json`` and ``metadata/images.json``."""
-        from productmd.composeinfo import ComposeInfo
-        from productmd.images import Images
-
-        info = ComposeInfo()
-        images = Images()
-        for name, target in (("composeinfo.json", info), ("images.json", images)):
-            document = self._get_json(f"metadata/{name}")
-            try:
-                target.deserialize(document)
-            except Exception as error:  # productmd raises ValueError, KeyError, TypeError...
-                reason = (
-                    f"missing key {error.args[0]!r}"
-                    if isinstance(error, KeyError) and error.args
-                    else one_line(error)
-                )
-                raise ComposeError(
-                    f"{self._compose_id}: metadata/{name} is not valid productmd metadata: {reason}"
-                ) from None
-        compose_id = info.compose.id
-        if compose_id != self._compose_id:
-            raise ComposeError(
-                f"{self._compose_id}: composeinfo.json describes compose {compose_id}"
-            )
-        return ComposeMetadata(compose_id, str(info.release.version), info, images)
+        compose_id = self._compose_id
+        info = parse_composeinfo(self._get_json("metadata/composeinfo.json"), compose_id=compose_id)
+        images = parse_images(self._get_json("metadata/images.json"), compose_id=compose_id)
+        return metadata_of(info, images, compose_id=compose_id)
 
     def download(self, artifact: ImageArtifact, dest_dir: Path) -> LocalImage:
         """Stream one image file to ``dest_dir``, decompressing it and verifying size and sha256.

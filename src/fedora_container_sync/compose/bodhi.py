@@ -18,11 +18,11 @@ from typing import Any
 
 import httpx
 
-from .config.settings import DEFAULT_HTTP_DEADLINE, BodhiSettings, Releases, RetrySettings
-from .errors import ReleaseLookupError, TransientError, one_line
-from .httpclient import MAX_API_ANSWER_BYTES, request_limits
-from .retry import call_with_retry
-from .tags import releases_from_bodhi
+from ..config.settings import DEFAULT_HTTP_DEADLINE, BodhiSettings, Releases, RetrySettings
+from ..errors import ReleaseLookupError, TransientError, one_line
+from ..httpclient import MAX_API_ANSWER_BYTES, request_limits
+from ..retry import call_with_retry
+from ..tags import releases_from_bodhi
 
 _log = logging.getLogger(__name__)
 

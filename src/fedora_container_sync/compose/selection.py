@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ComposeError
-from .oci.platforms import arch_sort_key
+from ..errors import ComposeError
+from ..oci.platforms import arch_sort_key
 from .urls import URLRefused, path_segments
 
 #: images.json ``type`` values that are container images: ``docker`` (kiwi/ImageFactory,
