@@ -41,11 +41,11 @@ from enum import StrEnum
 from typing import Any
 
 from .config.settings import Releases
+from .gate.ordering import date_type_respin
+from .gate.tags import LATEST, RAWHIDE
 from .oci.index import UnknownEntry, read_index
 from .oci.manifest import COMPOSE_ID, IMAGE_SHA256, Manifest
 from .oci.platforms import FEDORA_PLATFORMS, arch_sort_key
-from .ordering import date_type_respin
-from .tags import LATEST, RAWHIDE
 
 EXIT_CLEAN = 0
 EXIT_UNREADABLE = 1

@@ -50,8 +50,8 @@ from .audit import (
 )
 from .audit_report import format_age
 from .config.settings import Releases
+from .gate.tags import LATEST, RAWHIDE
 from .oci.platforms import arch_sort_key
-from .tags import LATEST, RAWHIDE
 
 #: Cell statuses, most severe first: a cell takes the first that applies.
 STALE = "stale"

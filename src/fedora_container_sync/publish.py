@@ -22,7 +22,6 @@ from pathlib import Path
 
 import httpx
 
-from . import gate, skopeo
 from .compose import bodhi
 from .compose.archive import OCI_ARCHIVE, unpack_oci_archive
 from .compose.fetch import ComposeFetcher, LocalImage
@@ -41,19 +40,21 @@ from .errors import (
     WorkDirFull,
     about_compose,
 )
-from .httpclient import new_client
-from .layout import LocalManifest, annotate_layout, manifest_blob, read_layout
+from .gate import verdicts as gate
+from .gate.ordering import is_newer
+from .gate.tags import ReleaseTags, excluded, merge_releases, needs_lookup, plan_tags
+from .net.httpclient import new_client
+from .net.retry import call_with_retry
 from .oci import mediatype
 from .oci.index import IndexEntry, UnknownEntry, image_arch
 from .oci.manifest import ARCH, COMPOSE_ID, IMAGE_SHA256, Manifest, digest_of
 from .oci.platforms import FEDORA_PLATFORMS, fedora_arch
-from .ordering import is_newer
 from .progress import STEPS
+from .registry import skopeo
 from .registry.auth import RegistryAuth
 from .registry.client import RegistryClient
+from .registry.layout import LocalManifest, annotate_layout, manifest_blob, read_layout
 from .report import ArchPush, ComposeReport, TagAction, TagOutcome
-from .retry import call_with_retry
-from .tags import ReleaseTags, excluded, merge_releases, needs_lookup, plan_tags
 from .workdir import run_directory, safe_name, sweep_stale_runs, work_dir_error
 from .workpool import WorkPool
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from .errors import SyncError, TransientError
-from .gate import GateDecision, Verdict
+from .gate.verdicts import GateDecision, Verdict
 from .oci.platforms import sorted_arches
 
 EXIT_OK = 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from fedora_messaging.exceptions import HaltConsumer
 
-from fedora_container_sync import gate
 from fedora_container_sync.config.settings import RequeueSettings, Settings
 from fedora_container_sync.consumer import (
     Consumer,
@@ -27,6 +26,7 @@ from fedora_container_sync.errors import (
     TransientError,
     WorkDirFull,
 )
+from fedora_container_sync.gate import verdicts as gate
 from fedora_container_sync.report import ComposeReport, TagAction, TagOutcome
 
 CID = "Fedora-41-20241026.0"

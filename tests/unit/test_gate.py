@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from fedora_container_sync.gate import CurrentTag, Verdict, decide, decide_arch_tag, guard
+from fedora_container_sync.gate.verdicts import CurrentTag, Verdict, decide, decide_arch_tag, guard
 from fedora_container_sync.oci.index import IndexEntry, UnknownEntry, build_index, image_arch
 from fedora_container_sync.oci.manifest import COMPOSE_ID, Manifest, digest_of
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedora_container_sync.gate import CurrentTag, Verdict, decide, decide_arch_tag
+from fedora_container_sync.gate.verdicts import CurrentTag, Verdict, decide, decide_arch_tag
 from fedora_container_sync.oci.index import IndexEntry, read_index
 from fedora_container_sync.oci.manifest import Manifest, digest_of
 

@@ -9,8 +9,8 @@ import pytest
 from fedora_image_uploader_messages import ContainerPublishedV1
 from fedora_messaging import message as fm_message
 
-from fedora_container_sync import gate
 from fedora_container_sync.errors import ComposeError
+from fedora_container_sync.gate import verdicts as gate
 from fedora_container_sync.notify import held_body, published_repositories, result_messages
 from fedora_container_sync.oci.platforms import sorted_arches
 from fedora_container_sync.report import ComposeReport, TagAction, TagOutcome

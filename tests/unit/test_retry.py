@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from fedora_container_sync.config.settings import RetrySettings
 from fedora_container_sync.errors import PermanentError, RegistryError, TransientError
-from fedora_container_sync.retry import (
+from fedora_container_sync.net.retry import (
     backoff,
     call_with_retry,
     retry_after_seconds,

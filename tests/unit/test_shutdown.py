@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from fedora_container_sync import shutdown, skopeo
+from fedora_container_sync import shutdown
 from fedora_container_sync.config.settings import RetrySettings
 from fedora_container_sync.errors import Interrupted, TransientError
-from fedora_container_sync.retry import call_with_retry
+from fedora_container_sync.net.retry import call_with_retry
+from fedora_container_sync.registry import skopeo
 from fedora_container_sync.workpool import WorkPool
 
 

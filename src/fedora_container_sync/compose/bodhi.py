@@ -20,9 +20,9 @@ import httpx
 
 from ..config.settings import DEFAULT_HTTP_DEADLINE, BodhiSettings, Releases, RetrySettings
 from ..errors import ReleaseLookupError, TransientError, one_line
-from ..httpclient import MAX_API_ANSWER_BYTES, request_limits
-from ..retry import call_with_retry
-from ..tags import releases_from_bodhi
+from ..gate.tags import releases_from_bodhi
+from ..net.httpclient import MAX_API_ANSWER_BYTES, request_limits
+from ..net.retry import call_with_retry
 
 _log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from ..config.settings import (
     RetrySettings,
 )
 from ..errors import ComposeError, TransientError, one_line
-from ..httpclient import request_limits
-from ..retry import call_with_retry, retry_after_seconds, transient_status
+from ..net.httpclient import request_limits
+from ..net.retry import call_with_retry, retry_after_seconds, transient_status
 from . import urls
 from .archive import detect_transport
 from .decompress import (

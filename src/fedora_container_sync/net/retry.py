@@ -19,9 +19,9 @@ from typing import TypeVar
 
 import tenacity
 
-from . import shutdown
-from .config.settings import RetrySettings
-from .errors import TransientError, about_compose
+from .. import shutdown
+from ..config.settings import RetrySettings
+from ..errors import TransientError, about_compose
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")

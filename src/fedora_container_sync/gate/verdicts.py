@@ -32,10 +32,17 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from .oci import mediatype
-from .oci.index import IndexEntry, UnknownEntry, build_index, describe_unknown, entry_of, read_index
-from .oci.manifest import COMPOSE_ID, IMAGE_SHA256, Manifest, digest_of
-from .oci.platforms import sorted_arches
+from ..oci import mediatype
+from ..oci.index import (
+    IndexEntry,
+    UnknownEntry,
+    build_index,
+    describe_unknown,
+    entry_of,
+    read_index,
+)
+from ..oci.manifest import COMPOSE_ID, IMAGE_SHA256, Manifest, digest_of
+from ..oci.platforms import sorted_arches
 from .ordering import is_newer, newest
 
 STRICT = "strict"

@@ -25,9 +25,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import shutdown
-from .config.settings import Credentials
-from .errors import Interrupted, SkopeoError, SkopeoTransientError
+from .. import shutdown
+from ..config.settings import Credentials
+from ..errors import Interrupted, SkopeoError, SkopeoTransientError
 
 _log = logging.getLogger(__name__)
 

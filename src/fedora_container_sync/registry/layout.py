@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ComposeError
-from .oci import mediatype
-from .oci.manifest import annotate_manifest, digest_of, platform_of_config
-from .oci.platforms import Platform
+from ..errors import ComposeError
+from ..oci import mediatype
+from ..oci.manifest import annotate_manifest, digest_of, platform_of_config
+from ..oci.platforms import Platform
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .compose.metadata import ComposeFacts
-from .config.settings import ComposeRules, Releases
-from .errors import ComposeError, ReleaseLookupError
+from ..compose.metadata import ComposeFacts
+from ..config.settings import ComposeRules, Releases
+from ..errors import ComposeError, ReleaseLookupError
 
 RAWHIDE = "rawhide"
 LATEST = "latest"
