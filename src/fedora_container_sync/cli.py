@@ -41,7 +41,7 @@ from .progress import STEPS, Console
 from .report import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, ComposeReport, render
 
 if TYPE_CHECKING:
-    from .notify import BusPublisher
+    from .bus.notify import BusPublisher
 
 PROG = "fedora-container-sync"
 #: 128 + the signal's number, as a shell reports a process the signal ended
@@ -291,7 +291,7 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
         )
     publisher = None
     if settings.publish_amqp_messages and not args.dry_run:
-        from .notify import BusPublisher
+        from .bus.notify import BusPublisher
 
         publisher = BusPublisher(path)
     reports: list[ComposeReport] = []
@@ -328,7 +328,7 @@ def _audit(args: argparse.Namespace) -> int:
     settings = load_settings(path)
     check_credentials(settings)
     if settings.publish_amqp_messages:
-        from .audit_schema import load_bus_config
+        from .bus.notify import load_bus_config
 
         load_bus_config(path)
     states, failures = read_registries(settings)
@@ -353,7 +353,7 @@ def _audit(args: argparse.Namespace) -> int:
         except SyncError as error:  # the findings still go to the bus
             page_error = error
     if settings.publish_amqp_messages and result.findings:
-        from .audit_schema import publish_findings
+        from .bus.notify import publish_findings
 
         sent = publish_findings(result.findings)
         _log.info("audit: %d finding messages sent", sent)
@@ -371,8 +371,8 @@ def _check_page_path(path: Path) -> None:
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
+    from .bus.deadletters import queue_name, read_bus_config, take
     from .config.load import config_path
-    from .deadletters import queue_name, read_bus_config, take
 
     document = read_bus_config(config_path(args.config))
     queue = args.queue or queue_name(document)
@@ -392,8 +392,8 @@ def _dead_letters(args: argparse.Namespace) -> int:
 
 def _announce(report: ComposeReport, publisher: BusPublisher, *, unchanged: bool) -> None:
     """Send the run's result messages, as the consumer does; a failure is one more error."""
+    from .bus.notify import announce
     from .errors import about_compose
-    from .notify import announce
 
     try:
         announce(report, publisher, unchanged=unchanged)

@@ -499,7 +499,7 @@ def test_a_broker_that_does_not_answer_is_one_transient_error(tmp_path):
     code = f"""
 from pathlib import Path
 from fedora_container_sync.audit import Finding, Kind
-from fedora_container_sync.audit_schema import load_bus_config, publish_findings
+from fedora_container_sync.bus.notify import load_bus_config, publish_findings
 from fedora_container_sync.errors import TransientError
 load_bus_config(Path({str(config)!r}))
 try:

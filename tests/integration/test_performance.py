@@ -149,7 +149,7 @@ def test_a_replay_from_a_fresh_process_downloads_uploads_and_puts_nothing(harnes
     imported = {line.rsplit("|", 1)[1].strip() for line in replay.stderr.splitlines()
                 if line.startswith("import time:")}  # fmt: skip
     assert "fedora_container_sync.publish" in imported
-    heavy = {"fedora_messaging", "twisted", "pika", "fedora_container_sync.notify"}
+    heavy = {"fedora_messaging", "twisted", "pika", "fedora_container_sync.bus.notify"}
     assert not {m for m in imported if m in heavy or m.split(".")[0] in heavy}
     assert archives(harness) == []
     assert {path.rsplit("/", 1)[1] for _, path, _ in harness.server.requests} == {

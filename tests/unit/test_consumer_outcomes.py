@@ -5,10 +5,7 @@ from __future__ import annotations
 import pytest
 from fedora_messaging.exceptions import HaltConsumer
 
-from fedora_container_sync.config.settings import RequeueSettings, Settings
-from fedora_container_sync.consumer import (
-    Consumer,
-    ConsumerHalt,
+from fedora_container_sync.bus.answers import (
     Outcome,
     announce_unchanged,
     decide_error,
@@ -16,6 +13,8 @@ from fedora_container_sync.consumer import (
     previous_deliveries,
     requeue_delay,
 )
+from fedora_container_sync.config.settings import RequeueSettings, Settings
+from fedora_container_sync.consumer import Consumer, ConsumerHalt
 from fedora_container_sync.errors import (
     ComposeError,
     ConfigError,

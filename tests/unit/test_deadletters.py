@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from fedora_container_sync.bus.deadletters import death, queue_name, serialized
 from fedora_container_sync.compose.message import read_message_file
-from fedora_container_sync.deadletters import death, queue_name, serialized
 from fedora_container_sync.errors import MessageError, UsageError
 
 TOPIC = "org.fedoraproject.prod.pungi.compose.status.change"

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, MessageError, TransientError, UsageError, one_line
+from ..errors import ConfigError, MessageError, TransientError, UsageError, one_line
 
 #: A dead letter larger than this is refused (Pungi's messages are a few hundred bytes).
 MAX_BODY_BYTES = 1024 * 1024

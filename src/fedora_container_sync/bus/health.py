@@ -28,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
-from .progress import STEPS
+from ..errors import ConfigError
+from ..progress import STEPS
 
 if TYPE_CHECKING:
-    from .config.settings import HealthSettings
+    from ..config.settings import HealthSettings
 
 _log = logging.getLogger(__name__)
 

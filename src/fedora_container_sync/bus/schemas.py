@@ -1,5 +1,6 @@
 """This project's own bus messages: fedora-messaging schemas for what release engineering
-should hear about.
+should hear about - a tag held (:class:`TagHeldV1`) and an audit finding
+(:class:`AuditFindingV1`).
 
 After a repository is published the consumer sends ``ContainerPublishedV1`` from
 ``fedora-image-uploader-messages`` (the schema Fedora's downstream consumers already listen
@@ -16,6 +17,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from fedora_messaging import message
+
+from ..audit_report import FINDING_SCHEMA
 
 APP_NAME = "fedora-container-sync"
 #: every topic of this project starts with this (the broker adds ``topic_prefix`` in front)
@@ -147,3 +150,58 @@ class TagHeldV1(ContainerSyncMessage):
             f"\tArches served now: {arches('current_arches')}\n"
             f"\tArches in this compose: {arches('compose_arches')}\n"
         )
+
+
+#: The audit finding's schema name in the ``fedora.messages`` entry point group, and the class
+#: topic. A finding goes out as ``<it>.<kind>`` (``held``, ``missing``, ``carried``,
+#: ``diverged``, ``unrecognized``), behind the ``topic_prefix`` of the fedora-messaging
+#: configuration: bind ``fedora_container_sync.audit.finding.v1.#`` for all of them. The body
+#: is one finding exactly as ``audit --json`` documents it (``FINDING_SCHEMA``).
+AUDIT_FINDING = "fedora_container_sync.audit.finding.v1"
+
+
+class AuditFindingV1(ContainerSyncMessage):
+    """One audit finding: a tag that is held, missing an arch, carried, diverged or
+    unrecognized."""
+
+    topic = AUDIT_FINDING
+    body_schema: ClassVar[dict[str, Any]] = {
+        **FINDING_SCHEMA,
+        "id": "https://pagure.io/fedora-container-sync/schemas/audit.finding.v1.json",
+        "description": "A fedora-container-sync audit finding for one tag in one registry",
+    }
+
+    @property
+    def containers(self) -> list[str]:
+        """``registry/repository:tag``: fedora-messaging adds a filter header for it."""
+        body = self.body
+        return [f"{body['registry']}/{body['repository']}:{body['tag']}"]
+
+    @property
+    def summary(self) -> str:
+        body = self.body
+        arch = f" {body['arch']}" if body.get("arch") else ""
+        return (
+            f"{body['kind']}: {body['registry']}/{body['repository']}:{body['tag']}{arch}: "
+            f"{body['summary']}"
+        )
+
+    def __str__(self) -> str:
+        body = self.body
+        age = body.get("age_hours")
+        lines = [
+            f"Audit finding ({body['severity']}): {body['kind']}",
+            f"Tag: {body['registry']}/{body['repository']}:{body['tag']}",
+        ]
+        fields = (
+            ("Arch", body.get("arch")),
+            ("Serves", body.get("compose_id")),
+            ("Newer", body.get("newer_compose_id")),
+            ("Index compose", body.get("index_compose_id")),
+            ("Other registry", body.get("reference_registry")),
+            ("Since", body.get("since")),
+            ("Age", f"{age} hours" if age is not None else None),
+        )
+        lines += [f"{name}: {value}" for name, value in fields if value]
+        lines.append(str(body["summary"]))
+        return "\n".join(lines)
