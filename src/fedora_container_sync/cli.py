@@ -315,15 +315,12 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from .audit import audit
-    from .audit_report import render_json, render_table
+    from .audit.report import render_json, render_table
+    from .audit.run import audit_registries, check_page_path, deliver
     from .config.load import check_credentials, config_path, load_settings
-    from .inventory import read_registries, repositories
 
     if args.html is not None:
-        _check_page_path(args.html)
+        check_page_path(args.html)
     path = config_path(args.config)
     settings = load_settings(path)
     check_credentials(settings)
@@ -331,43 +328,10 @@ def _audit(args: argparse.Namespace) -> int:
         from .bus.notify import load_bus_config
 
         load_bus_config(path)
-    states, failures = read_registries(settings)
-    result = audit(
-        states,
-        settings.releases,
-        now=datetime.now(UTC),
-        registries=[registry.url for registry in settings.registries],
-        repositories=repositories(settings),
-        failures=failures,
-        max_age_hours=args.max_age,
-    )
+    result, states = audit_registries(settings, max_age_hours=args.max_age)
     print(render_json(result) if args.json else render_table(result), flush=True)
-    page_error = None
-    if args.html is not None:
-        from .audit_page import render_html
-        from .files import write_atomically
-
-        try:
-            write_atomically(args.html, render_html(result, states, settings.releases))
-            _log.info("audit: status page written to %s", args.html)
-        except SyncError as error:  # the findings still go to the bus
-            page_error = error
-    if settings.publish_amqp_messages and result.findings:
-        from .bus.notify import publish_findings
-
-        sent = publish_findings(result.findings)
-        _log.info("audit: %d finding messages sent", sent)
-    if page_error is not None:
-        raise page_error
+    deliver(result, states, settings, html=args.html)
     return result.exit_code
-
-
-def _check_page_path(path: Path) -> None:
-    """Refuse, before reading any registry, a page path that can never be written."""
-    if path.is_dir():
-        raise UsageError(f"--html {path}: is a directory")
-    if not path.parent.is_dir():
-        raise UsageError(f"--html {path}: directory {path.parent} does not exist")
 
 
 def _dead_letters(args: argparse.Namespace) -> int:

@@ -58,11 +58,7 @@ from .compose.message import Envelope
 from .config.bus import check_bus_document
 from .config.load import check_credentials
 from .config.settings import Settings, settings_from_document
-from .errors import (
-    ConfigError,
-    SyncError,
-    about_compose,
-)
+from .errors import ConfigError, SyncError, about_compose
 from .publish import handle_envelope, prepare_work_dir
 from .report import EXIT_USAGE
 

@@ -24,7 +24,7 @@ from .results import held_body, held_tags, published_repositories
 if TYPE_CHECKING:
     from fedora_messaging.message import Message
 
-    from ..audit import Finding
+    from ..audit.findings import Finding
     from .schemas import AuditFindingV1
 
 _log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def finding_message(finding: Finding) -> AuditFindingV1:
     """The bus message of one audit finding: topic ``<schema>.<kind>``, severity as its own."""
     from fedora_messaging import message
 
-    from ..audit import Severity
+    from ..audit.findings import Severity
     from .schemas import AUDIT_FINDING, AuditFindingV1
 
     severity = {

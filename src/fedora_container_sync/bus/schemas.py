@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from fedora_messaging import message
 
-from ..audit_report import FINDING_SCHEMA
+from ..audit.report import FINDING_SCHEMA
 
 APP_NAME = "fedora-container-sync"
 #: every topic of this project starts with this (the broker adds ``topic_prefix`` in front)

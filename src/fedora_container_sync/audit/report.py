@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from .audit import EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNREADABLE, AuditResult, Kind, Severity
+from .findings import EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNREADABLE, AuditResult, Kind, Severity
 
 #: The ``format`` of the JSON document; bumped only on incompatible changes.
 DOCUMENT_FORMAT = "fedora-container-sync-audit/v1"

@@ -3,23 +3,30 @@
 Per configured registry and repository: the tag list, then the manifest of each tag the audit
 needs (the implied index tags and the per-arch tags), and the config blob of an index tag that
 holds a single image instead of an index (to learn its arch). What the audit decides from
-that is in :mod:`.audit`.
+that is in :mod:`.findings`.
 """
 
 from __future__ import annotations
 
 import logging
 
-from . import audit
-from .audit import ReadFailure, RepositoryState
-from .config.load import registry_credentials
-from .config.settings import Releases, Settings
-from .errors import SyncError
-from .oci.index import UnknownEntry, image_arch
-from .oci.manifest import ARCH, Manifest
-from .oci.platforms import FEDORA_PLATFORMS
-from .registry.auth import RegistryAuth
-from .registry.client import RegistryClient
+from ..config.load import registry_credentials
+from ..config.settings import Releases, Settings
+from ..errors import SyncError
+from ..oci.index import UnknownEntry, image_arch
+from ..oci.manifest import ARCH, Manifest
+from ..oci.platforms import FEDORA_PLATFORMS
+from ..registry.auth import RegistryAuth
+from ..registry.client import RegistryClient
+from .state import (
+    Content,
+    ReadFailure,
+    RepositoryState,
+    build_of,
+    index_of,
+    index_tags,
+    tags_to_read,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -79,18 +86,18 @@ def read_repository(
 ) -> RepositoryState:
     """The tag list of ``repository`` and the content of every tag the audit looks at."""
     tags = set(client.tags_list(repository))
-    index_names = {index_tag.tag for index_tag in audit.index_tags(tags, releases)}
-    contents: dict[str, audit.Content] = {}
-    for tag in audit.tags_to_read(tags, releases):
+    index_names = {index_tag.tag for index_tag in index_tags(tags, releases)}
+    contents: dict[str, Content] = {}
+    for tag in tags_to_read(tags, releases):
         manifest = client.manifest_get(repository, tag)
         if manifest is None:  # deleted between the tag list and now
             tags.discard(tag)
             continue
         if tag in index_names:
             single_arch = None if manifest.is_index else _arch_of(client, repository, manifest)
-            contents[tag] = audit.index_of(manifest, single_arch=single_arch)
+            contents[tag] = index_of(manifest, single_arch=single_arch)
         else:
-            contents[tag] = audit.build_of(manifest)
+            contents[tag] = build_of(manifest)
     return RepositoryState(registry_url, repository, frozenset(tags), contents)
 
 
