@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 
 from . import __version__, shutdown
 from .errors import SyncError, UsageError
-from .progress import STEPS, Console
-from .report import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, ComposeReport, render
+from .publish.progress import STEPS, Console
+from .publish.report import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, ComposeReport, render
 
 if TYPE_CHECKING:
     from .bus.notify import BusPublisher
@@ -255,7 +255,7 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
     from .compose.message import needs_work, parse_compose_message, read_message_file
     from .config.load import check_credentials, config_path, load_settings
     from .oci.platforms import FEDORA_PLATFORMS
-    from .publish import PublishOptions, handle_envelope, prepare_work_dir
+    from .publish.pipeline import PublishOptions, handle_envelope, prepare_work_dir
 
     unknown = [arch for arch in args.allow_drop if arch not in FEDORA_PLATFORMS]
     if unknown:

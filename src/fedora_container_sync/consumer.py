@@ -59,8 +59,8 @@ from .config.bus import check_bus_document
 from .config.load import check_credentials
 from .config.settings import Settings, settings_from_document
 from .errors import ConfigError, SyncError, about_compose
-from .publish import handle_envelope, prepare_work_dir
-from .report import EXIT_USAGE
+from .publish.pipeline import handle_envelope, prepare_work_dir
+from .publish.report import EXIT_USAGE
 
 if TYPE_CHECKING:
     from fedora_messaging.message import Message

@@ -26,7 +26,7 @@ from fedora_container_sync.errors import (
     WorkDirFull,
 )
 from fedora_container_sync.gate import verdicts as gate
-from fedora_container_sync.report import ComposeReport, TagAction, TagOutcome
+from fedora_container_sync.publish.report import ComposeReport, TagAction, TagOutcome
 
 CID = "Fedora-41-20241026.0"
 

@@ -15,7 +15,7 @@ from fedora_container_sync.bus.schemas import TagHeldV1
 from fedora_container_sync.errors import ComposeError
 from fedora_container_sync.gate import verdicts as gate
 from fedora_container_sync.oci.platforms import sorted_arches
-from fedora_container_sync.report import ComposeReport, TagAction, TagOutcome
+from fedora_container_sync.publish.report import ComposeReport, TagAction, TagOutcome
 
 CID = "Fedora-41-20241026.0"
 ALL = {"x86_64", "aarch64", "ppc64le", "s390x"}

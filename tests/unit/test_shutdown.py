@@ -15,8 +15,8 @@ from fedora_container_sync import shutdown
 from fedora_container_sync.config.settings import RetrySettings
 from fedora_container_sync.errors import Interrupted, TransientError
 from fedora_container_sync.net.retry import call_with_retry
+from fedora_container_sync.publish.workpool import WorkPool
 from fedora_container_sync.registry import skopeo
-from fedora_container_sync.workpool import WorkPool
 
 
 @pytest.fixture(autouse=True)
@@ -148,8 +148,8 @@ def test_a_start_removes_what_a_killed_run_left_behind(tmp_path):
     """SIGKILL leaves no chance to clean up: the next start (consumer or replay) does it, not
     the next compose it happens to get."""
     from fedora_container_sync.config.settings import settings_from_document
-    from fedora_container_sync.publish import prepare_work_dir
-    from fedora_container_sync.workdir import run_directory
+    from fedora_container_sync.publish.pipeline import prepare_work_dir
+    from fedora_container_sync.publish.workdir import run_directory
 
     work = tmp_path / "work"
     work.mkdir()

@@ -25,12 +25,7 @@ from ..oci.platforms import arch_sort_key
 from .cells import CLIP, RELEASE, STATUSES, Cell, Column, clip, row_cells
 from .findings import SEVERITY, AuditResult, Finding, Kind, Severity, audit
 from .report import format_age
-from .state import (
-    IndexState,
-    RepositoryState,
-    arch_tags,
-    index_tags,
-)
+from .state import IndexState, RepositoryState, arch_tags, index_tags
 
 # -- what the page shows -----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from enum import StrEnum
 
 from ..config.settings import RequeueSettings
 from ..errors import MessageError, PermanentError, SyncError, TransientError, UsageError, one_line
-from ..report import ComposeReport, kept_line
+from ..publish.report import ComposeReport, kept_line
 
 
 class Outcome(StrEnum):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..progress import STEPS
+from ..publish.progress import STEPS
 
 if TYPE_CHECKING:
     from ..config.settings import HealthSettings

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, PermanentError, TransientError, one_line
-from ..report import ComposeReport
+from ..publish.report import ComposeReport
 from .results import held_body, held_tags, published_repositories
 
 if TYPE_CHECKING:

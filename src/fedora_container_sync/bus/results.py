@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..oci.platforms import sorted_arches
-from ..report import ComposeReport, TagAction, TagOutcome
+from ..publish.report import ComposeReport, TagAction, TagOutcome
 
 #: the index tag now serves this compose's index
 _SERVES_COMPOSE = frozenset({TagAction.PUBLISHED, TagAction.UNCHANGED})

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import WorkDirError, WorkDirFull
+from ..errors import WorkDirError, WorkDirFull
 
 _log = logging.getLogger(__name__)
 

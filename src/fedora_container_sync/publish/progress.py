@@ -16,6 +16,9 @@ from typing import TextIO
 
 #: The logger of the per-step lines.
 STEPS = "fedora_container_sync.steps"
+#: The logger of a run's own lines: its start, notes, errors and result. Named for the package,
+#: as these lines always were, whichever of its modules writes them.
+RUN = "fedora_container_sync.publish"
 
 _CLEAR = "\r\x1b[K"
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from .errors import SyncError, TransientError
-from .gate.verdicts import GateDecision, Verdict
-from .oci.platforms import sorted_arches
+from ..errors import SyncError, TransientError
+from ..gate.verdicts import GateDecision, Verdict
+from ..oci.platforms import sorted_arches
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
-from . import shutdown
-from .errors import Interrupted
+from .. import shutdown
+from ..errors import Interrupted
 
 T = TypeVar("T")
 

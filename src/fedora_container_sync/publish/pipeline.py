@@ -22,15 +22,15 @@ from pathlib import Path
 
 import httpx
 
-from .compose import bodhi
-from .compose.archive import OCI_ARCHIVE, unpack_oci_archive
-from .compose.fetch import ComposeFetcher, LocalImage
-from .compose.message import ComposeMessage, Envelope, needs_work, parse_compose_message
-from .compose.metadata import ComposeFacts, compose_facts
-from .compose.selection import ImageArtifact, select_images
-from .config.load import registry_credentials
-from .config.settings import RegistrySettings, Releases, Settings
-from .errors import (
+from ..compose import bodhi
+from ..compose.archive import OCI_ARCHIVE, unpack_oci_archive
+from ..compose.fetch import ComposeFetcher, LocalImage
+from ..compose.message import ComposeMessage, Envelope, needs_work, parse_compose_message
+from ..compose.metadata import ComposeFacts, compose_facts
+from ..compose.selection import ImageArtifact, select_images
+from ..config.load import registry_credentials
+from ..config.settings import RegistrySettings, Releases, Settings
+from ..errors import (
     ConfigError,
     PermanentError,
     RegistryError,
@@ -40,25 +40,25 @@ from .errors import (
     WorkDirFull,
     about_compose,
 )
-from .gate import verdicts as gate
-from .gate.ordering import is_newer
-from .gate.tags import ReleaseTags, excluded, merge_releases, needs_lookup, plan_tags
-from .net.httpclient import new_client
-from .net.retry import call_with_retry
-from .oci import mediatype
-from .oci.index import IndexEntry, UnknownEntry, image_arch
-from .oci.manifest import ARCH, COMPOSE_ID, IMAGE_SHA256, Manifest, digest_of
-from .oci.platforms import FEDORA_PLATFORMS, fedora_arch
-from .progress import STEPS
-from .registry import skopeo
-from .registry.auth import RegistryAuth
-from .registry.client import RegistryClient
-from .registry.layout import LocalManifest, annotate_layout, manifest_blob, read_layout
+from ..gate import verdicts as gate
+from ..gate.ordering import is_newer
+from ..gate.tags import ReleaseTags, excluded, merge_releases, needs_lookup, plan_tags
+from ..net.httpclient import new_client
+from ..net.retry import call_with_retry
+from ..oci import mediatype
+from ..oci.index import IndexEntry, UnknownEntry, image_arch
+from ..oci.manifest import ARCH, COMPOSE_ID, IMAGE_SHA256, Manifest, digest_of
+from ..oci.platforms import FEDORA_PLATFORMS, fedora_arch
+from ..registry import skopeo
+from ..registry.auth import RegistryAuth
+from ..registry.client import RegistryClient
+from ..registry.layout import LocalManifest, annotate_layout, manifest_blob, read_layout
+from .progress import RUN, STEPS
 from .report import ArchPush, ComposeReport, TagAction, TagOutcome
 from .workdir import run_directory, safe_name, sweep_stale_runs, work_dir_error
 from .workpool import WorkPool
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger(RUN)
 #: One line per finished step (see :mod:`.progress`).
 _steps = logging.getLogger(STEPS)
 
