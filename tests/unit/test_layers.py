@@ -60,6 +60,9 @@ LAYERS = {
     "registry.layout": IO,
     # publishing
     "publish": PURE,
+    "publish.context": PURE,
+    "publish.plan": PURE,
+    "publish.outcomes": PURE,
     "publish.report": PURE,
     "publish.progress": IO,
     "publish.workpool": IO,

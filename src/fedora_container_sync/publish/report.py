@@ -13,6 +13,7 @@ from enum import StrEnum
 from ..errors import SyncError, TransientError
 from ..gate.verdicts import GateDecision, Verdict
 from ..oci.platforms import sorted_arches
+from .plan import Plan
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -156,6 +157,9 @@ class ComposeReport:
     conversions: int = 0
     #: Wall-clock seconds the run took (set when it ends).
     seconds: float | None = None
+    #: What the run planned and then did (None when it read no registry: nothing to publish,
+    #: or a failure before).
+    plan: Plan | None = None
 
     @property
     def pushed(self) -> int:
