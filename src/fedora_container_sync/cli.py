@@ -255,7 +255,8 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
     from .compose.message import needs_work, parse_compose_message, read_message_file
     from .config.load import check_credentials, config_path, load_settings
     from .oci.platforms import FEDORA_PLATFORMS
-    from .publish.pipeline import PublishOptions, handle_envelope, prepare_work_dir
+    from .publish.context import PublishOptions
+    from .publish.pipeline import handle_envelope, prepare_work_dir
 
     unknown = [arch for arch in args.allow_drop if arch not in FEDORA_PLATFORMS]
     if unknown:

@@ -67,6 +67,12 @@ LAYERS = {
     "publish.progress": IO,
     "publish.workpool": IO,
     "publish.workdir": IO,
+    "publish.read": IO,
+    "publish.build": IO,
+    "publish.push": IO,
+    "publish.indexes": IO,
+    "publish.verify": IO,
+    "publish.execute": ORCHESTRATION,
     "publish.pipeline": ORCHESTRATION,
     # the bus
     "bus": PURE,
