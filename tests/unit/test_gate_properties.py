@@ -3,7 +3,7 @@
 An in-memory model of one registry repository - per-arch tags and index tags, each holding
 what the real registry would hold - is driven by random sequences of composes with random
 arch failures (an arch missing from the compose, or its push failing) and random replays of
-old composes, through the same decisions, in the same order, as ``publish.py``: per-arch tags
+old composes, through the same decisions, in the same order, as ``publish/``: per-arch tags
 first (rollback guard only), then every index tag (guard, then gate). The oracle knows the
 order of composes by construction, not from ``ordering.py``.
 """
@@ -56,7 +56,7 @@ def run(
     expected: frozenset[str] | None = None,
     allow_drop: frozenset[str] = frozenset(),
 ) -> None:
-    """One compose through the decisions publish.py makes, applied to the model."""
+    """One compose through the decisions publish/ makes, applied to the model."""
     entries: dict[str, IndexEntry | None] = {}
     stale: dict[str, str] = {}
     for arch in sorted(compose.arches):

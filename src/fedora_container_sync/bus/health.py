@@ -8,7 +8,7 @@ never takes a broken pod out. These endpoints answer 503 when the answer is no:
   consuming, or standing by on a single-active-consumer queue (RabbitMQ tells a standby
   nothing over AMQP 0-9-1; it is registered and gets no deliveries, and that is healthy).
 * ``/live``: the process is not stuck - no compose in progress, or the one in progress
-  finished a step (a line on the :data:`~fedora_container_sync.progress.STEPS` logger) less
+  finished a step (a line on the :data:`~fedora_container_sync.publish.progress.STEPS` logger) less
   than ``stuck_after`` seconds ago (default: twice ``skopeo_timeout``).
 
 The decisions (:func:`readiness`, :func:`liveness`) are pure. The facts come from

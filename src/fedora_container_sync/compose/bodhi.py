@@ -2,7 +2,7 @@
 
 Asked only when ``[releases]`` lacks a number a compose needs. ``GET <url>/releases/`` with
 the non-archived states, page by page; the answer is interpreted by
-:func:`~fedora_container_sync.tags.releases_from_bodhi` and cached per URL for
+:func:`~fedora_container_sync.gate.tags.releases_from_bodhi` and cached per URL for
 ``bodhi.cache_seconds`` (one lookup per 20 minutes by default, however many composes arrive).
 Network failures, timeouts (also the ``http_deadline`` of one request), 429 and 5xx are
 transient (retried, then the message is requeued); any other answer that is not a usable

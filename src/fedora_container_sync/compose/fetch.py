@@ -5,7 +5,7 @@ Translates every HTTP or network failure into our two branches: transient
 (:class:`ComposeError`: 404, bad metadata, size or checksum mismatch). Every URL is judged as
 the server will read it (:mod:`.urls`) before it is asked for: a file must lie inside the
 compose, a redirect is followed only while it stays inside the allowlist. Every request has an
-overall deadline (:mod:`.httpclient`): ``http_deadline`` for metadata, plus the image's size at
+overall deadline (:mod:`..net.httpclient`): ``http_deadline`` for metadata, plus the image's size at
 ``min_download_rate`` for an image; running out of it is transient (a slow or overloaded server
 may recover). Metadata larger than ``max_metadata_bytes`` is refused for good.
 """

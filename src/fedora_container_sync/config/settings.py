@@ -170,7 +170,7 @@ class RequeueSettings(_Model):
 
 class HealthSettings(_Model):
     """``[consumer_config.container.health]``: the consumer's own ``/live`` and ``/ready``
-    (see :mod:`.health`), for the OpenShift probes. Absent: no health server."""
+    (see :mod:`..bus.health`), for the OpenShift probes. Absent: no health server."""
 
     address: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)

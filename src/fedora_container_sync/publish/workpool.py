@@ -11,7 +11,7 @@ At most ``workers`` steps run at once; the others wait, and the waiting step wit
 priority makes it run depth-first: an image is pushed as soon as it is converted, instead of
 after every other image has been downloaded.
 
-A stop of the process (:mod:`.shutdown`: SIGTERM, the consumer's shutdown) stops every pool:
+A stop of the process (:mod:`..shutdown`: SIGTERM, the consumer's shutdown) stops every pool:
 no more work starts, and :meth:`WorkPool.run` raises :class:`Interrupted` once the follow-ups
 of the work that finished have run.
 """

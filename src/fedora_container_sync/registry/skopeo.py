@@ -3,7 +3,7 @@
 Credentials never go into argv (``ps`` shows argv): each registry gets a 0600 auth file that
 lives only as long as the run needs it.
 
-Every skopeo this process runs is known while it runs, so a stop (:mod:`.shutdown`) ends them
+Every skopeo this process runs is known while it runs, so a stop (:mod:`..shutdown`) ends them
 all: systemd and OpenShift send SIGTERM to our PID only, and a child left running would keep
 pushing (with an auth file about to be removed) after we are gone.
 """
@@ -160,7 +160,7 @@ _children = _Children()
 def stop_children(grace: float = 5.0) -> None:
     """End every skopeo this process runs: SIGTERM, then SIGKILL after ``grace`` seconds.
 
-    Called when a stop is requested (:mod:`.shutdown`); from then on :func:`run` starts no
+    Called when a stop is requested (:mod:`..shutdown`); from then on :func:`run` starts no
     child and raises :class:`Interrupted`.
     """
     _children.stop(grace)
