@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fedora_container_sync.platforms import sorted_arches  # noqa: E402
+from fedora_container_sync.oci.platforms import sorted_arches  # noqa: E402
 from support.compose import (  # noqa: E402
     ComposeImage,
     build_compose,

@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING
 
 from . import __version__, shutdown
 from .errors import SyncError, UsageError
-from .progress import STEPS, Console
-from .report import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, ComposeReport, render
+from .publish.progress import STEPS, Console
+from .publish.report import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, ComposeReport, render
 
 if TYPE_CHECKING:
-    from .notify import BusPublisher
+    from .bus.notify import BusPublisher
 
 PROG = "fedora-container-sync"
 #: 128 + the signal's number, as a shell reports a process the signal ended
@@ -252,10 +252,11 @@ def _stop_on_signals() -> Iterator[None]:
 
 
 def _replay(args: argparse.Namespace, console: Console) -> int:
-    from .messages import needs_work, parse_compose_message, read_message_file
-    from .platforms import FEDORA_PLATFORMS
-    from .publish import PublishOptions, handle_envelope, prepare_work_dir
-    from .settings import config_path, load_settings
+    from .compose.message import needs_work, parse_compose_message, read_message_file
+    from .config.load import check_credentials, config_path, load_settings
+    from .oci.platforms import FEDORA_PLATFORMS
+    from .publish.context import PublishOptions
+    from .publish.pipeline import handle_envelope, prepare_work_dir
 
     unknown = [arch for arch in args.allow_drop if arch not in FEDORA_PLATFORMS]
     if unknown:
@@ -266,7 +267,7 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
 
     path = config_path(args.config)
     settings = load_settings(path)
-    settings.check_credentials()
+    check_credentials(settings)
     source = "<stdin>" if args.message_file == "-" else args.message_file
     envelopes = read_message_file(_read_text(args.message_file), source=source)
     # Check every message before doing anything: a bad file does no partial work.
@@ -291,7 +292,7 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
         )
     publisher = None
     if settings.publish_amqp_messages and not args.dry_run:
-        from .notify import BusPublisher
+        from .bus.notify import BusPublisher
 
         publisher = BusPublisher(path)
     reports: list[ComposeReport] = []
@@ -315,64 +316,28 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from .audit import audit
-    from .audit_report import render_json, render_table
-    from .inventory import read_registries, repositories
-    from .settings import config_path, load_settings
+    from .audit.report import render_json, render_table
+    from .audit.run import audit_registries, check_page_path, deliver
+    from .config.load import check_credentials, config_path, load_settings
 
     if args.html is not None:
-        _check_page_path(args.html)
+        check_page_path(args.html)
     path = config_path(args.config)
     settings = load_settings(path)
-    settings.check_credentials()
+    check_credentials(settings)
     if settings.publish_amqp_messages:
-        from .audit_schema import load_bus_config
+        from .bus.notify import load_bus_config
 
         load_bus_config(path)
-    states, failures = read_registries(settings)
-    result = audit(
-        states,
-        settings.releases,
-        now=datetime.now(UTC),
-        registries=[registry.url for registry in settings.registries],
-        repositories=repositories(settings),
-        failures=failures,
-        max_age_hours=args.max_age,
-    )
+    result, states = audit_registries(settings, max_age_hours=args.max_age)
     print(render_json(result) if args.json else render_table(result), flush=True)
-    page_error = None
-    if args.html is not None:
-        from .audit_page import render_html
-        from .files import write_atomically
-
-        try:
-            write_atomically(args.html, render_html(result, states, settings.releases))
-            _log.info("audit: status page written to %s", args.html)
-        except SyncError as error:  # the findings still go to the bus
-            page_error = error
-    if settings.publish_amqp_messages and result.findings:
-        from .audit_schema import publish_findings
-
-        sent = publish_findings(result.findings)
-        _log.info("audit: %d finding messages sent", sent)
-    if page_error is not None:
-        raise page_error
+    deliver(result, states, settings, html=args.html)
     return result.exit_code
 
 
-def _check_page_path(path: Path) -> None:
-    """Refuse, before reading any registry, a page path that can never be written."""
-    if path.is_dir():
-        raise UsageError(f"--html {path}: is a directory")
-    if not path.parent.is_dir():
-        raise UsageError(f"--html {path}: directory {path.parent} does not exist")
-
-
 def _dead_letters(args: argparse.Namespace) -> int:
-    from .deadletters import queue_name, read_bus_config, take
-    from .settings import config_path
+    from .bus.deadletters import queue_name, read_bus_config, take
+    from .config.load import config_path
 
     document = read_bus_config(config_path(args.config))
     queue = args.queue or queue_name(document)
@@ -392,8 +357,8 @@ def _dead_letters(args: argparse.Namespace) -> int:
 
 def _announce(report: ComposeReport, publisher: BusPublisher, *, unchanged: bool) -> None:
     """Send the run's result messages, as the consumer does; a failure is one more error."""
+    from .bus.notify import announce
     from .errors import about_compose
-    from .notify import announce
 
     try:
         announce(report, publisher, unchanged=unchanged)

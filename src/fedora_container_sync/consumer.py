@@ -2,18 +2,12 @@
 
 ``fedora-messaging consume`` builds one :class:`Consumer` (which reads and checks
 ``[consumer_config.container]`` once) and calls it for each message, serially, in a worker
-thread. A message runs through the same code as ``replay`` (:func:`publish.handle_envelope`,
-then :func:`notify.announce`), and its outcome becomes the broker's answer:
-
-=====================================================  ==========================================
-finished work, including tags the gate held            ack (returns normally)
-nothing to do: other topic, status or schema           ack
-every failure may heal (network, 5xx/429, timeouts)    ``Nack`` after a delay that doubles per
-                                                       failure of the message, up to a bound
-a permanent failure (malformed body, location          ``Drop``, with one log line naming the
-outside the allowlist, missing metadata, checksum)     compose and the reason
-the configuration is unusable                          ``HaltConsumer``: the message stays queued
-=====================================================  ==========================================
+thread. A message runs through the same code as ``replay``
+(:func:`~.publish.pipeline.handle_envelope`, then :func:`~.bus.notify.announce`), and its
+outcome becomes the broker's answer, as :mod:`.bus.answers` decides it: ack (return normally),
+requeue (``Nack`` after a growing delay), drop (``Drop``, with one log line naming the compose
+and the reason) or halt (``HaltConsumer``: the configuration is unusable, the message stays
+queued).
 
 The message is acknowledged only when this returns, i.e. after the registries were written and
 the result messages were sent; a consumer killed on the way leaves it on the queue, and the
@@ -21,7 +15,7 @@ redelivered message completes idempotently (pushes of unchanged digests and writ
 identical index are skipped).
 
 ``ContainerPublishedV1`` goes out for the repositories whose index tags a run moved (see
-:mod:`.notify`), so a redelivery after the work was done announces nothing again - with one
+:mod:`.bus.results`), so a redelivery after the work was done announces nothing again - with one
 exception (:func:`announce_unchanged`): when an earlier delivery of the message ended without
 this consumer's answer (a kill, a crash, a lost connection, another replica that died), it may
 have moved the tags and died before announcing them, so the repositories that already serve
@@ -29,7 +23,7 @@ the compose are announced too. Only quorum queues count deliveries (``x-delivery
 on a classic queue that case is not seen, and ``replay --announce`` sends what was missed.
 
 With ``[consumer_config.container.health]``, ``__init__`` also starts the ``/live`` and
-``/ready`` endpoints of :mod:`.health`.
+``/ready`` endpoints of :mod:`.bus.health`.
 
 A stop (SIGTERM: fedora-messaging's shutdown, which waits for the message in progress) cuts
 that message's run short: its skopeo children are ended, no more work starts, its auth files and
@@ -44,29 +38,29 @@ import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, cast
 
 from fedora_messaging.exceptions import Drop, HaltConsumer, Nack
 
 from . import shutdown
-from .errors import (
-    ConfigError,
-    MessageError,
-    PermanentError,
-    SyncError,
-    TransientError,
-    UsageError,
-    about_compose,
-    one_line,
+from .bus.answers import (
+    Decision,
+    Outcome,
+    announce_unchanged,
+    decide_error,
+    decide_report,
+    previous_deliveries,
+    requeue_delay,
 )
-from .health import ProgressWatch, serve
-from .messages import Envelope
-from .notify import BusPublisher, announce
-from .publish import handle_envelope, prepare_work_dir
-from .report import EXIT_USAGE, ComposeReport, kept_line
-from .settings import RequeueSettings, Settings, check_bus_document, settings_from_document
+from .bus.health import ProgressWatch, serve
+from .bus.notify import BusPublisher, announce
+from .compose.message import Envelope
+from .config.bus import check_bus_document
+from .config.load import check_credentials
+from .config.settings import Settings, settings_from_document
+from .errors import ConfigError, SyncError, about_compose
+from .publish.pipeline import handle_envelope, prepare_work_dir
+from .publish.report import EXIT_USAGE
 
 if TYPE_CHECKING:
     from fedora_messaging.message import Message
@@ -75,74 +69,6 @@ _log = logging.getLogger(__name__)
 
 #: how many messages' failure counts are remembered (the oldest is forgotten first)
 _REMEMBERED_FAILURES = 1024
-
-
-class Outcome(StrEnum):
-    ACK = "ack"
-    REQUEUE = "requeue"
-    DROP = "drop"
-    HALT = "halt"
-
-
-@dataclass(frozen=True)
-class Decision:
-    outcome: Outcome
-    reason: str
-
-
-def decide_report(report: ComposeReport | None) -> Decision:
-    """What the broker should hear about a message whose run produced ``report``. Pure."""
-    if report is None:
-        return Decision(Outcome.ACK, "nothing to do")
-    if report.errors:
-        reason = _errors_line(report.errors)
-        return Decision(Outcome.REQUEUE if report.transient else Outcome.DROP, reason)
-    if report.held or report.stale_tags or report.stale_pushes:
-        return Decision(Outcome.ACK, f"done; {kept_line(report)}")
-    return Decision(Outcome.ACK, "done")
-
-
-def decide_error(error: Exception) -> Decision:
-    """What the broker should hear about a message whose run raised ``error``. Pure."""
-    if isinstance(error, UsageError):
-        return Decision(Outcome.HALT, str(error))
-    if isinstance(error, (MessageError, PermanentError)):
-        return Decision(Outcome.DROP, str(error))
-    if isinstance(error, TransientError):
-        return Decision(Outcome.REQUEUE, str(error))
-    # A bug or an environment failure (disk full, ...): keep the message, retry slowly.
-    return Decision(Outcome.REQUEUE, f"unexpected {type(error).__name__}: {one_line(error)}")
-
-
-def previous_deliveries(headers: object) -> int | None:
-    """How often the broker delivered this message before: quorum queues' ``x-delivery-count``
-    header (0 when absent: a first delivery, or a queue that does not count). None when the
-    header is there but not a count. Pure."""
-    if not isinstance(headers, dict) or "x-delivery-count" not in headers:
-        return 0
-    count = headers["x-delivery-count"]
-    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
-        return count
-    return None
-
-
-def announce_unchanged(previous: int | None, own_requeues: int) -> bool:
-    """Announce the repositories whose tags already served the compose, too? Yes when an
-    earlier delivery ended without this consumer handing the message back: that delivery may
-    have moved the tags and died before announcing them. An unreadable count is taken as
-    yes: a message sent twice is better than one never sent. Pure."""
-    return previous is None or previous > own_requeues
-
-
-def requeue_delay(failures: int, policy: RequeueSettings) -> float:
-    """Seconds to wait before handing a message back after its ``failures``-th failure. Pure."""
-    exponent = min(max(failures, 1) - 1, 62)
-    return float(min(policy.max_delay, policy.initial_delay * 2.0**exponent))
-
-
-def _errors_line(errors: list[SyncError]) -> str:
-    first = str(errors[0])
-    return first if len(errors) == 1 else f"{first} (and {len(errors) - 1} more errors)"
 
 
 class ConsumerHalt(HaltConsumer, SystemExit):
@@ -167,7 +93,7 @@ class Consumer:
     def __init__(self, settings: Settings | None = None) -> None:
         try:
             self.settings = settings if settings is not None else _configured_settings()
-            self.settings.check_credentials()
+            check_credentials(self.settings)
             prepare_work_dir(self.settings)
             if shutil.which(self.settings.skopeo) is None:
                 raise ConfigError(f"skopeo not found ({self.settings.skopeo}); install skopeo")

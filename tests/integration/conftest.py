@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from fedora_container_sync.config.settings import Credentials
 from fedora_container_sync.registry.auth import RegistryAuth
-from fedora_container_sync.settings import Credentials
 from support.auth import PASSWORD, USER
 from support.broker import Bus, rabbitmq_listening
 from support.harness import Harness

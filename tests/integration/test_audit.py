@@ -19,11 +19,12 @@ import jsonschema
 import pika
 import pytest
 
-from fedora_container_sync.audit_report import DOCUMENT_SCHEMA, FINDING_SCHEMA
+from fedora_container_sync.audit.report import DOCUMENT_SCHEMA, FINDING_SCHEMA
+from fedora_container_sync.config.settings import RegistrySettings, RetrySettings
 from fedora_container_sync.errors import RegistryError
-from fedora_container_sync.manifests import COMPOSE_ID, IMAGE_SHA256, IndexEntry, build_index
+from fedora_container_sync.oci.index import IndexEntry, build_index
+from fedora_container_sync.oci.manifest import COMPOSE_ID, IMAGE_SHA256
 from fedora_container_sync.registry.client import RegistryClient
-from fedora_container_sync.settings import RegistrySettings, RetrySettings
 from support.harness import ARCHES, Harness
 from support.servers import OCI_INDEX, free_port
 
@@ -497,8 +498,8 @@ def test_a_broker_that_does_not_answer_is_one_transient_error(tmp_path):
     config.write_text(f'amqp_url = "amqp://127.0.0.1:{free_port()}"\n')
     code = f"""
 from pathlib import Path
-from fedora_container_sync.audit import Finding, Kind
-from fedora_container_sync.audit_schema import load_bus_config, publish_findings
+from fedora_container_sync.audit.findings import Finding, Kind
+from fedora_container_sync.bus.notify import load_bus_config, publish_findings
 from fedora_container_sync.errors import TransientError
 load_bus_config(Path({str(config)!r}))
 try:

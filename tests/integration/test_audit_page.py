@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from fedora_container_sync.audit_page import STATUSES
+from fedora_container_sync.audit.cells import STATUSES
 from fedora_container_sync.cli import main
-from fedora_container_sync.manifests import COMPOSE_ID, IMAGE_SHA256, IndexEntry, build_index
+from fedora_container_sync.oci.index import IndexEntry, build_index
+from fedora_container_sync.oci.manifest import COMPOSE_ID, IMAGE_SHA256
 from support.browser import chromium, read_png, render
 from support.compose import ComposeImage, build_compose
 from support.harness import ARCHES, Harness, Result
@@ -397,9 +398,9 @@ def test_an_installed_wheel_carries_the_template(tmp_path):
     )
     code = """
 import fedora_container_sync, datetime
-from fedora_container_sync.audit import audit
-from fedora_container_sync.audit_page import render_html
-from fedora_container_sync.settings import Releases
+from fedora_container_sync.audit.findings import audit
+from fedora_container_sync.audit.html import render_html
+from fedora_container_sync.config.settings import Releases
 now = datetime.datetime(2024, 10, 28, tzinfo=datetime.timezone.utc)
 result = audit([], Releases(), now=now, registries=["r.example"], repositories=["fedora"])
 print(fedora_container_sync.__file__)

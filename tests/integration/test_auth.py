@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from fedora_container_sync.config.settings import Credentials, RegistrySettings, RetrySettings
 from fedora_container_sync.errors import RegistryError
 from fedora_container_sync.registry.auth import RegistryAuth
 from fedora_container_sync.registry.client import RegistryClient
-from fedora_container_sync.settings import Credentials, RegistrySettings, RetrySettings
 from support.auth import PASSWORD, USER
 from support.harness import ARCHES, Harness
 from support.servers import Registry, RegistryTLS

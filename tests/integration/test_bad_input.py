@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from fedora_container_sync.config.settings import Credentials
 from fedora_container_sync.registry.auth import RegistryAuth
-from fedora_container_sync.settings import Credentials
 from support.auth import PASSWORD, USER
 from support.foreign import ForeignChildren
 from support.harness import REPOS, Harness

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from fedora_container_sync import bodhi
+from fedora_container_sync.compose import bodhi
+from fedora_container_sync.config.settings import BodhiSettings, Releases, RetrySettings
 from fedora_container_sync.errors import ReleaseLookupError, TransientError
-from fedora_container_sync.settings import BodhiSettings, Releases, RetrySettings
 from support.bodhi import BodhiServer
 
 pytestmark = pytest.mark.integration

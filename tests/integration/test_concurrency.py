@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from fedora_container_sync.manifests import COMPOSE_ID
+from fedora_container_sync.oci.manifest import COMPOSE_ID
 from support.harness import ARCHES, Harness
 from support.proxy import Fault, FaultProxy, ProxyRequest
 
@@ -163,8 +163,9 @@ def writer(
     before_verify: Callable[[str], str | None] = lambda _: None,
 ) -> tuple[Callable[[ProxyRequest], Fault | None], Callable[[ProxyRequest, int], None]]:
     """Rules for one process's proxy. Events it sets: ``<who>-arches`` (all per-arch tags
-    written), ``<who>-read-<tag>`` (gate read answered), ``<who>-put-<tag>`` (index PUT
-    answered), ``<who>-done-<tag>`` (the read-back after that PUT answered). ``before_put`` /
+    written), ``<who>-read-<tag>`` (gate read answered, after the per-arch tags),
+    ``<who>-put-<tag>`` (index PUT answered), ``<who>-done-<tag>`` (the read-back after that
+    PUT answered). ``before_put`` /
     ``before_readback`` name the event to wait for first (None: go); ``before_verify`` likewise
     for the next read of the tag after that (the end-of-run check)."""
     put_done: set[str] = set()
@@ -209,7 +210,9 @@ def writer(
         elif request.method == "GET" and tag in INDEX_TAGS:
             if tag in put_done:
                 choreo.set(f"{who}-done-{tag}")
-            else:
+            elif choreo.event(f"{who}-arches").is_set():
+                # The gate's read comes after the run's per-arch tags; the run's first read of
+                # the tag, when it plans, comes before them.
                 choreo.set(f"{who}-read-{tag}")
 
     return rule, on_response

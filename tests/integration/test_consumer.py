@@ -14,8 +14,8 @@ import pytest
 from fedora_image_uploader_messages import ContainerPublishedV1
 from hotness_schema import UpdateDrop
 
-from fedora_container_sync.manifests import COMPOSE_ID
-from fedora_container_sync.schemas import TagHeldV1
+from fedora_container_sync.bus.schemas import TagHeldV1
+from fedora_container_sync.oci.manifest import COMPOSE_ID
 from support.broker import BIN, wait_until, write_messages
 from support.harness import ARCHES
 from support.servers import Registry, free_port

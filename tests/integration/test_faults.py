@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fedora_container_sync import skopeo
 from fedora_container_sync.errors import SkopeoError, SkopeoTransientError
-from fedora_container_sync.manifests import COMPOSE_ID
+from fedora_container_sync.oci.manifest import COMPOSE_ID
+from fedora_container_sync.registry import skopeo
 from support.harness import ARCHES, Harness
 from support.images import build_image_archive
 from support.proxy import Fault, FaultProxy, ProxyRequest, first_time_faults

@@ -12,7 +12,7 @@ import subprocess
 import jsonschema
 import pytest
 
-from fedora_container_sync.audit_report import DOCUMENT_SCHEMA
+from fedora_container_sync.audit.report import DOCUMENT_SCHEMA
 from support.foreign import ForeignChildren, platform, put_manifest
 from support.harness import Harness, report_rows
 from support.servers import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from fedora_container_sync import bodhi
-from fedora_container_sync.manifests import ARCH, COMPOSE_ID
+from fedora_container_sync.compose import bodhi
+from fedora_container_sync.oci.manifest import ARCH, COMPOSE_ID
 from support.bodhi import BodhiServer
 from support.harness import ARCHES, report_rows
 from support.images import build_image_archive

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from fedora_image_uploader_messages import ContainerPublishedV1
 
-from fedora_container_sync.manifests import ARCH, COMPOSE_ID
+from fedora_container_sync.oci.manifest import ARCH, COMPOSE_ID
 from support.broker import BIN, Bus, ConsumerProcess, rabbitmq_listening, wait_until
 from support.harness import ARCHES
 from support.proxy import Fault, FaultProxy, ProxyRequest

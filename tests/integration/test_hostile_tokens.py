@@ -29,10 +29,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedora_container_sync.config.settings import Credentials, RegistrySettings, RetrySettings
 from fedora_container_sync.errors import RegistryError, SyncError
 from fedora_container_sync.registry.auth import MAX_TOKEN_LENGTH, RegistryAuth
 from fedora_container_sync.registry.client import RegistryClient
-from fedora_container_sync.settings import Credentials, RegistrySettings, RetrySettings
 from support.auth import PASSWORD, USER
 from support.harness import ARCHES, Harness, Result
 from support.logs import Capture, capture_logs

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from fedora_container_sync.compose import ComposeFetcher
+from fedora_container_sync.compose.fetch import ComposeFetcher
+from fedora_container_sync.compose.selection import ImageArtifact
+from fedora_container_sync.config.settings import RetrySettings
 from fedora_container_sync.errors import ComposeError
-from fedora_container_sync.httpclient import new_client, request_limits
-from fedora_container_sync.selection import ImageArtifact
-from fedora_container_sync.settings import RetrySettings
+from fedora_container_sync.net.httpclient import new_client, request_limits
 from support.compose import ComposeImage, build_compose
 from support.harness import REPOS, Harness
 from support.proxy import Fault, FaultProxy, ProxyRequest

@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from fedora_container_sync import bodhi
+from fedora_container_sync.compose import bodhi
+from fedora_container_sync.config.settings import BodhiSettings, RetrySettings
 from fedora_container_sync.errors import ReleaseLookupError, TransientError
-from fedora_container_sync.httpclient import MAX_API_ANSWER_BYTES, new_client, request_limits
-from fedora_container_sync.settings import BodhiSettings, RetrySettings
+from fedora_container_sync.net.httpclient import MAX_API_ANSWER_BYTES, new_client, request_limits
 from support.bodhi import BodhiServer
 from support.harness import REPOS, Harness
 from support.proxy import Fault, FaultProxy, ProxyRequest

@@ -20,9 +20,9 @@ from typing import ClassVar
 import httpx
 import pytest
 
-from fedora_container_sync.compose import ComposeFetcher
-from fedora_container_sync.selection import select_images
-from fedora_container_sync.settings import RetrySettings
+from fedora_container_sync.compose.fetch import ComposeFetcher
+from fedora_container_sync.compose.selection import select_images
+from fedora_container_sync.config.settings import RetrySettings
 from support.compose import ComposeImage, build_compose
 from support.harness import ARCHES, Harness, report_rows
 from support.servers import Registry
@@ -149,7 +149,7 @@ def test_a_replay_from_a_fresh_process_downloads_uploads_and_puts_nothing(harnes
     imported = {line.rsplit("|", 1)[1].strip() for line in replay.stderr.splitlines()
                 if line.startswith("import time:")}  # fmt: skip
     assert "fedora_container_sync.publish" in imported
-    heavy = {"fedora_messaging", "twisted", "pika", "fedora_container_sync.notify"}
+    heavy = {"fedora_messaging", "twisted", "pika", "fedora_container_sync.bus.notify"}
     assert not {m for m in imported if m in heavy or m.split(".")[0] in heavy}
     assert archives(harness) == []
     assert {path.rsplit("/", 1)[1] for _, path, _ in harness.server.requests} == {

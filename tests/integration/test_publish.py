@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from fedora_container_sync.manifests import COMPOSE_ID
+from fedora_container_sync.oci.manifest import COMPOSE_ID
 from support.compose import real_rawhide_compose
 from support.harness import ARCHES, report_rows
 

@@ -19,7 +19,7 @@ from fedora_messaging import message as fm_message
 from fedora_messaging.config import LazyConfig
 
 from fedora_container_sync.cli import build_parser
-from fedora_container_sync.settings import load_settings
+from fedora_container_sync.config.load import load_settings
 from support.broker import (
     BIN,
     ConsumerProcess,

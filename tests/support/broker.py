@@ -383,7 +383,8 @@ class Bus:
         )
         self.routing_keys = [self.pungi_topic, f"{self.topic_prefix}.hotness.#"]
         if delivery_limit is not None:
-            # What the operator declares first (README): the dead letters' exchange and queue.
+            # What the operator declares first (docs/running.md): the dead letters' exchange
+            # and queue.
             self.broker.declare_dead_letters(self.dead_letters)
             self.arguments = production_queue(
                 delivery_limit=delivery_limit, dead_letters=self.dead_letters

@@ -11,7 +11,7 @@ import os
 import signal
 
 from fedora_container_sync.consumer import Consumer
-from fedora_container_sync.progress import STEPS
+from fedora_container_sync.publish.progress import STEPS
 
 
 class _KillOnStep(logging.Filter):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from fedora_container_sync.archive import (
+from fedora_container_sync.compose.decompress import (
     MIN_DECOMPRESSED_LIMIT,
     PIECE,
     LimitExceeded,

@@ -18,13 +18,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fedora_container_sync.archive import (
-    MAX_LINKS,
-    MAX_MEMBERS,
-    check_members,
-    detect_transport,
-    unpack_oci_archive,
-)
+from fedora_container_sync.compose.archive import detect_transport, unpack_oci_archive
+from fedora_container_sync.compose.members import MAX_LINKS, MAX_MEMBERS, check_members
 from fedora_container_sync.errors import ComposeError
 
 DIR, FILE, SYM, HARD = tarfile.DIRTYPE, tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
@@ -299,7 +294,7 @@ def test_what_is_accepted_never_leaves_and_what_leaves_is_refused(members):
 def test_unpacking_never_writes_through_a_link_even_if_the_check_let_it(tmp_path, monkeypatch):
     """The kernel, not only the check, keeps the unpacking inside: a member whose path goes
     through a link fails with ELOOP instead of being written."""
-    from fedora_container_sync import archive
+    from fedora_container_sync.compose import archive
 
     monkeypatch.setattr(
         archive.MemberCheck,

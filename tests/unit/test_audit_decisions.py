@@ -10,23 +10,8 @@ from datetime import UTC, date, datetime
 import jsonschema
 import pytest
 
-from fedora_container_sync.audit import (
-    Build,
-    IndexState,
-    IndexTag,
-    Kind,
-    ReadFailure,
-    RepositoryState,
-    age_hours,
-    audit,
-    compose_date,
-    compose_order,
-    find_diverged,
-    find_in_repository,
-    index_tags,
-    tags_to_read,
-)
-from fedora_container_sync.audit_report import (
+from fedora_container_sync.audit.findings import Kind, audit, find_diverged, find_in_repository
+from fedora_container_sync.audit.report import (
     DOCUMENT_SCHEMA,
     FINDING_SCHEMA,
     as_document,
@@ -34,8 +19,20 @@ from fedora_container_sync.audit_report import (
     render_json,
     render_table,
 )
-from fedora_container_sync.manifests import UnknownEntry
-from fedora_container_sync.settings import Releases
+from fedora_container_sync.audit.state import (
+    Build,
+    IndexState,
+    IndexTag,
+    ReadFailure,
+    RepositoryState,
+    age_hours,
+    compose_date,
+    compose_order,
+    index_tags,
+    tags_to_read,
+)
+from fedora_container_sync.config.settings import Releases
+from fedora_container_sync.oci.index import UnknownEntry
 
 NOW = datetime(2024, 10, 28, 6, 0, tzinfo=UTC)
 OLD = "Fedora-41-20241025.0"

@@ -11,24 +11,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fedora_container_sync.audit import (
-    Build,
-    IndexState,
-    ReadFailure,
-    RepositoryState,
-    audit,
-)
-from fedora_container_sync.audit_page import (
-    STATUSES,
-    Cell,
-    Page,
-    Section,
-    page_of,
-    render_html,
-)
+from fedora_container_sync.audit.cells import STATUSES, Cell
+from fedora_container_sync.audit.findings import audit
+from fedora_container_sync.audit.html import render_html, write_atomically
+from fedora_container_sync.audit.page import Page, Section, page_of
+from fedora_container_sync.audit.state import Build, IndexState, ReadFailure, RepositoryState
+from fedora_container_sync.config.settings import Releases
 from fedora_container_sync.errors import PermanentError
-from fedora_container_sync.files import write_atomically
-from fedora_container_sync.settings import Releases
 from support.htmlpage import cell, foreign_markup, parse, status
 
 NOW = datetime(2024, 10, 28, 6, 0, tzinfo=UTC)

@@ -8,8 +8,10 @@ import jsonschema
 import pytest
 from fedora_messaging import message
 
-from fedora_container_sync.audit import Finding, Kind
-from fedora_container_sync.audit_schema import SCHEMA, AuditFindingV1, finding_message
+from fedora_container_sync.audit.findings import Finding, Kind
+from fedora_container_sync.bus.notify import finding_message
+from fedora_container_sync.bus.schemas import AUDIT_FINDING as SCHEMA
+from fedora_container_sync.bus.schemas import AuditFindingV1
 
 HELD = Finding(
     Kind.HELD,

@@ -5,10 +5,7 @@ from __future__ import annotations
 import pytest
 from fedora_messaging.exceptions import HaltConsumer
 
-from fedora_container_sync import gate
-from fedora_container_sync.consumer import (
-    Consumer,
-    ConsumerHalt,
+from fedora_container_sync.bus.answers import (
     Outcome,
     announce_unchanged,
     decide_error,
@@ -16,6 +13,8 @@ from fedora_container_sync.consumer import (
     previous_deliveries,
     requeue_delay,
 )
+from fedora_container_sync.config.settings import RequeueSettings, Settings
+from fedora_container_sync.consumer import Consumer, ConsumerHalt
 from fedora_container_sync.errors import (
     ComposeError,
     ConfigError,
@@ -26,8 +25,8 @@ from fedora_container_sync.errors import (
     TransientError,
     WorkDirFull,
 )
-from fedora_container_sync.report import ComposeReport, TagAction, TagOutcome
-from fedora_container_sync.settings import RequeueSettings, Settings
+from fedora_container_sync.gate import verdicts as gate
+from fedora_container_sync.publish.report import ComposeReport, TagAction, TagOutcome
 
 CID = "Fedora-41-20241026.0"
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from fedora_container_sync.deadletters import death, queue_name, serialized
+from fedora_container_sync.bus.deadletters import death, queue_name, serialized
+from fedora_container_sync.compose.message import read_message_file
 from fedora_container_sync.errors import MessageError, UsageError
-from fedora_container_sync.messages import read_message_file
 
 TOPIC = "org.fedoraproject.prod.pungi.compose.status.change"
 BODY = {"compose_id": "Fedora-41-20241026.0", "status": "FINISHED", "location": "https://x/"}

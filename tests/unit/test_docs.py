@@ -16,7 +16,7 @@ import fedora_messaging.config
 import pytest
 from pydantic import BaseModel
 
-from fedora_container_sync.settings import Settings
+from fedora_container_sync.config.settings import Settings
 from support.docs import (
     anchors,
     broken_links,

@@ -5,16 +5,9 @@ import json
 
 import pytest
 
-from fedora_container_sync.gate import CurrentTag, Verdict, decide, decide_arch_tag, guard
-from fedora_container_sync.manifests import (
-    COMPOSE_ID,
-    IndexEntry,
-    Manifest,
-    UnknownEntry,
-    build_index,
-    digest_of,
-    image_arch,
-)
+from fedora_container_sync.gate.verdicts import CurrentTag, Verdict, decide, decide_arch_tag, guard
+from fedora_container_sync.oci.index import IndexEntry, UnknownEntry, build_index, image_arch
+from fedora_container_sync.oci.manifest import COMPOSE_ID, Manifest, digest_of
 
 ALL = frozenset({"x86_64", "aarch64", "ppc64le", "s390x"})
 OLD = "Fedora-41-20241025.0"

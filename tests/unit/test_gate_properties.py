@@ -3,7 +3,7 @@
 An in-memory model of one registry repository - per-arch tags and index tags, each holding
 what the real registry would hold - is driven by random sequences of composes with random
 arch failures (an arch missing from the compose, or its push failing) and random replays of
-old composes, through the same decisions, in the same order, as ``publish.py``: per-arch tags
+old composes, through the same decisions, in the same order, as ``publish/``: per-arch tags
 first (rollback guard only), then every index tag (guard, then gate). The oracle knows the
 order of composes by construction, not from ``ordering.py``.
 """
@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedora_container_sync.gate import CurrentTag, Verdict, decide, decide_arch_tag
-from fedora_container_sync.manifests import IndexEntry, Manifest, digest_of
+from fedora_container_sync.gate.verdicts import CurrentTag, Verdict, decide, decide_arch_tag
+from fedora_container_sync.oci.index import IndexEntry, read_index
+from fedora_container_sync.oci.manifest import Manifest, digest_of
 
 ARCHES = ("x86_64", "aarch64", "ppc64le", "s390x")
 INDEX_TAGS = ("41", "latest")
@@ -55,7 +56,7 @@ def run(
     expected: frozenset[str] | None = None,
     allow_drop: frozenset[str] = frozenset(),
 ) -> None:
-    """One compose through the decisions publish.py makes, applied to the model."""
+    """One compose through the decisions publish/ makes, applied to the model."""
     entries: dict[str, IndexEntry | None] = {}
     stale: dict[str, str] = {}
     for arch in sorted(compose.arches):
@@ -457,7 +458,7 @@ json_values = st.recursive(
 )
 def test_reading_accounts_for_every_entry_with_one_clean_line(manifests, list_type):
     body = json.dumps({"mediaType": list_type, "manifests": manifests}).encode()
-    content = Manifest(list_type, digest_of(body), body).read_index()
+    content = read_index(Manifest(list_type, digest_of(body), body))
     read = len(content.images) + len(content.attestations) + len(content.unknown)
     assert read == len(manifests)
     for unknown in content.unknown:

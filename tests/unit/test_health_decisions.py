@@ -7,10 +7,10 @@ import logging
 import pytest
 from pydantic import ValidationError
 
+from fedora_container_sync.bus.health import Channel, ProgressWatch, liveness, readiness
+from fedora_container_sync.config.settings import HealthSettings, Settings
 from fedora_container_sync.errors import about_compose
-from fedora_container_sync.health import Channel, ProgressWatch, liveness, readiness
-from fedora_container_sync.progress import STEPS
-from fedora_container_sync.settings import HealthSettings, Settings
+from fedora_container_sync.publish.progress import STEPS
 
 CID = "Fedora-41-20241026.0"
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from fedora_container_sync.gate import CurrentTag, Verdict, decide_arch_tag, held_build
-from fedora_container_sync.manifests import IndexEntry, UnknownEntry
+from fedora_container_sync.gate.verdicts import CurrentTag, Verdict, decide_arch_tag, held_build
+from fedora_container_sync.oci.index import IndexEntry, UnknownEntry
 
 COMPOSE = "Fedora-41-20241026.0"
 OTHER = "Fedora-41-20241025.0"

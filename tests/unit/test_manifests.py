@@ -3,17 +3,16 @@ import json
 import pytest
 
 from fedora_container_sync.errors import RegistryError
-from fedora_container_sync.manifests import (
-    COMPOSE_ID,
+from fedora_container_sync.oci import mediatype
+from fedora_container_sync.oci.index import (
     IndexEntry,
-    Manifest,
     UnknownEntry,
     build_index,
     describe_unknown,
-    digest_of,
     image_arch,
+    read_index,
 )
-from fedora_container_sync.registry import mediatype
+from fedora_container_sync.oci.manifest import COMPOSE_ID, Manifest, digest_of
 
 OM = mediatype.OCI_MANIFEST
 
@@ -50,7 +49,7 @@ def test_duplicate_arch_is_a_bug():
 
 def test_entries_round_trip():
     body = build_index([entry("x86_64", 1), entry("aarch64", 2)], compose_id="c")
-    content = Manifest(mediatype.OCI_INDEX, digest_of(body), body).read_index()
+    content = read_index(Manifest(mediatype.OCI_INDEX, digest_of(body), body))
     assert list(content.images) == ["x86_64", "aarch64"]
     assert content.images["aarch64"].digest == entry("aarch64", 2).digest
     assert (content.attestations, content.unknown) == ((), ())
@@ -88,7 +87,7 @@ def attestation(subject, digest=OTHER, **changes):
 
 def read(*manifests, media_type=mediatype.OCI_INDEX):
     raw = json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": list(manifests)})
-    return Manifest(media_type, digest_of(raw.encode()), raw.encode()).read_index()
+    return read_index(Manifest(media_type, digest_of(raw.encode()), raw.encode()))
 
 
 def arm64(**platform):
@@ -263,7 +262,7 @@ def test_many_unreadable_entries_are_named_up_to_three():
 def test_an_index_that_says_it_is_another_type_fails_closed():
     raw = json.dumps({"mediaType": mediatype.DOCKER_LIST, "manifests": []}).encode()
     with pytest.raises(RegistryError, match="served as"):
-        Manifest(mediatype.OCI_INDEX, digest_of(raw), raw).read_index()
+        read_index(Manifest(mediatype.OCI_INDEX, digest_of(raw), raw))
 
 
 @pytest.mark.parametrize(
@@ -273,13 +272,13 @@ def test_an_index_that_says_it_is_another_type_fails_closed():
 def test_malformed_index_fails_closed(raw):
     manifest = Manifest(mediatype.OCI_INDEX, digest_of(raw), raw)
     with pytest.raises(RegistryError):
-        manifest.read_index()
+        read_index(manifest)
 
 
 def test_reading_an_image_as_an_index_is_a_bug():
     raw = b'{"schemaVersion": 2}'
     with pytest.raises(RegistryError, match="not an index"):
-        Manifest(OM, digest_of(raw), raw).read_index()
+        read_index(Manifest(OM, digest_of(raw), raw))
 
 
 # -- a single image at a tag: its config names the arch ----------------------------------------
@@ -317,7 +316,7 @@ def test_the_arch_of_a_single_image(config, arch_or_problem):
 
 
 def test_annotate_manifest_adds_and_keeps_annotations():
-    from fedora_container_sync.manifests import annotate_manifest
+    from fedora_container_sync.oci.manifest import annotate_manifest
 
     raw = json.dumps(
         {"schemaVersion": 2, "mediaType": OM, "config": {}, "layers": [], "annotations": {"a": "1"}}
@@ -328,7 +327,7 @@ def test_annotate_manifest_adds_and_keeps_annotations():
 
 
 def test_docker_manifests_cannot_carry_annotations():
-    from fedora_container_sync.manifests import annotate_manifest
+    from fedora_container_sync.oci.manifest import annotate_manifest
 
     raw = json.dumps({"schemaVersion": 2, "mediaType": mediatype.DOCKER_MANIFEST}).encode()
     with pytest.raises(ValueError, match="OCI"):
@@ -336,7 +335,7 @@ def test_docker_manifests_cannot_carry_annotations():
 
 
 def test_index_entries_name_the_source_file_checksum():
-    from fedora_container_sync.manifests import IMAGE_SHA256
+    from fedora_container_sync.oci.manifest import IMAGE_SHA256
 
     with_sum = IndexEntry("x86_64", OM, "sha256:" + "1" * 64, 5, "c", "ab" * 32)
     document = json.loads(build_index([with_sum], compose_id="c"))

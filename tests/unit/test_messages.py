@@ -4,8 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedora_container_sync.errors import MessageError, UsageError
-from fedora_container_sync.messages import (
+from fedora_container_sync.compose.message import (
     MAX_JSON_DEPTH,
     Envelope,
     check_location,
@@ -13,6 +12,7 @@ from fedora_container_sync.messages import (
     parse_compose_message,
     read_message_file,
 )
+from fedora_container_sync.errors import MessageError, UsageError
 
 ALLOW = ["https://kojipkgs.fedoraproject.org/compose/"]
 TOPIC = "org.fedoraproject.prod.pungi.compose.status.change"

@@ -9,12 +9,13 @@ import pytest
 from fedora_image_uploader_messages import ContainerPublishedV1
 from fedora_messaging import message as fm_message
 
-from fedora_container_sync import gate
+from fedora_container_sync.bus.notify import result_messages
+from fedora_container_sync.bus.results import held_body, published_repositories
+from fedora_container_sync.bus.schemas import TagHeldV1
 from fedora_container_sync.errors import ComposeError
-from fedora_container_sync.notify import held_body, published_repositories, result_messages
-from fedora_container_sync.platforms import sorted_arches
-from fedora_container_sync.report import ComposeReport, TagAction, TagOutcome
-from fedora_container_sync.schemas import TagHeldV1
+from fedora_container_sync.gate import verdicts as gate
+from fedora_container_sync.oci.platforms import sorted_arches
+from fedora_container_sync.publish.report import ComposeReport, TagAction, TagOutcome
 
 CID = "Fedora-41-20241026.0"
 ALL = {"x86_64", "aarch64", "ppc64le", "s390x"}

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedora_container_sync.ordering import compose_key, date_type_respin, is_newer, newest
+from fedora_container_sync.gate.ordering import compose_key, date_type_respin, is_newer, newest
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
+from fedora_container_sync.config.settings import settings_from_document
 from fedora_container_sync.errors import ConfigError, TransientError
-from fedora_container_sync.settings import settings_from_document
-from fedora_container_sync.workpool import WorkPool
+from fedora_container_sync.publish.workpool import WorkPool
 
 
 def test_never_more_than_workers_at_once_and_as_many_as_allowed():

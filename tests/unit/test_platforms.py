@@ -1,6 +1,6 @@
 import pytest
 
-from fedora_container_sync.platforms import Platform, fedora_arch, platform_for, sorted_arches
+from fedora_container_sync.oci.platforms import Platform, fedora_arch, platform_for, sorted_arches
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from fedora_container_sync.progress import STEPS, Console
+from fedora_container_sync.publish.progress import STEPS, Console
 
 CLEAR = "\r\x1b[K"
 

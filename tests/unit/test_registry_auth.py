@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fedora_container_sync.config.settings import Credentials
 from fedora_container_sync.registry.auth import (
     MAX_REALM_LENGTH,
     MAX_TOKEN_LENGTH,
@@ -22,7 +23,6 @@ from fedora_container_sync.registry.auth import (
     token_lifetime,
     token_service,
 )
-from fedora_container_sync.settings import Credentials
 
 
 @pytest.mark.parametrize(

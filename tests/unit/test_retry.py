@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fedora_container_sync.config.settings import RetrySettings
 from fedora_container_sync.errors import PermanentError, RegistryError, TransientError
-from fedora_container_sync.retry import (
+from fedora_container_sync.net.retry import (
     backoff,
     call_with_retry,
     retry_after_seconds,
     transient_status,
 )
-from fedora_container_sync.settings import RetrySettings
 
 POLICY = RetrySettings(attempts=5, initial_delay=1.0, max_delay=8.0, max_total=600)
 FAST = RetrySettings(attempts=3, initial_delay=0.0, max_delay=0.0, max_total=60)

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 from productmd.images import Images
 
+from fedora_container_sync.compose.selection import check_relative_path, select_images
 from fedora_container_sync.errors import ComposeError
-from fedora_container_sync.selection import check_relative_path, select_images
 from support.compose import RAWHIDE_METADATA
 
 REAL_IMAGES = RAWHIDE_METADATA / "images.json"

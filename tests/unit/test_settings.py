@@ -5,8 +5,15 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from fedora_container_sync.config.load import (
+    check_cert_dir,
+    check_credentials,
+    config_path,
+    load_settings,
+    registry_credentials,
+)
+from fedora_container_sync.config.settings import RegistrySettings
 from fedora_container_sync.errors import ConfigError
-from fedora_container_sync.settings import RegistrySettings, config_path, load_settings
 
 GOOD = """
 amqp_url = "amqp://localhost"
@@ -55,10 +62,12 @@ def test_fedora_deployment_shape_loads(tmp_path):
 
 
 def test_credentials_come_from_the_environment_and_never_print():
-    from fedora_container_sync.settings import RegistrySettings
+    from fedora_container_sync.config.settings import RegistrySettings
 
     registry = RegistrySettings(url="quay.io/fedora", credential_prefix="QUAY_IO_")
-    credentials = registry.credentials({"QUAY_IO_USER": "bot", "QUAY_IO_PASSWORD": "s3cret-pw"})
+    credentials = registry_credentials(
+        registry, {"QUAY_IO_USER": "bot", "QUAY_IO_PASSWORD": "s3cret-pw"}
+    )
     assert credentials is not None
     assert (credentials.username, credentials.password) == ("bot", "s3cret-pw")
     assert "s3cret-pw" not in repr(credentials)
@@ -66,11 +75,11 @@ def test_credentials_come_from_the_environment_and_never_print():
 
 
 def test_missing_credentials_name_the_variables():
-    from fedora_container_sync.settings import RegistrySettings
+    from fedora_container_sync.config.settings import RegistrySettings
 
     registry = RegistrySettings(url="quay.io/fedora", credential_prefix="QUAY_IO_")
     with pytest.raises(ConfigError, match="QUAY_IO_PASSWORD is not set"):
-        registry.credentials({"QUAY_IO_USER": "bot"})
+        registry_credentials(registry, {"QUAY_IO_USER": "bot"})
 
 
 @pytest.mark.parametrize(
@@ -218,30 +227,32 @@ def test_invalid_gate_settings(tmp_path, edit, message):
 
 def test_credentials_from_systemd_credentials_directory(tmp_path):
     """LoadCredential=QUAY_IO_PASSWORD:... puts the secret in $CREDENTIALS_DIRECTORY."""
-    from fedora_container_sync.settings import RegistrySettings
+    from fedora_container_sync.config.settings import RegistrySettings
 
     (tmp_path / "QUAY_IO_PASSWORD").write_text("s3cret-pw\n")
     registry = RegistrySettings(url="quay.io/fedora", credential_prefix="QUAY_IO_")
     env = {"QUAY_IO_USER": "bot", "CREDENTIALS_DIRECTORY": str(tmp_path)}
-    credentials = registry.credentials(env)
+    credentials = registry_credentials(registry, env)
     assert credentials is not None
     assert (credentials.username, credentials.password) == ("bot", "s3cret-pw")
     # The environment wins over a credential file of the same name.
     (tmp_path / "QUAY_IO_USER").write_text("file-bot")
-    assert registry.credentials(env).username == "bot"  # type: ignore[union-attr]
+    assert registry_credentials(registry, env).username == "bot"  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match=r"QUAY_IO_USER is not set in the environment or \$CRED"):
-        registry.credentials({"QUAY_IO_PASSWORD": "pw", "CREDENTIALS_DIRECTORY": "/nowhere"})
+        registry_credentials(
+            registry, {"QUAY_IO_PASSWORD": "pw", "CREDENTIALS_DIRECTORY": "/nowhere"}
+        )
 
 
 def test_unreadable_credential_file_is_named_not_shown(tmp_path):
-    from fedora_container_sync.settings import RegistrySettings
+    from fedora_container_sync.config.settings import RegistrySettings
 
     (tmp_path / "QUAY_IO_USER").mkdir()  # reading it fails
     registry = RegistrySettings(url="quay.io/fedora", credential_prefix="QUAY_IO_")
     with pytest.raises(
         ConfigError, match=f"credential file {re.escape(str(tmp_path))}/QUAY_IO_USER: "
     ):
-        registry.credentials({"CREDENTIALS_DIRECTORY": str(tmp_path)})
+        registry_credentials(registry, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
 
 
 def test_requeue_delays_default_and_validate(tmp_path):
@@ -439,7 +450,7 @@ def test_fedora_messagings_own_checks_run_too(tmp_path):
 def cert_dir_error(cert_dir) -> str:
     registry = RegistrySettings(url="registry.example.org", cert_dir=str(cert_dir))
     with pytest.raises(ConfigError) as caught:
-        registry.check_cert_dir()
+        check_cert_dir(registry)
     line = str(caught.value)
     assert line.startswith(f"registry registry.example.org: cert_dir {cert_dir}: ")
     assert "\n" not in line
@@ -487,6 +498,6 @@ def test_check_credentials_checks_cert_dir(tmp_path):
         )
     }
     with pytest.raises(ConfigError, match=r"cert_dir .*: not found"):
-        settings.check_credentials(env)
+        check_credentials(settings, env)
     (tmp_path / "nope").mkdir()
-    settings.check_credentials(env)
+    check_credentials(settings, env)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from fedora_container_sync import shutdown, skopeo
+from fedora_container_sync import shutdown
+from fedora_container_sync.config.settings import RetrySettings
 from fedora_container_sync.errors import Interrupted, TransientError
-from fedora_container_sync.retry import call_with_retry
-from fedora_container_sync.settings import RetrySettings
-from fedora_container_sync.workpool import WorkPool
+from fedora_container_sync.net.retry import call_with_retry
+from fedora_container_sync.publish.workpool import WorkPool
+from fedora_container_sync.registry import skopeo
 
 
 @pytest.fixture(autouse=True)
@@ -146,9 +147,9 @@ def test_nothing_is_retried_once_the_process_is_stopping():
 def test_a_start_removes_what_a_killed_run_left_behind(tmp_path):
     """SIGKILL leaves no chance to clean up: the next start (consumer or replay) does it, not
     the next compose it happens to get."""
-    from fedora_container_sync.publish import prepare_work_dir
-    from fedora_container_sync.settings import settings_from_document
-    from fedora_container_sync.workdir import run_directory
+    from fedora_container_sync.config.settings import settings_from_document
+    from fedora_container_sync.publish.pipeline import prepare_work_dir
+    from fedora_container_sync.publish.workdir import run_directory
 
     work = tmp_path / "work"
     work.mkdir()

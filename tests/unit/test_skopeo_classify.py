@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fedora_container_sync.errors import SkopeoError, SkopeoTransientError
-from fedora_container_sync.skopeo import classify
+from fedora_container_sync.registry.skopeo import classify
 
 BLOB = "sha256:f563372868590a8d15f7d2f6e52b4ea05e3d125c662f1ba758666241bbbb68f7"
 REUSE = f"trying to reuse blob {BLOB} at destination: "
@@ -101,6 +101,6 @@ def test_classify_without_any_message():
     ],
 )
 def test_a_full_disk_is_recognised_in_skopeo_s_words(message, words):
-    from fedora_container_sync.skopeo import full_disk
+    from fedora_container_sync.registry.skopeo import full_disk
 
     assert full_disk(f"conversion of x: {message}") == words

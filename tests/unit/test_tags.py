@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedora_container_sync.compose.metadata import ComposeFacts
+from fedora_container_sync.config.settings import ComposeRules, Releases
 from fedora_container_sync.errors import ComposeError, ReleaseLookupError
-from fedora_container_sync.settings import ComposeRules, Releases
-from fedora_container_sync.tags import (
-    ComposeFacts,
+from fedora_container_sync.gate.tags import (
     merge_releases,
     needs_lookup,
     plan_tags,

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from fedora_container_sync.compose.message import check_location
+from fedora_container_sync.compose.selection import check_relative_path
+from fedora_container_sync.compose.urls import Place, URLRefused, parse_url, path_segments
 from fedora_container_sync.errors import ComposeError, MessageError
-from fedora_container_sync.messages import check_location
-from fedora_container_sync.selection import check_relative_path
-from fedora_container_sync.urls import Place, URLRefused, parse_url, path_segments
 
 HOST = "kojipkgs.example.org"
 ALLOW = f"https://{HOST}/compose/"

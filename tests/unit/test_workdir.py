@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from fedora_container_sync.errors import TransientError, WorkDirError, WorkDirFull
-from fedora_container_sync.workdir import run_directory, sweep_stale_runs, work_dir_error
+from fedora_container_sync.publish.workdir import run_directory, sweep_stale_runs, work_dir_error
 
 
 def test_run_directory_is_private_and_removed(tmp_path):
@@ -44,7 +44,7 @@ def test_two_runs_of_one_compose_get_two_directories(tmp_path):
 def test_a_full_disk_quota_or_size_limit_is_a_full_work_dir():
     import errno
 
-    from fedora_container_sync.workdir import is_full
+    from fedora_container_sync.publish.workdir import is_full
 
     for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         assert is_full(OSError(code, os.strerror(code)))

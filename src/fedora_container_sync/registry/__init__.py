@@ -1,1 +1,2 @@
-"""Container registry types (pure) and the HTTP client (I/O)."""
+"""Talking to container registries (I/O): the HTTP API client and its authentication, skopeo,
+and the local OCI layouts it pushes from."""

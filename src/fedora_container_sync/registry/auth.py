@@ -31,9 +31,9 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
+from ..config.settings import Credentials
 from ..errors import RegistryError, RegistryUnavailable
-from ..retry import retry_after_seconds, transient_status
-from ..settings import Credentials
+from ..net.retry import retry_after_seconds, transient_status
 
 #: Tokens without ``expires_in`` live 60 s (the spec's default); renew this early.
 _DEFAULT_EXPIRES_IN = 60

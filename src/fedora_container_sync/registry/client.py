@@ -18,12 +18,12 @@ from pathlib import Path
 
 import httpx
 
+from ..config.settings import DEFAULT_HTTP_DEADLINE, RegistrySettings, RetrySettings
 from ..errors import RegistryError, RegistryUnavailable, one_line
-from ..httpclient import MAX_API_ANSWER_BYTES, new_client, request_limits
-from ..manifests import Manifest, digest_of
-from ..retry import call_with_retry, retry_after_seconds, transient_status
-from ..settings import DEFAULT_HTTP_DEADLINE, RegistrySettings, RetrySettings
-from . import mediatype
+from ..net.httpclient import MAX_API_ANSWER_BYTES, new_client, request_limits
+from ..net.retry import call_with_retry, retry_after_seconds, transient_status
+from ..oci import mediatype
+from ..oci.manifest import Manifest, digest_of
 
 _log = logging.getLogger(__name__)
 

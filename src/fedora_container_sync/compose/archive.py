@@ -1,0 +1,178 @@
+"""Image archive files on disk (filesystem): transport detection and unpacking.
+
+The transport is detected from the tar's members, never from the file name, and every member
+is judged first by :class:`~.members.MemberCheck`. skopeo reads a docker-archive in place and
+never extracts it; an OCI archive it would extract with its own tar reader, so
+:func:`unpack_oci_archive` unpacks it instead, without ever following a link, and skopeo gets
+the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import ComposeError
+from .decompress import PIECE
+from .members import MemberCheck
+
+DOCKER_ARCHIVE = "docker-archive"
+OCI_ARCHIVE = "oci-archive"
+
+#: A pax extended header or GNU long name larger than this is refused before it is read: real
+#: ones hold a path and a few numbers, and tarfile would read the whole of it into memory.
+MAX_EXTENDED_HEADER = 1 << 20
+
+_EXTENDED = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses an oversized pax header or GNU long name before tarfile reads it into memory."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED and self.size > MAX_EXTENDED_HEADER:
+            raise _HeaderTooLarge(
+                f"a {self.size}-byte extended header (more than {MAX_EXTENDED_HEADER})"
+            )
+        member: tarfile.TarInfo = super()._proc_member(archive)  # type: ignore[misc]
+        return member
+
+
+class _HeaderTooLarge(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _members(tar_path: Path, *, where: str) -> Iterator[tuple[tarfile.TarFile, MemberCheck]]:
+    """Open ``tar_path`` for reading its members in order, each judged by a fresh check."""
+    try:
+        with tarfile.open(tar_path, mode="r:", tarinfo=_BoundedTarInfo) as archive:
+            yield archive, MemberCheck(where=where)
+            _check_end(archive, where)
+    except _HeaderTooLarge as error:
+        raise ComposeError(f"{where}: archive has {error}") from None
+    except (tarfile.TarError, UnicodeError) as error:
+        raise ComposeError(f"{where}: not a tar archive ({error})") from None
+
+
+def _check_end(archive: tarfile.TarFile, where: str) -> None:
+    """Refuse what tarfile would silently skip: a bad header after the last member (tarfile
+    stops there as if the archive ended, other readers do not) and global pax headers (they
+    rename every later member for tarfile, for Go's archive/tar they do not)."""
+    if set(archive.pax_headers) - {"comment"}:
+        raise ComposeError(f"{where}: archive has a global pax header that changes its members")
+    fileobj = archive.fileobj
+    if fileobj is None:  # pragma: no cover - an open archive has one
+        raise ComposeError(f"{where}: not a tar archive")
+    fileobj.seek(archive.offset)
+    if fileobj.read(tarfile.BLOCKSIZE).strip(b"\0"):
+        raise ComposeError(
+            f"{where}: not a tar archive (an unreadable header at byte {archive.offset})"
+        )
+
+
+def detect_transport(tar_path: Path, *, where: str) -> str:
+    """``docker-archive`` or ``oci-archive`` for an uncompressed tar, from its members.
+
+    Every member is judged first (:class:`MemberCheck`). An OCI layout (``oci-layout`` +
+    ``index.json``) wins over ``manifest.json``: the "hybrid" archives newer ``docker save``
+    writes carry both and work with either transport.
+    """
+    try:
+        with _members(tar_path, where=where) as (archive, check):
+            for member in archive:
+                check.add(member)
+            check.finish()
+    except OSError as error:
+        raise ComposeError(f"{where}: not a tar archive ({error})") from None
+    if {"oci-layout", "index.json"} <= check.names:
+        return OCI_ARCHIVE
+    if "manifest.json" in check.names:
+        return DOCKER_ARCHIVE
+    raise ComposeError(f"{where}: neither a docker-archive nor an OCI archive")
+
+
+# -- unpacking -------------------------------------------------------------------------------
+
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def unpack_oci_archive(tar_path: Path, dest: Path, *, where: str) -> None:
+    """Unpack an OCI archive into ``dest`` (created here), for skopeo's ``oci:`` transport.
+
+    The members are judged again as they are unpacked, and the kernel makes sure nothing is
+    written through a link: every directory on the way is opened with ``O_NOFOLLOW`` relative
+    to its parent, every file is created with ``O_EXCL | O_NOFOLLOW``. Hard links are linked,
+    not copied, so unpacking writes no more than the tar holds. An OSError (a full disk)
+    propagates; the caller removes ``dest``.
+    """
+    dest.mkdir(mode=0o700)
+    root = os.open(dest, _NOFOLLOW_DIR)
+    try:
+        with _members(tar_path, where=where) as (archive, check):
+            for member in archive:
+                parts = check.add(member)
+                if parts:
+                    _unpack(archive, member, parts, root)
+            check.finish()
+    finally:
+        os.close(root)
+
+
+def _unpack(archive: tarfile.TarFile, member: tarfile.TarInfo, parts: list[str], root: int) -> None:
+    if member.isdir():
+        os.close(_open_dir(root, parts))
+        return
+    parent = _open_dir(root, parts[:-1])
+    try:
+        if member.issym():
+            os.symlink(member.linkname, parts[-1], dir_fd=parent)
+        elif member.islnk():
+            target = [p for p in member.linkname.split("/") if p not in ("", ".")]
+            source = _open_dir(root, target[:-1])
+            try:
+                os.link(
+                    target[-1],
+                    parts[-1],
+                    src_dir_fd=source,
+                    dst_dir_fd=parent,
+                    follow_symlinks=False,
+                )
+            finally:
+                os.close(source)
+        else:
+            data = archive.extractfile(member)
+            if data is None:  # pragma: no cover - MemberCheck let only regular files through
+                raise ComposeError(f"archive member {member.name!r} has no data")
+            with data, open(os.open(parts[-1], _NEW_FILE, 0o600, dir_fd=parent), "wb") as out:
+                shutil.copyfileobj(data, out, PIECE)
+    finally:
+        os.close(parent)
+
+
+def _open_dir(root: int, parts: list[str]) -> int:
+    """A descriptor of directory ``parts`` under ``root``, created as needed, never through a
+    link (ELOOP or ENOTDIR instead)."""
+    fd = os.open(".", _NOFOLLOW_DIR, dir_fd=root)
+    try:
+        for part in parts:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o700, dir_fd=fd)
+            child = os.open(part, _NOFOLLOW_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -1,0 +1,207 @@
+"""Pungi ``pungi.compose.status.change`` messages: what they say, and whether to act on them.
+
+Pure: parses a message body (a dict) into a :class:`ComposeMessage`, checks its location
+against the allowlist, and reads fedora-messaging's serialized message files (one JSON object
+per line, what ``fedora-messaging record`` writes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..config.settings import describe_validation_error
+from ..errors import MessageError, UsageError
+from . import urls
+
+TOPIC_SUFFIX = "pungi.compose.status.change"
+#: How deep JSON from a message may nest (objects and arrays). A Pungi body nests 1 level, a
+#: serialized message 3; Python's own parser gives up near 1000 with a RecursionError.
+MAX_JSON_DEPTH = 64
+#: Statuses after which a compose's metadata is complete and its images may be published.
+ACTIONABLE_STATUSES = frozenset({"FINISHED", "FINISHED_INCOMPLETE"})
+
+
+class ComposeMessage(BaseModel):
+    """The fields of a Pungi status-change body this project relies on."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    status: str
+    compose_id: str
+    location: str
+    compose_type: str | None = None
+    compose_label: str | None = None
+    compose_date: str | None = None
+    compose_respin: int | None = Field(default=None, ge=0, le=9999)
+    release_short: str | None = None
+    release_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One serialized bus message: where it came from and its raw body."""
+
+    topic: str
+    body: Mapping[str, Any]
+    id: str | None = None
+
+    @property
+    def is_compose_status(self) -> bool:
+        return self.topic == TOPIC_SUFFIX or self.topic.endswith("." + TOPIC_SUFFIX)
+
+    @property
+    def status(self) -> str | None:
+        status = self.body.get("status")
+        return status if isinstance(status, str) else None
+
+    @property
+    def label(self) -> str:
+        """How to name this message in a log line."""
+        compose_id = self.body.get("compose_id")
+        return str(compose_id) if isinstance(compose_id, str) else (self.id or self.topic)
+
+
+def needs_work(envelope: Envelope) -> bool:
+    """True when the message is a compose status change to a status we publish on."""
+    return envelope.is_compose_status and envelope.status in ACTIONABLE_STATUSES
+
+
+def parse_compose_message(body: Mapping[str, Any], allowlist: Iterable[str]) -> ComposeMessage:
+    """Validate an actionable body and its location; raise :class:`MessageError` if unusable."""
+    if not isinstance(body, Mapping):
+        raise MessageError("message body is not a JSON object")
+    if nesting_exceeds(body, MAX_JSON_DEPTH):
+        where = body.get("compose_id") if isinstance(body.get("compose_id"), str) else "message"
+        raise MessageError(f"{where}: message body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        message = ComposeMessage.model_validate(dict(body))
+    except ValidationError as error:
+        where = body.get("compose_id") if isinstance(body.get("compose_id"), str) else "message"
+        raise MessageError(f"{where}: {describe_validation_error(error, 'body')}") from None
+    check_location(message.location, allowlist, compose_id=message.compose_id)
+    return message
+
+
+def nesting_exceeds(document: object, limit: int) -> bool:
+    """True when parsed JSON nests objects and arrays more than ``limit`` levels deep.
+
+    Iterative: a document too deep for Python's recursion is answered, not crashed on.
+    """
+    pending: list[tuple[object, int]] = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, Mapping):
+            children: Iterable[object] = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
+
+
+def check_location(location: str, allowlist: Iterable[str], *, compose_id: str) -> None:
+    """Refuse a compose location that does not land under one of the allowlisted URL prefixes.
+
+    Judged as the server will read it (:mod:`.urls`): scheme, host and port must match
+    exactly, and the path's segments, percent-decoded once, must continue the prefix's on a
+    segment boundary (a plain ``startswith`` would let ``https://host.evil`` pass
+    ``https://host``). Encoded dots and separators, backslashes, ``;`` parameters and dot
+    segments are refused outright.
+    """
+    parts = urlsplit(location)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise MessageError(f"{compose_id}: location {location!r} is not an http(s) URL")
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise MessageError(
+            f"{compose_id}: location {_redact(location)!r} must not carry credentials, "
+            "a query or a fragment"
+        )
+    try:
+        place = urls.parse_url(location)
+    except urls.URLRefused as error:
+        raise MessageError(f"{compose_id}: location {location!r} {error}") from None
+    for prefix in allowlist:
+        try:
+            allowed = urls.parse_url(prefix)
+        except urls.URLRefused:
+            continue  # settings refuse such an entry; never let it widen the allowlist
+        if allowed.contains(place):
+            return
+    raise MessageError(f"{compose_id}: location {location!r} is outside compose_url_allowlist")
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+class _Headers(BaseModel):
+    """The message headers fedora-messaging defines (others pass through unchecked)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    fedora_messaging_severity: Literal[10, 20, 30, 40] | None = None
+    fedora_messaging_schema: str | None = None
+    fedora_messaging_schema_package: str | None = None
+    sent_at: str | None = Field(default=None, alias="sent-at")
+
+
+class SerializedMessage(BaseModel):
+    """fedora-messaging's ``SERIALIZED_MESSAGE_SCHEMA``: one line of a message file.
+
+    Validated here with pydantic rather than through ``fedora_messaging.message``, which
+    costs more start-up time than a whole replay of an already-published compose.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    topic: str
+    body: dict[str, Any]
+    headers: _Headers | None = None
+    id: str | None = None
+    queue: str | None = None
+    priority: int | None = None
+
+
+def read_message_file(text: str, *, source: str) -> list[Envelope]:
+    """Parse fedora-messaging's serialized format: one JSON message object per line.
+
+    Every line is checked before anything is done, so a bad file does no partial work.
+    """
+    envelopes = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{number}"
+        try:
+            document = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{where}: not JSON: {error.msg}") from None
+        except ValueError:  # json.loads turns a number of over 4300 digits into an int first
+            raise UsageError(f"{where}: not JSON: a number with thousands of digits") from None
+        except RecursionError:  # far too deep for Python's parser
+            raise UsageError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        if nesting_exceeds(document, MAX_JSON_DEPTH):
+            raise UsageError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if not isinstance(document, dict):
+            raise UsageError(f"{source}:{number}: not a serialized message (a JSON object)")
+        try:
+            message = SerializedMessage.model_validate(document)
+        except ValidationError as error:
+            reason = describe_validation_error(error, "message")
+            raise UsageError(
+                f"{source}:{number}: not a valid serialized message: {reason}"
+            ) from None
+        envelopes.append(Envelope(topic=message.topic, body=message.body, id=message.id))
+    if not envelopes:
+        raise UsageError(f"{source}: no messages")
+    return envelopes

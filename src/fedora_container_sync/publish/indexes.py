@@ -1,0 +1,95 @@
+"""Index tags: gate each one on what it holds now and what the run recorded, then write it.
+
+Gate, write, read back. distribution has no conditional PUT, so another writer can move the
+tag between our read and our write: the read-back catches that, and the gate runs again on
+what the tag holds now. A dry run gates and writes nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+from ..errors import SyncError, TagRaceError
+from ..gate.verdicts import GateDecision, Verdict
+from ..oci import mediatype
+from .context import RunContext
+from .plan import GateInputs, decide_index
+from .progress import RUN
+from .read import Registry, read_tag
+from .report import TagAction, TagOutcome
+
+_log = logging.getLogger(RUN)
+
+
+def gate_indexes(
+    ctx: RunContext,
+    registry: Registry,
+    repository: str,
+    tags: tuple[str, ...],
+    inputs: GateInputs,
+) -> list[tuple[TagOutcome, SyncError | None]]:
+    """Gate every index tag of ``repository`` in ``registry``, in order (a worker)."""
+    return [gate_index(ctx, registry, repository, tag, inputs) for tag in tags]
+
+
+def action_for(decision: GateDecision, *, dry_run: bool) -> TagAction | None:
+    """What a decision does to its tag; None: write the index."""
+    if decision.verdict in (Verdict.HOLD, Verdict.STALE):
+        return TagAction.WOULD_HOLD if dry_run else TagAction.HELD
+    if decision.verdict is Verdict.UNCHANGED:
+        return TagAction.UNCHANGED
+    if dry_run or not decision.entries:
+        return TagAction.WOULD_PUBLISH
+    return None
+
+
+def gate_index(
+    ctx: RunContext, registry: Registry, repository: str, tag: str, inputs: GateInputs
+) -> tuple[TagOutcome, SyncError | None]:
+    """Gate one index tag, and write it when the gate lets it move."""
+    client = registry.client
+    name = f"{registry.url}/{repository}:{tag}"
+
+    def outcome(action: TagAction, decision: GateDecision, digest: str | None) -> TagOutcome:
+        return TagOutcome(registry.url, repository, tag, action, decision, digest)
+
+    try:
+        for attempt in itertools.count(1):
+            current = read_tag(client, repository, tag)
+            decision = decide_index(
+                current,
+                inputs,
+                repository=repository,
+                compose_id=ctx.compose_id,
+                settings=ctx.settings,
+                options=ctx.options,
+            )
+            action = action_for(decision, dry_run=ctx.dry_run)
+            if action is TagAction.WOULD_PUBLISH:
+                return outcome(action, decision, None), None
+            if action is not None:
+                return outcome(action, decision, current.digest if current else None), None
+            body = decision.index_body(ctx.compose_id)
+            digest = client.manifest_put(repository, tag, mediatype.OCI_INDEX, body)
+            readback = client.manifest_get(repository, tag)
+            if readback is not None and readback.digest == digest:
+                return outcome(TagAction.PUBLISHED, decision, digest), None
+            holds = readback.digest if readback else "nothing"
+            if attempt >= ctx.settings.retry.attempts:
+                raise TagRaceError(
+                    f"{name}: lost a race {attempt} times: right after writing {digest} "
+                    f"the tag held {holds} (another writer moved it)"
+                )
+            _log.warning(
+                "compose %s: lost a race on %s: right after writing %s the tag held %s "
+                "(another writer moved it); gating again",
+                ctx.compose_id,
+                name,
+                digest,
+                holds,
+            )
+    except SyncError as error:
+        failure = TagOutcome(registry.url, repository, tag, TagAction.FAILED, error=str(error))
+        return failure, error
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,213 @@
+"""Read: what the compose lists, and what every registry holds at its tags - once, in parallel.
+
+The registry is the record: what a tag holds now (its arches, the composes its annotations
+name, what cannot be read) decides what the run does, for a fresh process as much as for a
+redelivery. A per-arch tag that cannot be read is an error of this run (its arch then counts
+as failed); an index tag that cannot be read is read again right before it is gated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from ..compose import bodhi
+from ..compose.fetch import ComposeFetcher
+from ..compose.metadata import ComposeFacts, compose_facts
+from ..compose.selection import ImageArtifact, select_images
+from ..config.load import registry_credentials
+from ..config.settings import RegistrySettings, Releases
+from ..errors import SyncError
+from ..gate.tags import ReleaseTags, excluded, merge_releases, needs_lookup, plan_tags
+from ..gate.verdicts import CurrentTag
+from ..oci.index import UnknownEntry, image_arch
+from ..oci.manifest import ARCH, Manifest
+from ..oci.platforms import FEDORA_PLATFORMS
+from ..registry import skopeo
+from ..registry.auth import RegistryAuth
+from ..registry.client import RegistryClient
+from .context import RunContext
+from .outcomes import Record
+from .plan import RegistryState, TagState, Unreadable
+from .progress import RUN
+from .workdir import work_dir_error
+from .workpool import WorkPool
+
+_log = logging.getLogger(RUN)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A configured registry this run talks to: its API client and skopeo's auth file."""
+
+    settings: RegistrySettings
+    client: RegistryClient
+    authfile: Path | None
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+
+def read_compose(
+    ctx: RunContext, fetcher: ComposeFetcher, http: httpx.Client, record: Record
+) -> tuple[list[ImageArtifact], ReleaseTags] | None:
+    """The compose's images to publish and the tags they go under; None (with a note or an
+    error recorded) when it publishes nothing."""
+    settings = ctx.settings
+    try:
+        metadata = fetcher.metadata()
+        artifacts = select_images(metadata.images.images, settings.repos, compose_id=ctx.compose_id)
+        if not artifacts:
+            record.note("no container images for the configured subvariants")
+            return None
+        facts = compose_facts(metadata)
+        reason = excluded(facts, settings.compose_rules)
+        if reason is not None:
+            record.note(reason)
+            return None
+        tags, notes = plan_tags(facts, _releases(ctx, facts, http), settings.compose_rules)
+        for note in notes:
+            record.note(note)
+        if tags is None:
+            return None
+    except SyncError as error:
+        record.fail(error)
+        return None
+    record.release = tags.release
+    _log.info(
+        "compose %s: %d container images; index tags %s, per-arch tags %s-<arch>",
+        ctx.compose_id,
+        len(artifacts),
+        ", ".join(tags.index_tags),
+        tags.release,
+    )
+    return artifacts, tags
+
+
+def _releases(ctx: RunContext, facts: ComposeFacts, http: httpx.Client) -> Releases:
+    """``[releases]``, completed from Bodhi when it lacks a number this compose needs."""
+    settings = ctx.settings
+    static = settings.releases
+    if not needs_lookup(facts.release_version, static, compose_id=ctx.compose_id):
+        return static
+    looked_up = bodhi.current_releases(
+        http, settings.bodhi, retry=settings.retry, deadline=settings.http_deadline
+    )
+    return merge_releases(static, looked_up)
+
+
+def connect(
+    ctx: RunContext, pool: WorkPool, stack: contextlib.ExitStack, record: Record
+) -> list[Registry]:
+    """A client and an auth file per registry that answers; the others are skipped."""
+    candidates: list[Registry] = []
+    for settings in ctx.settings.registries:
+        try:
+            credentials = registry_credentials(settings)
+        except SyncError as error:
+            record.fail(error)
+            continue
+        auth = RegistryAuth(
+            credentials, registry=settings.url, allow_http_realm=not settings.tls_verify
+        )
+        client = stack.enter_context(
+            RegistryClient(
+                settings,
+                timeout=ctx.settings.http_timeout,
+                deadline=ctx.settings.http_deadline,
+                retry=ctx.settings.retry,
+                auth=auth,
+                log_prefix=f"compose {ctx.compose_id}: ",
+            )
+        )
+        try:
+            authfile = stack.enter_context(
+                skopeo.auth_file(settings.host, credentials, ctx.work / "auth")
+            )
+        except OSError as error:
+            doing = f"writing the auth file for {settings.url}"
+            about = f"{ctx.compose_id}: "
+            record.fail(work_dir_error(error, ctx.settings.work_dir, doing, about=about))
+            continue
+        candidates.append(Registry(settings, client, authfile))
+    answering: list[Registry] = []
+
+    def pinged(registry: Registry, done: Future[None]) -> None:
+        try:
+            done.result()
+        except SyncError as error:
+            # One line naming the registry; the other registries still get the compose.
+            record.fail(
+                type(error)(
+                    f"registry {registry.url} not usable, nothing was changed there: {error}"
+                )
+            )
+            return
+        answering.append(registry)
+
+    for registry in candidates:
+        pool.submit(registry.client.ping, functools.partial(pinged, registry))
+    pool.run()
+    return [r for r in candidates if r in answering]
+
+
+def read_registries(
+    pool: WorkPool,
+    registries: Sequence[Registry],
+    artifacts: Sequence[ImageArtifact],
+    tags: ReleaseTags,
+    record: Record,
+) -> list[RegistryState]:
+    """Every per-arch tag of every image and every index tag of every repository, in every
+    registry, read once. A per-arch tag that cannot be read is an error, recorded now."""
+    read: dict[str, dict[tuple[str, str], TagState]] = {r.url: {} for r in registries}
+
+    def done(
+        registry: Registry, key: tuple[str, str], per_arch: bool, result: Future[TagState]
+    ) -> None:
+        try:
+            read[registry.url][key] = result.result()
+        except SyncError as error:
+            if per_arch:
+                record.fail(error)
+            read[registry.url][key] = Unreadable(str(error))
+
+    for registry in registries:
+        for artifact in artifacts:
+            key = (artifact.repository, tags.arch_tag(artifact.arch))
+            read_one = functools.partial(read_tag, registry.client, *key)
+            pool.submit(read_one, functools.partial(done, registry, key, True))
+    for registry in registries:
+        for repository in dict.fromkeys(artifact.repository for artifact in artifacts):
+            for tag in tags.index_tags:
+                key = (repository, tag)
+                read_one = functools.partial(read_tag, registry.client, *key)
+                pool.submit(read_one, functools.partial(done, registry, key, False))
+    pool.run()
+    return [RegistryState(registry.url, read[registry.url]) for registry in registries]
+
+
+def read_tag(client: RegistryClient, repository: str, tag: str) -> CurrentTag | None:
+    """What ``tag`` holds, as the gate sees it (None: no such tag)."""
+    found = client.manifest_get(repository, tag)
+    return None if found is None else _current(client, repository, found)
+
+
+def _current(client: RegistryClient, repository: str, found: Manifest) -> CurrentTag:
+    """What a tag holds, as the gate sees it: its arches, the composes it names, and what
+    cannot be read. A single image's arch is its annotation (this project's), else its
+    config's."""
+    arch: str | UnknownEntry | None = None
+    if not found.is_index:
+        arch = found.annotations.get(ARCH)
+        if arch not in FEDORA_PLATFORMS:
+            arch = image_arch(found, client.blob_get(repository, found.config_digest()))
+    return CurrentTag.of(found, arch)
