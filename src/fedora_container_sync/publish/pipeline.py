@@ -119,7 +119,7 @@ def _publish(ctx: RunContext, location: str, record: Record) -> None:
         execute(ctx, record.plan, by_url, fetcher, pool, record)
         # 4. Verify: read back every tag this run moved.
         if not ctx.dry_run:
-            verify_moved_tags(ctx, by_url, record)
+            verify_moved_tags(ctx, by_url, record, pool)
 
 
 @contextlib.contextmanager
