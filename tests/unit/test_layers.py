@@ -53,6 +53,7 @@ LAYERS = {
     "net": PURE,
     "net.httpclient": IO,
     "net.retry": IO,
+    "net.tls": IO,
     "registry": PURE,
     "registry.client": IO,
     "registry.auth": IO,

@@ -41,7 +41,7 @@ def check_cert_dir(registry: RegistrySettings) -> None:
         raise ConfigError(f"{where}: not a directory") from None
     except OSError as error:
         raise ConfigError(f"{where}: unreadable: {error.strerror}") from None
-    from ..registry.client import ssl_context
+    from ..net.tls import tls_context
 
     for entry in entries:
         if entry.suffix not in (".crt", ".cert", ".key"):
@@ -52,7 +52,7 @@ def check_cert_dir(registry: RegistrySettings) -> None:
         except OSError as error:
             raise ConfigError(f"{where}: {entry.name}: unreadable: {error.strerror}") from None
     try:
-        ssl_context(registry.cert_dir, verify=registry.tls_verify)
+        tls_context(registry.cert_dir, verify=registry.tls_verify)
     except (ssl.SSLError, OSError) as error:
         reason = " ".join(str(error).split())
         raise ConfigError(f"{where}: not usable certificates or keys: {reason}") from None

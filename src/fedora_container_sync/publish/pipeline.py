@@ -29,6 +29,7 @@ from ..compose.message import ComposeMessage, Envelope, needs_work, parse_compos
 from ..config.settings import Settings
 from ..errors import ConfigError
 from ..net.httpclient import new_client
+from ..net.tls import TlsContexts
 from .context import PublishOptions, RunContext
 from .execute import execute
 from .outcomes import Record
@@ -98,14 +99,15 @@ def publish_compose(
 
 
 def _publish(ctx: RunContext, location: str, record: Record) -> None:
-    with _session(ctx) as (http, stack, pool):
+    tls = TlsContexts()
+    with _session(ctx, tls) as (http, stack, pool):
         # 1. Read what the compose lists, and what every registry holds at its tags, once.
         fetcher = _fetcher(ctx, http, location)
         compose = read_compose(ctx, fetcher, http, record)
         if compose is None:
             return
         artifacts, tags = compose
-        registries = connect(ctx, pool, stack, record)
+        registries = connect(ctx, pool, stack, record, tls)
         states = read_registries(pool, registries, artifacts, tags, record)
         # 2. Decide, purely, what every image, per-arch tag and index tag gets.
         record.plan = make_plan(
@@ -117,16 +119,20 @@ def _publish(ctx: RunContext, location: str, record: Record) -> None:
         execute(ctx, record.plan, by_url, fetcher, pool, record)
         # 4. Verify: read back every tag this run moved.
         if not ctx.dry_run:
-            verify_moved_tags(ctx, by_url, record)
+            verify_moved_tags(ctx, by_url, record, pool)
 
 
 @contextlib.contextmanager
-def _session(ctx: RunContext) -> Iterator[tuple[httpx.Client, contextlib.ExitStack, WorkPool]]:
+def _session(
+    ctx: RunContext, tls: TlsContexts
+) -> Iterator[tuple[httpx.Client, contextlib.ExitStack, WorkPool]]:
     """An HTTP client for the compose and Bodhi, a stack for the registry clients and auth
     files, and the pool of ``max_parallel`` workers; closed in the reverse order."""
     with (
         new_client(
-            timeout=ctx.settings.http_timeout, headers={"User-Agent": "fedora-container-sync"}
+            timeout=ctx.settings.http_timeout,
+            verify=tls.get(None, verify=True),
+            headers={"User-Agent": "fedora-container-sync"},
         ) as http,
         contextlib.ExitStack() as stack,
         WorkPool(ctx.settings.max_parallel) as pool,

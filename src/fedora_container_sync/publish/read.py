@@ -27,6 +27,7 @@ from ..config.settings import RegistrySettings, Releases
 from ..errors import SyncError
 from ..gate.tags import ReleaseTags, excluded, merge_releases, needs_lookup, plan_tags
 from ..gate.verdicts import CurrentTag
+from ..net.tls import TlsContexts
 from ..oci.index import UnknownEntry, image_arch
 from ..oci.manifest import ARCH, Manifest
 from ..oci.platforms import FEDORA_PLATFORMS
@@ -105,9 +106,14 @@ def _releases(ctx: RunContext, facts: ComposeFacts, http: httpx.Client) -> Relea
 
 
 def connect(
-    ctx: RunContext, pool: WorkPool, stack: contextlib.ExitStack, record: Record
+    ctx: RunContext,
+    pool: WorkPool,
+    stack: contextlib.ExitStack,
+    record: Record,
+    tls: TlsContexts,
 ) -> list[Registry]:
-    """A client and an auth file per registry that answers; the others are skipped."""
+    """A client and an auth file per registry that answers; the others are skipped. The
+    clients share ``tls``: one context per TLS setting."""
     candidates: list[Registry] = []
     for settings in ctx.settings.registries:
         try:
@@ -126,6 +132,7 @@ def connect(
                 retry=ctx.settings.retry,
                 auth=auth,
                 log_prefix=f"compose {ctx.compose_id}: ",
+                tls=tls,
             )
         )
         try:

@@ -14,7 +14,6 @@ import json
 import logging
 import re
 import ssl
-from pathlib import Path
 
 import httpx
 
@@ -22,6 +21,7 @@ from ..config.settings import DEFAULT_HTTP_DEADLINE, RegistrySettings, RetrySett
 from ..errors import RegistryError, RegistryUnavailable, one_line
 from ..net.httpclient import MAX_API_ANSWER_BYTES, new_client, request_limits
 from ..net.retry import call_with_retry, retry_after_seconds, transient_status
+from ..net.tls import TlsContexts
 from ..oci import mediatype
 from ..oci.manifest import Manifest, digest_of
 
@@ -46,25 +46,6 @@ _UNUSABLE: dict[type[Exception], str] = {
 }
 
 
-def ssl_context(cert_dir: Path | None, *, verify: bool) -> ssl.SSLContext:
-    """TLS settings in the containers convention.
-
-    ``*.crt`` files are CAs; each ``*.cert`` with a ``*.key`` beside it is a client certificate.
-    """
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if cert_dir is not None:
-        for ca in sorted(cert_dir.glob("*.crt")):
-            context.load_verify_locations(cafile=str(ca))
-        for cert in sorted(cert_dir.glob("*.cert")):
-            key = cert.with_suffix(".key")
-            if key.exists():
-                context.load_cert_chain(str(cert), str(key))
-    return context
-
-
 class RegistryClient:
     """Talks to one configured registry (``host[:port][/namespace]``)."""
 
@@ -78,6 +59,7 @@ class RegistryClient:
         auth: httpx.Auth | None = None,
         transport: httpx.BaseTransport | None = None,
         log_prefix: str = "",
+        tls: TlsContexts | None = None,
     ) -> None:
         self.registry = registry
         self._retry = retry
@@ -86,7 +68,7 @@ class RegistryClient:
         self._scheme: str | None = "https" if registry.tls_verify else None
         self._client = new_client(
             timeout=timeout,
-            verify=ssl_context(registry.cert_dir, verify=registry.tls_verify),
+            verify=(tls or TlsContexts()).get(registry.cert_dir, verify=registry.tls_verify),
             auth=auth,
             follow_redirects=False,
             transport=transport,
