@@ -4,7 +4,8 @@
 runs saved bus messages through the same code path as the consumer. Exit codes: 0 everything
 published, 3 finished but a tag was not moved (held by the gate, or stale: the rollback guard),
 1 something could not be published, 2 bad usage, config or message file. Every failure is one
-line on stderr; the summary goes to stdout.
+line on stderr; the summary goes to stdout. stderr gets one line per finished step too, or, when
+it is a terminal, a live display of the run (:mod:`.publish.terminal`).
 
 ``dead-letters [--config FILE] [--queue NAME] [--limit N] OUTPUT`` moves messages from the
 consumer's dead-letter queue into OUTPUT, a message file for ``replay``. Exit codes: 0 done
@@ -43,11 +44,12 @@ sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 from . import __version__, shutdown  # noqa: E402
 from .errors import SyncError, UsageError  # noqa: E402
-from .publish.progress import STEPS, Console  # noqa: E402
+from .publish.progress import STEPS  # noqa: E402
 from .publish.report import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, ComposeReport, render  # noqa: E402
 
 if TYPE_CHECKING:
     from .bus.notify import BusPublisher
+    from .publish.terminal import Terminal
 
 PROG = "fedora-container-sync"
 #: 128 + the signal's number, as a shell reports a process the signal ended
@@ -200,16 +202,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    console = None
+    terminal = None
     try:
         with _stop_on_signals():
             args = build_parser().parse_args(argv)
-            console = _setup_logging(verbose=getattr(args, "verbose", False))
-            if args.command == "audit":
-                return _audit(args)
-            if args.command == "dead-letters":
-                return _dead_letters(args)
-            return _replay(args, console)
+            terminal = _setup_logging(verbose=getattr(args, "verbose", False))
+            try:
+                if args.command == "audit":
+                    return _audit(args)
+                if args.command == "dead-letters":
+                    return _dead_letters(args)
+                return _replay(args, terminal)
+            finally:
+                if terminal is not None:  # gone before the last line is printed
+                    terminal.end()
     except UsageError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -226,8 +232,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"{PROG}: internal error: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_FAILED
     finally:
-        if console is not None:
-            console.done()
+        if terminal is not None:  # again: a signal may have cut the first stop short
+            terminal.end()
 
 
 @contextlib.contextmanager
@@ -257,7 +263,7 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(each, handler)
 
 
-def _replay(args: argparse.Namespace, console: Console) -> int:
+def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
     from .compose.message import needs_work, parse_compose_message, read_message_file
     from .config.load import check_credentials, config_path, load_settings
     from .oci.platforms import FEDORA_PLATFORMS
@@ -303,7 +309,9 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
         publisher = BusPublisher(path)
     reports: list[ComposeReport] = []
     for envelope in envelopes:
-        report = handle_envelope(envelope, settings, dry_run=args.dry_run, options=options)
+        report = handle_envelope(
+            envelope, settings, dry_run=args.dry_run, options=options, view=terminal
+        )
         if report is None:
             status = envelope.status or "none"
             print(f"ignored {envelope.label}: status {status} on {envelope.topic}")
@@ -311,7 +319,6 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
         if publisher is not None:
             _announce(report, publisher, unchanged=args.announce)
         reports.append(report)
-        console.done()
         print(render([report]), flush=True)
     codes = {report.exit_code for report in reports}
     if EXIT_FAILED in codes:
@@ -384,10 +391,18 @@ def _read_text(name: str) -> str:
         raise UsageError(f"message file {name}: unreadable: {error}") from None
 
 
-def _setup_logging(*, verbose: bool) -> Console:
+def _setup_logging(*, verbose: bool) -> Terminal | None:
     """Warnings and errors (every step too with ``-v``) on stderr; one line per finished step
-    always, or on a terminal one status line rewritten in place."""
-    handler = Console(sys.stderr, status=sys.stderr.isatty())
+    always, or, on a terminal, a live display of the run (returned) with the other lines above
+    it."""
+    handler: logging.Handler
+    terminal = None
+    if sys.stderr.isatty():
+        from .publish.terminal import Terminal
+
+        handler = terminal = Terminal(sys.stderr)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -396,7 +411,7 @@ def _setup_logging(*, verbose: bool) -> Console:
     # Libraries below us log at INFO per request; keep them quiet unless something is wrong.
     for noisy in ("httpx", "httpcore", "fedora_messaging"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return handler
+    return terminal
 
 
 if __name__ == "__main__":

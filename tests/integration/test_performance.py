@@ -7,8 +7,6 @@ from __future__ import annotations
 import functools
 import gzip
 import lzma
-import os
-import pty
 import re
 import subprocess
 import sys
@@ -309,43 +307,6 @@ def test_image_files_are_asked_for_as_they_are_and_decoded_if_encoded_anyway(har
     assert _EncodingHandler.asked == ["identity"]
     archive = compose_dir / artifact.path
     assert local.path.read_bytes() == lzma.decompress(archive.read_bytes())
-
-
-def test_on_a_terminal_the_steps_are_one_status_line(harness):
-    body = harness.compose(OLD, arches=("x86_64", "s390x"))
-    primary, secondary = pty.openpty()
-    screen = bytearray()
-
-    def read() -> None:
-        while True:
-            try:
-                data = os.read(primary, 4096)
-            except OSError:  # the other end closed
-                return
-            if not data:
-                return
-            screen.extend(data)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    replay = subprocess.run(
-        [sys.executable, "-m", "fedora_container_sync", "replay", "--config",
-         str(harness.config()), str(harness.message_file(body))],
-        stdout=subprocess.PIPE, stderr=secondary, text=True, check=False,
-        env={**os.environ, "COLUMNS": "300"},
-    )  # fmt: skip
-    os.close(secondary)
-    reader.join(timeout=30)
-    os.close(primary)
-
-    assert replay.returncode == 0
-    terminal = screen.decode()
-    statuses = re.findall(r"\r\x1b\[K([^\r\n]*)", terminal)
-    steps = [text for text in statuses if re.search(r": \[\d+/8\] ", text)]
-    assert len(steps) == 8 and steps[-1].startswith(f"compose {OLD}: [8/8] gate: ")
-    assert "\n" not in terminal  # no step printed as a line of its own
-    assert terminal.endswith("\r\x1b[K")  # the status line is gone at the end
-    assert "work: downloaded 2 " in replay.stdout and "result: OK" in replay.stdout
 
 
 def peak_rss_mib(harness, compose_id: str, payload_mib: int) -> float:

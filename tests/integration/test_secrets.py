@@ -57,7 +57,7 @@ def capture(monkeypatch: pytest.MonkeyPatch) -> Capture:
     handler = Capture()
     original = cli._setup_logging
 
-    def setup(*, verbose: bool) -> cli.Console:
+    def setup(*, verbose: bool) -> cli.Terminal | None:
         console = original(verbose=verbose)
         for name in ("fedora_container_sync", "httpx", "httpcore"):
             logger = logging.getLogger(name)

@@ -39,7 +39,7 @@ def capture_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Capture]:
     #: the levels the CLI set, put back afterwards (as if nothing had been captured)
     levels = {name: logging.getLogger(name).level for name in _LOGGERS}
 
-    def setup(*, verbose: bool) -> cli.Console:
+    def setup(*, verbose: bool) -> cli.Terminal | None:
         console = original(verbose=verbose)
         for name in _LOGGERS:
             logger = logging.getLogger(name)

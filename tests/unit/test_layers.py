@@ -66,6 +66,7 @@ LAYERS = {
     "publish.outcomes": PURE,
     "publish.report": PURE,
     "publish.progress": IO,
+    "publish.terminal": IO,
     "publish.workpool": IO,
     "publish.workdir": IO,
     "publish.read": IO,

@@ -1,64 +1,150 @@
-"""What people see: step lines as a status line on a terminal, as log lines elsewhere."""
+"""What people see: on a terminal, a live display of the run (rich, on a terminal console
+writing to memory here) with every other line above it, whole; without one, nothing but the
+lines, and nothing for the workers to report."""
+
+from __future__ import annotations
 
 import io
 import logging
+import re
 
 import pytest
+from rich.console import Console
 
-from fedora_container_sync.publish.progress import STEPS, Console
+from fedora_container_sync.compose.selection import ImageArtifact
+from fedora_container_sync.publish.progress import STEPS, Activity, Progress
+from fedora_container_sync.publish.terminal import Terminal
 
-CLEAR = "\r\x1b[K"
+_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+#: what rich writes before each frame but the first: back to the frame's first line
+_BACK = re.compile(r"\r\x1b\[2K(?:\x1b\[1A\x1b\[2K)*")
+#: the end of a row whose bar pulses: nothing but the bar after the text
+BAR = r"(?: [━╸╺ ]*)?$"
 
 
-def record(name, level, message):
+def artifact(repository: str, arch: str, size: int = 2048) -> ImageArtifact:
+    path = f"Container/{arch}/images/{repository}.{arch}.tar.xz"
+    return ImageArtifact(repository, "Container_Base", "Container", arch, path, size, "0" * 64,
+                         "docker", "tar.xz")  # fmt: skip
+
+
+def record(name: str, level: int, message: str) -> logging.LogRecord:
     return logging.LogRecord(name, level, __file__, 1, message, None, None)
 
 
 @pytest.fixture
-def console():
-    stream = io.StringIO()
-    handler = Console(stream, status=True)
+def stream() -> io.StringIO:
+    return io.StringIO()
+
+
+@pytest.fixture
+def terminal(stream: io.StringIO) -> Terminal:
+    console = Console(file=stream, force_terminal=True, width=160, color_system=None)
+    handler = Terminal(stream, console=console)
     handler.setFormatter(logging.Formatter("fcs: %(levelname)s: %(message)s"))
-    return handler, stream
+    yield handler
+    handler.end()
 
 
-def test_on_a_terminal_steps_rewrite_one_status_line(console, monkeypatch):
-    handler, stream = console
-    monkeypatch.setenv("COLUMNS", "200")
-    handler.emit(record(STEPS, logging.INFO, "compose C: [1/3] downloaded a"))
-    handler.emit(record(STEPS, logging.INFO, "compose C: [2/3] converted a"))
-    assert stream.getvalue() == (
-        f"{CLEAR}compose C: [1/3] downloaded a{CLEAR}compose C: [2/3] converted a"
+def last_frame(stream: io.StringIO) -> list[str]:
+    """The lines of the display as it was last drawn."""
+    frame = _BACK.split(stream.getvalue())[-1]
+    return [line.rstrip() for line in _ESCAPE.sub("", frame).split("\n")]
+
+
+def text(stream: io.StringIO) -> list[str]:
+    return [line.rstrip() for line in re.split(r"[\r\n]+", _ESCAPE.sub("", stream.getvalue()))]
+
+
+def test_each_image_shows_what_is_done_to_it_and_goes_when_done(terminal, stream):
+    progress = Progress("C", terminal)
+    toolbox, base = artifact("fedora-toolbox", "x86_64"), artifact("fedora", "s390x")
+    progress.started("FINISHED", "http://compose", dry_run=False)
+    progress.count(0, 8)
+    with progress.downloading(toolbox) as on_bytes:
+        assert on_bytes is not None
+        on_bytes(1024)
+        # Another image starting draws the display at once: the bytes so far, size and rate.
+        with progress.downloading(base) as other:
+            assert other is not None
+            frame = last_frame(stream)
+            assert re.fullmatch(r"compose C +\[0/8\].*", frame[0]), frame
+            assert re.fullmatch(
+                r"  fedora-toolbox/x86_64 +downloading .* 1\.0/2\.0 KiB [\d.]+ \S+/s", frame[1]
+            ), frame
+            assert re.fullmatch(r"  fedora/s390x +downloading .* 0\.0/2\.0 KiB .*/s", frame[2])
+            other(2048)
+        on_bytes(2048)
+    with progress.converting(toolbox):
+        assert re.match(r"  fedora-toolbox/x86_64 +converting", last_frame(stream)[1])
+    # Two pushes at once, which of how many; then how the last one ended.
+    with progress.pushing(toolbox, "quay.io/fedora", 1, 2):
+        with progress.pushing(toolbox, "registry.example/f", 2, 2):
+            assert re.match(
+                r"  fedora-toolbox/x86_64 +pushing to quay.io/fedora \(1 of 2\), "
+                r"pushing to registry.example/f \(2 of 2\)" + BAR,
+                last_frame(stream)[1],
+            )
+        assert re.match(r"  \S+ +pushing to quay.io/fedora \(1 of 2\)" + BAR, last_frame(stream)[1])
+    assert re.match(r"  \S+ +pushed to quay.io/fedora \(1 of 2\)" + BAR, last_frame(stream)[1])
+    with pytest.raises(OSError), progress.converting(base):
+        raise OSError("no space left on device")
+    assert re.match(r"  fedora/s390x +conversion failed", last_frame(stream)[2])
+
+    terminal.finished(toolbox.name)
+    assert [line.split()[0] for line in last_frame(stream)] == ["compose", "fedora/s390x"]
+    progress.ended()
+    assert stream.getvalue().endswith("\x1b[?25h")  # the cursor shown again
+
+
+def test_lines_go_above_the_display_whole_and_info_steps_only_count(terminal, stream):
+    terminal.begin("C")
+    terminal.count(1, 3)
+    terminal.handle(record(STEPS, logging.INFO, "compose C: [1/3] downloaded a"))
+    held = "compose C: [2/3] gate: held " + "x" * 150
+    terminal.handle(record(STEPS, logging.WARNING, held))
+    terminal.handle(record("fedora_container_sync.retry", logging.WARNING, "retrying"))
+    terminal.end()
+    lines = text(stream)
+    assert f"fcs: WARNING: {held}" in lines  # longer than the terminal, still one line
+    assert "fcs: WARNING: retrying" in lines
+    assert not [line for line in lines if "downloaded a" in line]
+    assert [line for line in lines if line.startswith("compose C [1/3]")]
+
+
+def test_lines_without_a_run_are_lines(terminal, stream):
+    terminal.handle(record("fedora_container_sync.cli", logging.WARNING, "--force: careful"))
+    terminal.end()
+    assert stream.getvalue() == "fcs: WARNING: --force: careful\n"
+
+
+def test_without_a_view_the_workers_report_nothing():
+    progress = Progress("C")
+    with progress.downloading(artifact("fedora", "x86_64")) as on_bytes:
+        assert on_bytes is None
+    with progress.converting(artifact("fedora", "x86_64")) as converting:
+        assert converting is None
+    progress.count(1, 2)
+    progress.ended()
+
+
+def test_on_a_narrow_terminal_what_is_done_gives_way_not_the_numbers(stream):
+    console = Console(file=stream, force_terminal=True, width=80, color_system=None)
+    terminal = Terminal(stream, console=console)
+    terminal.begin("Fedora-41-20241026.0")
+    terminal.count(13, 30)
+    download = Activity("downloading", "downloaded", "download failed", 1484 << 20)
+    push = Activity("pushing to registry.fedoraproject.org/fedora (2 of 2)", "", "")
+    try:
+        with terminal.working("fedora-toolbox/x86_64", download) as on_bytes:
+            on_bytes(742 << 20)
+            with terminal.working("fedora/s390x", push):
+                frame = last_frame(stream)
+    finally:
+        terminal.end()
+    assert frame[0].startswith("compose Fedora-41-20241026.0 [13/30] ")
+    assert re.fullmatch(
+        r"  fedora-toolbox/x86_64 +downloading .* 0\.7/1\.4 GiB [\d.,]+ \S+/s", frame[1]
     )
-
-
-def test_other_lines_go_above_the_status_line(console, monkeypatch):
-    handler, stream = console
-    monkeypatch.setenv("COLUMNS", "200")
-    handler.emit(record(STEPS, logging.INFO, "[1/3] downloaded a"))
-    handler.emit(record(STEPS, logging.WARNING, "[2/3] gate: held 41"))
-    handler.emit(record("fedora_container_sync.retry", logging.WARNING, "retrying"))
-    handler.done()
-    screen = stream.getvalue()
-    assert screen == (
-        f"{CLEAR}[1/3] downloaded a"
-        f"{CLEAR}fcs: WARNING: [2/3] gate: held 41\n{CLEAR}[1/3] downloaded a"
-        f"{CLEAR}fcs: WARNING: retrying\n{CLEAR}[1/3] downloaded a"
-        f"{CLEAR}"
-    )
-
-
-def test_the_status_line_fits_the_terminal(console, monkeypatch):
-    handler, stream = console
-    monkeypatch.setenv("COLUMNS", "20")
-    handler.emit(record(STEPS, logging.INFO, "x" * 50))
-    assert stream.getvalue() == CLEAR + "x" * 18 + "…"
-
-
-def test_without_a_terminal_every_step_is_a_line():
-    stream = io.StringIO()
-    handler = Console(stream, status=False)
-    handler.emit(record(STEPS, logging.INFO, "[1/2] downloaded a"))
-    handler.emit(record(STEPS, logging.INFO, "[2/2] converted a"))
-    handler.done()
-    assert stream.getvalue() == "[1/2] downloaded a\n[2/2] converted a\n"
+    assert re.match(r"  fedora/s390x +pushing to \S*…", frame[2])
+    assert max(len(line) for line in frame) <= 80

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,12 +107,20 @@ class ComposeFetcher:
         images = parse_images(self._get_json("metadata/images.json"), compose_id=compose_id)
         return metadata_of(info, images, compose_id=compose_id)
 
-    def download(self, artifact: ImageArtifact, dest_dir: Path) -> LocalImage:
+    def download(
+        self,
+        artifact: ImageArtifact,
+        dest_dir: Path,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> LocalImage:
         """Stream one image file to ``dest_dir``, decompressing it and verifying size and sha256.
 
         The result is a plain tar named after the archive's checksum. Decompression stops at
         ``max_decompressed_ratio`` times the file's size (at least 1 MiB, at most
         ``max_decompressed_size``): the rest is only checksummed, and the image is refused.
+        ``on_bytes``, if given, is called after each chunk with the bytes of the file received
+        so far (from 0 again on a retry); for a display, so it must be cheap.
         """
         dest_dir.mkdir(parents=True, exist_ok=True)
         final = dest_dir / f"{artifact.sha256}.tar"
@@ -123,14 +131,20 @@ class ComposeFetcher:
             f"{artifact.size} bytes at min_download_rate {self._min_download_rate} bytes/s)"
         )
         call_with_retry(
-            lambda: self._download_once(artifact, final, where, seconds, deadline),
+            lambda: self._download_once(artifact, final, where, seconds, deadline, on_bytes),
             what=f"compose {self._compose_id}: download of {artifact.path}",
             policy=self._retry,
         )
         return LocalImage(artifact, final, detect_transport(final, where=where))
 
     def _download_once(
-        self, artifact: ImageArtifact, final: Path, where: str, seconds: float, deadline: str
+        self,
+        artifact: ImageArtifact,
+        final: Path,
+        where: str,
+        seconds: float,
+        deadline: str,
+        on_bytes: Callable[[int], None] | None,
     ) -> None:
         partial = final.with_name(final.name + ".part")
         cap = decompressed_limit(artifact.size, ratio=self._max_ratio, maximum=self._max_size)
@@ -149,6 +163,8 @@ class ComposeFetcher:
                 for chunk in _body(response):
                     hasher.update(chunk)
                     size += len(chunk)
+                    if on_bytes is not None:
+                        on_bytes(size)
                     if size > artifact.size:
                         raise ComposeError(
                             f"{where}: larger than the {artifact.size} bytes images.json lists"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +52,16 @@ class PreparedImage:
         )
 
 
-def download(ctx: RunContext, fetcher: ComposeFetcher, artifact: ImageArtifact) -> LocalImage:
+def download(
+    ctx: RunContext,
+    fetcher: ComposeFetcher,
+    artifact: ImageArtifact,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+) -> LocalImage:
+    """``on_bytes``: called with the bytes received so far as they come (for a display)."""
     with _space_for(ctx, artifact, "downloading"):
-        return fetcher.download(artifact, ctx.work / "downloads")
+        return fetcher.download(artifact, ctx.work / "downloads", on_bytes=on_bytes)
 
 
 def discard(local: LocalImage) -> None:

@@ -9,7 +9,8 @@ layouts are still needed - never from counters.
 
 The workers only do the blocking work (download, convert, push, gate); recording, deciding what
 comes next and removing what is no longer needed happen on the calling thread, in the pool's
-follow-ups (:mod:`.workpool`).
+follow-ups (:mod:`.workpool`). The workers say when they start and end a download, conversion
+or push, for a terminal to show (:class:`.progress.Progress`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 
 from ..compose.fetch import ComposeFetcher, LocalImage
+from ..compose.selection import ImageArtifact
 from ..errors import SyncError
 from ..gate.verdicts import GateDecision, Verdict, decide_arch_tag
 from . import build, outcomes
@@ -27,6 +29,7 @@ from .context import RunContext
 from .indexes import gate_indexes
 from .outcomes import ArchOutcome, ImageStep, Record, Stage
 from .plan import ArchAction, ArchTagPlan, ImagePlan, Plan
+from .progress import Progress
 from .push import push_image
 from .read import Registry
 from .report import TagOutcome
@@ -44,9 +47,10 @@ def execute(
     fetcher: ComposeFetcher,
     pool: WorkPool,
     record: Record,
+    progress: Progress,
 ) -> None:
     """Do what ``plan`` says, recording each outcome in ``record`` as it comes."""
-    _Execution(ctx, plan, registries, fetcher, pool, record).run()
+    _Execution(ctx, plan, registries, fetcher, pool, record, progress).run()
 
 
 class _Execution:
@@ -58,6 +62,7 @@ class _Execution:
         fetcher: ComposeFetcher,
         pool: WorkPool,
         record: Record,
+        progress: Progress,
     ) -> None:
         self.ctx = ctx
         self.plan = plan
@@ -65,16 +70,18 @@ class _Execution:
         self.fetcher = fetcher
         self.pool = pool
         self.record = record
+        self.progress = progress
 
     def run(self) -> None:
         """Settle the per-arch tags that need no image; start the downloads; run the pool."""
+        self.progress.count(self.record.done(), self.record.total())
         for image in self.plan.images:
             for target in image.targets:
                 if not (image.build and target.action in (ArchAction.PUSH, ArchAction.KEEP)):
                     self._settle(_without_image(target))
             if image.build:
                 self.pool.submit(
-                    functools.partial(build.download, self.ctx, self.fetcher, image.artifact),
+                    functools.partial(self._download, image.artifact),
                     functools.partial(self._downloaded, image),
                     priority=_DOWNLOAD,
                 )
@@ -94,7 +101,7 @@ class _Execution:
             self._built(image, None)
             return
         self.pool.submit(
-            functools.partial(build.convert, self.ctx, local),
+            functools.partial(self._convert, local),
             functools.partial(self._converted, image),
             priority=_CONVERT,
         )
@@ -113,6 +120,7 @@ class _Execution:
     def _built(self, image: ImagePlan, prepared: PreparedImage | None) -> None:
         """Push a built image wherever the plan sends it (``prepared`` is None in a dry run:
         each tag gets what the plan says it would)."""
+        pushes: list[tuple[ArchTagPlan, GateDecision]] = []
         for target in self.record.waiting(image):
             if prepared is None:
                 keep = target.action is ArchAction.KEEP
@@ -131,16 +139,36 @@ class _Execution:
                 entry = prepared.entry(self.ctx.compose_id)
                 self._settle(outcomes.unchanged(target, decision, entry))
                 continue
-            registry = self.registries[target.registry]
+            pushes.append((target, decision))
+        if prepared is None:
+            return
+        for number, (target, decision) in enumerate(pushes, 1):
             self.pool.submit(
-                functools.partial(
-                    push_image, self.ctx, registry, target.repository, target.tag, prepared
-                ),
+                functools.partial(self._push, target, prepared, number, len(pushes)),
                 functools.partial(self._pushed, image, target, decision, prepared),
                 priority=_PUSH,
             )
-        if prepared is not None and not self.record.waiting(image):
+        if not self.record.waiting(image):
             build.remove(prepared)
+
+    # -- the work, on a worker -----------------------------------------------------------------
+
+    def _download(self, artifact: ImageArtifact) -> LocalImage:
+        with self.progress.downloading(artifact) as on_bytes:
+            return build.download(self.ctx, self.fetcher, artifact, on_bytes=on_bytes)
+
+    def _convert(self, local: LocalImage) -> PreparedImage:
+        with self.progress.converting(local.artifact):
+            return build.convert(self.ctx, local)
+
+    def _push(
+        self, target: ArchTagPlan, prepared: PreparedImage, number: int, of: int
+    ) -> GateDecision | None:
+        with self.progress.pushing(prepared.artifact, target.registry, number, of):
+            registry = self.registries[target.registry]
+            return push_image(self.ctx, registry, target.repository, target.tag, prepared)
+
+    # -- follow-ups, on the orchestrator's thread -----------------------------------------------
 
     def _pushed(
         self,

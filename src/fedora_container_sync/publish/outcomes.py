@@ -122,6 +122,9 @@ class Listener(Protocol):
     def note(self, note: str) -> None:
         """Something the report says besides the tags."""
 
+    def image_done(self, image: ImagePlan) -> None:
+        """Every per-arch tag of ``image`` has its outcome: nothing more is done with it."""
+
 
 class Record:
     """Everything one run did, in the order it happened."""
@@ -156,6 +159,9 @@ class Record:
     def arch_outcome(self, outcome: ArchOutcome, error: SyncError | None = None) -> None:
         self.arch[outcome.target.key] = outcome
         self._then(outcome, error)
+        image = next(i for i in self._plan().images if i.artifact == outcome.target.artifact)
+        if not self.waiting(image):
+            self._listener.image_done(image)
 
     def index_outcome(self, outcome: TagOutcome, error: SyncError | None = None) -> None:
         self.indexes.append(outcome)

@@ -34,7 +34,7 @@ from .context import PublishOptions, RunContext
 from .execute import execute
 from .outcomes import Record
 from .plan import make_plan
-from .progress import RUN, Progress
+from .progress import RUN, Progress, View
 from .read import connect, read_compose, read_registries
 from .report import ComposeReport
 from .verify import verify_moved_tags
@@ -48,15 +48,17 @@ def handle_envelope(
     *,
     dry_run: bool = False,
     options: PublishOptions | None = None,
+    view: View | None = None,
 ) -> ComposeReport | None:
-    """Do what one bus message asks for; None when it asks for nothing."""
+    """Do what one bus message asks for; None when it asks for nothing. ``view``: a live
+    display of the run (on a terminal)."""
     if not needs_work(envelope):
         logging.getLogger(RUN).info(
             "ignoring %s: topic %s, status %s", envelope.label, envelope.topic, envelope.status
         )
         return None
     message = parse_compose_message(envelope.body, settings.compose_url_allowlist)
-    return publish_compose(message, settings, dry_run=dry_run, options=options)
+    return publish_compose(message, settings, dry_run=dry_run, options=options, view=view)
 
 
 def prepare_work_dir(settings: Settings) -> None:
@@ -79,17 +81,22 @@ def publish_compose(
     *,
     dry_run: bool = False,
     options: PublishOptions | None = None,
+    view: View | None = None,
 ) -> ComposeReport:
     """Publish one finished compose to every configured registry: read, decide, act, verify."""
     started = time.monotonic()
-    progress = Progress(message.compose_id)
+    progress = Progress(message.compose_id, view)
     record = Record(message.compose_id, dry_run=dry_run, listener=progress)
     progress.started(message.status, message.location, dry_run=dry_run)
-    # A private directory per run: two runs (a redelivery and a manual replay, say) never
-    # share files, and what a killed run left behind is swept, never built upon.
-    with run_directory(settings.work_dir, message.compose_id) as work:
-        ctx = RunContext(message.compose_id, settings, options or PublishOptions(), dry_run, work)
-        _publish(ctx, message.location, record)
+    try:
+        # A private directory per run: two runs (a redelivery and a manual replay, say) never
+        # share files, and what a killed run left behind is swept, never built upon.
+        with run_directory(settings.work_dir, message.compose_id) as work:
+            options = options or PublishOptions()
+            ctx = RunContext(message.compose_id, settings, options, dry_run, work)
+            _publish(ctx, message.location, record, progress)
+    finally:
+        progress.ended()
     report = record.report(
         registries=[registry.url for registry in settings.registries],
         seconds=time.monotonic() - started,
@@ -98,7 +105,7 @@ def publish_compose(
     return report
 
 
-def _publish(ctx: RunContext, location: str, record: Record) -> None:
+def _publish(ctx: RunContext, location: str, record: Record, progress: Progress) -> None:
     tls = TlsContexts()
     with _session(ctx, tls) as (http, stack, pool):
         # 1. Read what the compose lists, and what every registry holds at its tags, once.
@@ -116,7 +123,7 @@ def _publish(ctx: RunContext, location: str, record: Record) -> None:
         # 3. Act on the plan: build each image once, push it; gate and write each repository's
         #    index tags from the outcomes once its per-arch tags are settled.
         by_url = {registry.url: registry for registry in registries}
-        execute(ctx, record.plan, by_url, fetcher, pool, record)
+        execute(ctx, record.plan, by_url, fetcher, pool, record, progress)
         # 4. Verify: read back every tag this run moved.
         if not ctx.dry_run:
             verify_moved_tags(ctx, by_url, record, pool)

@@ -5,19 +5,28 @@ line per finished step - an image downloaded, an image converted, a per-arch tag
 found already there, or stale), an index tag gated - on the :data:`STEPS` logger, each counted
 (``[7/30]``: the steps done, and the steps the run takes as the plan and the outcomes so far
 say). Errors, notes and the run's first and last lines go to the :data:`RUN` logger. The CLI
-always shows the step logger's INFO lines; the daemon's log config decides for itself. On a
-terminal, :class:`Console` turns the INFO step lines into one status line rewritten in place,
-and prints everything else (warnings, errors, held tags) as lines above it.
+always shows the step logger's INFO lines; the daemon's log config decides for itself.
+
+On a terminal the CLI hands the run a :class:`View` (:mod:`.terminal`, rich's live display):
+:class:`Progress` also shows it the count, what is being done to each image while it is done
+(the workers say when a download, conversion or push starts and ends, and a download how many
+bytes it has), and when an image is done with. The view shows the INFO step lines as that count
+instead of as lines, and prints everything else above itself. Without a view none of this
+costs anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
-from typing import TextIO
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
 
+from ..compose.selection import ImageArtifact
 from ..errors import SyncError, about_compose
 from .outcomes import ArchOutcome, ImageStep, Stage
+from .plan import ImagePlan
 from .report import ComposeReport, TagAction, TagOutcome
 
 #: The logger of the per-step lines.
@@ -26,58 +35,100 @@ STEPS = "fedora_container_sync.steps"
 #: as these lines always were, whichever of its modules writes them.
 RUN = "fedora_container_sync.publish"
 
-_CLEAR = "\r\x1b[K"
+#: What a download calls with the bytes it has received so far, after each chunk.
+OnBytes = Callable[[int], None]
 
 
-class Console(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stderr handler that, when ``status`` is on, shows INFO step lines as a status line."""
+@dataclass(frozen=True)
+class Activity:
+    """Something a worker does to an image: how to say it while it runs, and once it is over."""
 
-    def __init__(self, stream: TextIO, *, status: bool) -> None:
-        super().__init__(stream)
-        self.status = status
-        self._shown = ""
+    doing: str
+    done: str
+    failed: str
+    #: A download: the bytes it will have.
+    size: int | None = None
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if not (self.status and record.name == STEPS and record.levelno == logging.INFO):
-            self.clear()
-            super().emit(record)
-            self._draw()
-            return
-        try:
-            width = shutil.get_terminal_size().columns
-            text = " ".join(record.getMessage().split())
-            self._shown = text if len(text) < width else text[: max(0, width - 2)] + "…"
-            self._draw()
-        except Exception:
-            self.handleError(record)
 
-    def clear(self) -> None:
-        """Remove the status line (before other output, and when the run is over)."""
-        if self._shown:
-            self.stream.write(_CLEAR)
-            self.flush()
+class View(Protocol):
+    """A live display of runs (:mod:`.terminal`). Called from the run's thread, and
+    :meth:`working` from the workers too."""
 
-    def done(self) -> None:
-        self.clear()
-        self._shown = ""
+    def begin(self, compose_id: str) -> None:
+        """A run starts."""
 
-    def _draw(self) -> None:
-        if self._shown:
-            self.stream.write(_CLEAR + self._shown)
-            self.flush()
+    def count(self, done: int, total: int) -> None:
+        """Steps done, of the steps the run takes."""
+
+    def working(self, image: str, activity: Activity) -> contextlib.AbstractContextManager[OnBytes]:
+        """While ``activity`` is done to ``image``; a download reports its bytes to what this
+        yields."""
+
+    def finished(self, image: str) -> None:
+        """Nothing more is done to ``image`` in this run."""
+
+    def end(self) -> None:
+        """The run is over (also when it failed)."""
 
 
 class Progress:
-    """Shows one run: its first line, each finished step, each error and note, its result."""
+    """Shows one run: its first line, each finished step, each error and note, its result; to
+    a view, also what the workers are doing."""
 
-    def __init__(self, compose_id: str) -> None:
+    def __init__(self, compose_id: str, view: View | None = None) -> None:
         self.compose_id = compose_id
+        self._view = view
         self._run = logging.getLogger(RUN)
         self._steps = logging.getLogger(STEPS)
 
     def started(self, status: str, location: str, *, dry_run: bool) -> None:
         doing = "planning" if dry_run else "publishing"
         self._run.info("compose %s: %s %s from %s", self.compose_id, doing, status, location)
+        if self._view is not None:
+            self._view.begin(self.compose_id)
+
+    def count(self, done: int, total: int) -> None:
+        """The steps done, of the steps the run takes (shown with each step; this shows them
+        before the first)."""
+        if self._view is not None:
+            self._view.count(done, max(total, done))
+
+    # -- what the workers are doing (shown on a terminal only) --------------------------------
+
+    @contextlib.contextmanager
+    def downloading(self, artifact: ImageArtifact) -> Iterator[OnBytes | None]:
+        """While ``artifact`` is downloaded: yields what to call with the bytes received so
+        far, or None when nothing shows them."""
+        if self._view is None:
+            yield None
+            return
+        activity = Activity("downloading", "downloaded", "download failed", artifact.size)
+        with self._view.working(artifact.name, activity) as on_bytes:
+            yield on_bytes
+
+    def converting(self, artifact: ImageArtifact) -> contextlib.AbstractContextManager[object]:
+        return self._working(artifact, Activity("converting", "converted", "conversion failed"))
+
+    def pushing(
+        self, artifact: ImageArtifact, registry: str, number: int, of: int
+    ) -> contextlib.AbstractContextManager[object]:
+        """Push ``number`` of the ``of`` pushes of ``artifact`` in this run, to ``registry``."""
+        where = f"to {registry} ({number} of {of})"
+        activity = Activity(f"pushing {where}", f"pushed {where}", f"push {where} failed")
+        return self._working(artifact, activity)
+
+    def _working(
+        self, artifact: ImageArtifact, activity: Activity
+    ) -> contextlib.AbstractContextManager[object]:
+        if self._view is None:
+            return contextlib.nullcontext()
+        return self._view.working(artifact.name, activity)
+
+    def image_done(self, image: ImagePlan) -> None:
+        if self._view is not None:
+            self._view.finished(image.artifact.name)
+
+    # -- lines ---------------------------------------------------------------------------------
 
     def note(self, note: str) -> None:
         self._run.info("compose %s: %s", self.compose_id, note)
@@ -144,6 +195,7 @@ class Progress:
         self._steps.log(
             level, "compose %s: [%d/%d] " + text, self.compose_id, done, max(total, done), *args
         )
+        self.count(done, total)
 
     def finished(self, report: ComposeReport) -> None:
         self._run.info(
@@ -157,3 +209,8 @@ class Progress:
             len(report.stale_pushes),
             len(report.errors),
         )
+
+    def ended(self) -> None:
+        """The run is over, however it ended: the live display goes."""
+        if self._view is not None:
+            self._view.end()
