@@ -141,7 +141,7 @@ FEDORA = (
     Workload("low", ((12, 100 * MB), (12, 1 * GB))),
     Workload("high", ((12, 400 * MB), (12, 2 * GB))),
 )
-#: for the network bound: 1 Gbit/s to each registry
+#: for the network bound: every push through one 1 Gbit/s link
 LINK_BYTES_PER_S = 125 * MB
 
 
@@ -236,8 +236,8 @@ def _fits(cells: Sequence[Cell]) -> list[str]:
         f"- Each further GB with {low.registries} registries: "
         f"{b.at(GB / 2**30, 2, 1) - b.at(0, 2, 1):.0f} s of cold publish "
         f"({e.at(GB / 2**30, 2, 1) - e.at(0, 2, 1):.0f} s of the fetch floor).",
-        f"- Over a real network the upload bounds it instead: at 1 Gbit/s to each registry in "
-        f"turn, {_minutes(network[0])}-{_minutes(network[1])} min for the pushes alone.",
+        f"- Over a real network the upload bounds it instead: through one 1 Gbit/s link, "
+        f"{_minutes(network[0])}-{_minutes(network[1])} min for the pushes alone.",
         "",
     ]
     return lines

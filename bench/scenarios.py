@@ -73,12 +73,6 @@ class Compose:
     compose_dir: Path
     images: list[Image]
     message: Path
-    size_mib: int
-
-    @property
-    def mib(self) -> int:
-        """MiB of image payload in the compose (what (b) and the floors move)."""
-        return self.size_mib * len(self.images)
 
 
 @dataclass(frozen=True)
@@ -160,7 +154,7 @@ def build(
                         image["arch"],
                     )
                 )
-    return Compose(served, compose_dir, images, root / f"{compose_id}.jsonl", size_mib)
+    return Compose(served, compose_dir, images, root / f"{compose_id}.jsonl")
 
 
 def write_message(compose: Compose, server: FileServer) -> None:
