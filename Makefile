@@ -3,8 +3,8 @@
 #               make test   (the whole test suite against real skopeo and registries)
 #               make bench  (legacy vs cold publish vs replay vs two bare-tool floors, and how
 #                            cost grows with image size and registries; writes
-#                            docs/benchmarks.md; 18 minutes on 2 cores shared with
-#                            other jobs, less on a quiet machine.
+#                            docs/benchmarks.md; about 11 minutes on 2 cores, 18 with
+#                            other jobs sharing them.
 #                            BENCH_ARGS="--rounds 5" to change it, "--scale-rounds 0" to skip
 #                            the scaling grid; bench/bench.py --help lists the rest)
 # All three install what is missing: skopeo, the registry server, htpasswd, chromium and curl
