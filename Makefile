@@ -1,10 +1,14 @@
 # Quick start:  make demo   (publishes a sample compose to a throw-away local registry, then
 #                            writes the audit's status page, .demo/status.html)
 #               make test   (the whole test suite against real skopeo and registries)
-#               make bench  (legacy vs cold publish vs replay vs bare skopeo; writes
-#                            docs/benchmarks.md; BENCH_ARGS="--rounds 5" to change it)
-# Both install what is missing: skopeo and the registry server (apt-get or dnf), and a
-# virtualenv with this package in $(VENV).
+#               make bench  (legacy vs cold publish vs replay vs two bare-tool floors, and how
+#                            cost grows with image size and registries; writes
+#                            docs/benchmarks.md; about 11 minutes on 2 cores, 18 with
+#                            other jobs sharing them.
+#                            BENCH_ARGS="--rounds 5" to change it, "--scale-rounds 0" to skip
+#                            the scaling grid; bench/bench.py --help lists the rest)
+# All three install what is missing: skopeo, the registry server, htpasswd, chromium and curl
+# (apt-get or dnf), and a virtualenv with this package in $(VENV).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -36,17 +40,18 @@ check: lint test
 
 # skopeo + a CNCF distribution registry server: Debian/Ubuntu `docker-registry`,
 # Fedora `docker-distribution` (binary `registry`); htpasswd for the Basic-auth test registry;
-# chromium (headless) for the test that loads the audit's status page in a real browser.
+# chromium (headless) for the test that loads the audit's status page in a real browser;
+# curl for the benchmark's fetch floor.
 system-deps:
-	@if command -v skopeo >/dev/null && command -v htpasswd >/dev/null && { command -v docker-registry || command -v registry; } >/dev/null && { command -v chromium || command -v chromium-browser; } >/dev/null; then \
+	@if command -v skopeo >/dev/null && command -v htpasswd >/dev/null && command -v curl >/dev/null && { command -v docker-registry || command -v registry; } >/dev/null && { command -v chromium || command -v chromium-browser; } >/dev/null; then \
 		exit 0; \
 	elif command -v apt-get >/dev/null; then \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq skopeo docker-registry apache2-utils chromium; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq skopeo docker-registry apache2-utils chromium curl; \
 	elif command -v dnf >/dev/null; then \
-		$(SUDO) dnf install -y skopeo docker-distribution httpd-tools chromium; \
+		$(SUDO) dnf install -y skopeo docker-distribution httpd-tools chromium curl; \
 	else \
-		echo "install skopeo, a distribution registry server (docker-registry) and chromium first" >&2; \
+		echo "install skopeo, a distribution registry server (docker-registry), htpasswd, chromium and curl first" >&2; \
 		exit 1; \
 	fi
 

@@ -297,19 +297,24 @@ def test_the_benchmark_page_is_what_bench_py_writes(monkeypatch):
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "bench", bench)  # for its dataclasses
-    monkeypatch.setattr(sys, "path", list(sys.path))  # it puts tests/ on the path
+    monkeypatch.setattr(sys, "path", list(sys.path))  # it puts bench/ and tests/ on the path
     spec.loader.exec_module(bench)
-    monkeypatch.setattr(bench, "machine", lambda: ["- (this machine)"])
     cpu = bench.Cpu(tools=1.0, registries=1.0, server=1.0)
     rounds = [
         bench.Round(
-            seconds=dict.fromkeys("abcd", 1.0), cpu=dict.fromkeys("abcd", cpu), order="a, d, bc"
+            seconds=dict.fromkeys("abcde", 1.0),
+            cpu=dict.fromkeys("abcde", cpu),
+            order="a, d, e, bc",
         )
     ]
     args = argparse.Namespace(repos=1, arches=1, size_mib=1, registries=1, rounds=1, big_mib=2)
     page = (ROOT / "docs" / "benchmarks.md").read_text()
     written = bench.report(
-        rounds, None, args, ("0", "0"), bench.kept_notes(ROOT / "docs" / "benchmarks.md")
+        bench.Results(rounds),
+        args,
+        ("0", "0"),
+        ["- (this machine)"],
+        bench.kept_notes(ROOT / "docs" / "benchmarks.md"),
     )
 
     def opening(text: str) -> str:
