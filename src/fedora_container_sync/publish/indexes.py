@@ -8,18 +8,14 @@ what the tag holds now. A dry run gates and writes nothing.
 from __future__ import annotations
 
 import itertools
-import logging
 
-from ..errors import SyncError, TagRaceError
+from ..errors import SyncError
 from ..gate.verdicts import GateDecision, Verdict
 from ..oci import mediatype
 from .context import RunContext
 from .plan import GateInputs, decide_index
-from .progress import RUN
-from .read import Registry, read_tag
+from .read import Registry, holds_after_write, read_tag
 from .report import TagAction, TagOutcome
-
-_log = logging.getLogger(RUN)
 
 
 def gate_indexes(
@@ -49,7 +45,6 @@ def gate_index(
 ) -> tuple[TagOutcome, SyncError | None]:
     """Gate one index tag, and write it when the gate lets it move."""
     client = registry.client
-    name = f"{registry.url}/{repository}:{tag}"
 
     def outcome(action: TagAction, decision: GateDecision, digest: str | None) -> TagOutcome:
         return TagOutcome(registry.url, repository, tag, action, decision, digest)
@@ -72,23 +67,10 @@ def gate_index(
                 return outcome(action, decision, current.digest if current else None), None
             body = decision.index_body(ctx.compose_id)
             digest = client.manifest_put(repository, tag, mediatype.OCI_INDEX, body)
-            readback = client.manifest_get(repository, tag)
-            if readback is not None and readback.digest == digest:
+            if holds_after_write(
+                ctx, client, repository, tag, digest, attempt, then="gating again"
+            ):
                 return outcome(TagAction.PUBLISHED, decision, digest), None
-            holds = readback.digest if readback else "nothing"
-            if attempt >= ctx.settings.retry.attempts:
-                raise TagRaceError(
-                    f"{name}: lost a race {attempt} times: right after writing {digest} "
-                    f"the tag held {holds} (another writer moved it)"
-                )
-            _log.warning(
-                "compose %s: lost a race on %s: right after writing %s the tag held %s "
-                "(another writer moved it); gating again",
-                ctx.compose_id,
-                name,
-                digest,
-                holds,
-            )
     except SyncError as error:
         failure = TagOutcome(registry.url, repository, tag, TagAction.FAILED, error=str(error))
         return failure, error

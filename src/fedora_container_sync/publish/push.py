@@ -10,9 +10,8 @@ turned out to hold a newer compose is not moved: the guard's decision comes back
 from __future__ import annotations
 
 import itertools
-import logging
 
-from ..errors import SkopeoError, TagRaceError
+from ..errors import SkopeoError
 from ..gate.verdicts import GateDecision, Verdict, decide_arch_tag
 from ..net.retry import call_with_retry
 from ..oci.manifest import digest_of
@@ -21,11 +20,8 @@ from ..registry.client import RegistryClient
 from ..registry.layout import manifest_blob
 from .build import PreparedImage
 from .context import RunContext
-from .progress import RUN
-from .read import Registry, read_tag
+from .read import Registry, holds_after_write, read_tag
 from .workdir import safe_name, work_dir_error
-
-_log = logging.getLogger(RUN)
 
 
 def push_image(
@@ -84,7 +80,6 @@ def move_arch_tag(
     body: bytes,
 ) -> GateDecision | None:
     """Guard, PUT and read back one per-arch tag (again after a lost race)."""
-    name = f"{client.registry.url}/{repository}:{tag}"
     digest = digest_of(body)
     for attempt in itertools.count(1):
         current = read_tag(client, repository, tag)
@@ -95,21 +90,6 @@ def move_arch_tag(
             return decision
         if decision.verdict is not Verdict.UNCHANGED:
             client.manifest_put(repository, tag, media_type, body)
-        readback = client.manifest_get(repository, tag)
-        if readback is not None and readback.digest == digest:
+        if holds_after_write(ctx, client, repository, tag, digest, attempt, then="checking again"):
             return None
-        holds = readback.digest if readback else "nothing"
-        if attempt >= ctx.settings.retry.attempts:
-            raise TagRaceError(
-                f"{name}: lost a race {attempt} times: right after writing "
-                f"{digest} the tag held {holds} (another writer moved it)"
-            )
-        _log.warning(
-            "compose %s: lost a race on %s: right after writing %s the tag held %s "
-            "(another writer moved it); checking again",
-            ctx.compose_id,
-            name,
-            digest,
-            holds,
-        )
     raise AssertionError("unreachable")  # pragma: no cover

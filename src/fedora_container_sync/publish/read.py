@@ -24,7 +24,7 @@ from ..compose.metadata import ComposeFacts, compose_facts
 from ..compose.selection import ImageArtifact, select_images
 from ..config.load import registry_credentials
 from ..config.settings import RegistrySettings, Releases
-from ..errors import SyncError
+from ..errors import SyncError, TagRaceError
 from ..gate.tags import ReleaseTags, excluded, merge_releases, needs_lookup, plan_tags
 from ..gate.verdicts import CurrentTag
 from ..net.tls import TlsContexts
@@ -206,6 +206,41 @@ def read_tag(client: RegistryClient, repository: str, tag: str) -> CurrentTag | 
     """What ``tag`` holds, as the gate sees it (None: no such tag)."""
     found = client.manifest_get(repository, tag)
     return None if found is None else _current(client, repository, found)
+
+
+def holds_after_write(
+    ctx: RunContext,
+    client: RegistryClient,
+    repository: str,
+    tag: str,
+    digest: str,
+    attempt: int,
+    *,
+    then: str,
+) -> bool:
+    """Read ``tag`` back right after writing ``digest`` to it: True when it holds it. When
+    another writer moved it meanwhile: a warning (``then`` says what the run does next), or,
+    at the last of ``retry.attempts``, :class:`TagRaceError`."""
+    readback = client.manifest_get(repository, tag)
+    if readback is not None and readback.digest == digest:
+        return True
+    holds = readback.digest if readback else "nothing"
+    name = f"{client.registry.url}/{repository}:{tag}"
+    if attempt >= ctx.settings.retry.attempts:
+        raise TagRaceError(
+            f"{name}: lost a race {attempt} times: right after writing {digest} "
+            f"the tag held {holds} (another writer moved it)"
+        )
+    _log.warning(
+        "compose %s: lost a race on %s: right after writing %s the tag held %s "
+        "(another writer moved it); %s",
+        ctx.compose_id,
+        name,
+        digest,
+        holds,
+        then,
+    )
+    return False
 
 
 def _current(client: RegistryClient, repository: str, found: Manifest) -> CurrentTag:
