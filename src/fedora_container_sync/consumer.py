@@ -202,7 +202,11 @@ def _configured_settings() -> Settings:
     rest of it (the keys fedora-messaging reads, as :func:`settings.load_settings` checks them)."""
     from fedora_messaging import config
 
-    settings = settings_from_document(config.conf, source="fedora-messaging config")
+    from .config.cgroups import allowed_cpus
+
+    settings = settings_from_document(
+        config.conf, source="fedora-messaging config", cpus=allowed_cpus()
+    )
     check_bus_document(dict(config.conf), source="fedora-messaging config")
     return settings
 
