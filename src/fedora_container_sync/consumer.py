@@ -28,7 +28,8 @@ With ``[consumer_config.container.health]``, ``__init__`` also starts the ``/liv
 A stop (SIGTERM: fedora-messaging's shutdown, which waits for the message in progress) cuts
 that message's run short: its skopeo children are ended, no more work starts, its auth files and
 run directory are removed, and the message goes back to the queue (``Nack``) for the next
-consumer to redo.
+consumer to redo - after a ``basic.cancel``, so that the stop costs one delivery of the quorum
+queue's limit, not two (:func:`_cancel_deliveries`).
 """
 
 from __future__ import annotations
