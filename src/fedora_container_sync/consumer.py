@@ -247,7 +247,10 @@ def _amqp_url() -> str:
     """The broker URL ``fedora-messaging consume`` connects to (for naming it in logs)."""
     from fedora_messaging import config
 
-    return str(config.conf["amqp_url"])
+    try:
+        return str(config.conf["amqp_url"])
+    except Exception:  # naming the broker must not stop the consumer from starting
+        return ""
 
 
 def _on_shutdown(callback: Callable[[], object]) -> None:

@@ -168,6 +168,7 @@ def test_ready_says_the_broker_is_unreachable():
         ("amqp://localhost", "localhost:5672"),
         ("amqp://[::1]:5672/", "[::1]:5672"),
         ("amqp://host:notaport/", "the broker"),
+        ("", "the broker"),  # not known
     ],
 )
 def test_broker_address_never_shows_credentials(url, address):

@@ -88,6 +88,8 @@ BROKER_LOG_INTERVAL = 30.0
 
 def broker_address(amqp_url: str) -> str:
     """``host:port`` of an AMQP URL, never its user or password. Pure."""
+    if not amqp_url:
+        return "the broker"
     try:
         parts = urlsplit(amqp_url)
         port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
