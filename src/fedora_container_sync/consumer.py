@@ -134,6 +134,8 @@ class Consumer:
         #: the run in progress was cut short: its channel is gone, or a newer delivery came
         self._cut = threading.Event()
         self._cut_lock = threading.Lock()
+        #: set by a stop or a cut: a requeue delay ends at once
+        self._wake = threading.Event()
         self._delivery = DeliveryWatch(self, self._channel_lost)
         self._label = ""
         single_subscription()
@@ -234,6 +236,7 @@ class Consumer:
         """fedora-messaging is shutting down: end the run in progress now (see the module)."""
         with self._cut_lock:
             self._stopping.set()
+            self._wake.set()
         shutdown.request()
 
     def _channel_lost(self) -> None:
@@ -247,6 +250,7 @@ class Consumer:
         """End the run in progress now, as a stop does, without stopping the process."""
         with self._cut_lock:
             self._cut.set()
+            self._wake.set()
         shutdown.request()
 
     def _clear_cut(self) -> None:
@@ -255,6 +259,8 @@ class Consumer:
             if self._cut.is_set() and not self._stopping.is_set():
                 shutdown.reset()
             self._cut.clear()
+            if not self._stopping.is_set():
+                self._wake.clear()
 
     def _answer(self, decision: Decision, envelope: Envelope) -> None:
         key = envelope.id or envelope.label
@@ -297,7 +303,7 @@ class Consumer:
             failures,
             reason,
         )
-        self._stopping.wait(delay)
+        self._wake.wait(delay)
         raise Nack()
 
 
