@@ -14,13 +14,16 @@ the result messages were sent; a consumer killed on the way leaves it on the que
 redelivered message completes idempotently (pushes of unchanged digests and writes of an
 identical index are skipped).
 
-``ContainerPublishedV1`` goes out for the repositories whose index tags a run moved (see
-:mod:`.bus.results`), so a redelivery after the work was done announces nothing again - with one
-exception (:func:`announce_unchanged`): when an earlier delivery of the message ended without
-this consumer's answer (a kill, a crash, a lost connection, another replica that died), it may
-have moved the tags and died before announcing them, so the repositories that already serve
-the compose are announced too. Only quorum queues count deliveries (``x-delivery-count``);
-on a classic queue that case is not seen, and ``replay --announce`` sends what was missed.
+``ContainerPublishedV1`` goes out for the index tags a run moved (see :mod:`.bus.results`),
+also when the run then failed and its message is requeued: the moves are announced before the
+``Nack`` (what it held, the delivery that ends the message announces). So a redelivery, which
+finds those tags already serving the compose, announces nothing again - with one exception
+(:func:`announce_unchanged`): when an earlier delivery of the message ended without this
+consumer having announced its moves (a kill, a crash, a lost connection, another replica that
+died, a failed send), it may have moved tags and died before announcing them, so every tag
+that already serves the compose is announced too. Only quorum queues count deliveries
+(``x-delivery-count``); on a classic queue only what this process saw is covered (a run cut
+short, a failed send), and ``replay --announce`` sends what a kill left unannounced.
 
 With ``[consumer_config.container.health]``, ``__init__`` also starts the ``/live`` and
 ``/ready`` endpoints of :mod:`.bus.health`.
@@ -30,6 +33,15 @@ that message's run short: its skopeo children are ended, no more work starts, it
 run directory are removed, and the message goes back to the queue (``Nack``) for the next
 consumer to redo - after a ``basic.cancel``, so that the stop costs one delivery of the quorum
 queue's limit, not two (:func:`_cancel_deliveries`).
+
+A lost broker channel cuts the run short the same way (the process goes on): once the channel
+the message came on is closed (a dropped connection, the broker closing it), its answer can no
+longer reach the broker, which hands the message out again - to another replica, or to this
+one after it reconnects. So the run stops at once (:class:`~.bus.delivery.DeliveryWatch`),
+announces nothing (the redelivery, seen as unanswered, does), and one process never runs two
+messages at once: a delivery that arrives while a run is in progress (fedora-messaging only
+starts a second one after the first one's channel was lost) stops that run and waits for it
+to end. fedora-messaging is kept to one subscription (:func:`~.bus.delivery.single_subscription`).
 """
 
 from __future__ import annotations
@@ -53,6 +65,7 @@ from .bus.answers import (
     previous_deliveries,
     requeue_delay,
 )
+from .bus.delivery import DeliveryWatch, single_subscription
 from .bus.health import BrokerWatch, ProgressWatch, broker_address, serve, watch_broker
 from .bus.notify import BusPublisher, announce
 from .compose.message import Envelope
@@ -111,7 +124,24 @@ class Consumer:
             raise ConsumerHalt(EXIT_USAGE, reason) from None
         self._publisher = BusPublisher()
         self._failures: OrderedDict[str, int] = OrderedDict()
+        #: per message: how many of its deliveries this consumer answered with every move
+        #: announced (compared with ``x-delivery-count`` to see an unannounced delivery)
+        self._announced: OrderedDict[str, int] = OrderedDict()
+        #: messages whose last delivery here may have moved tags it did not announce (cut
+        #: short, or the send failed): their next delivery here announces what serves them,
+        #: also on a classic queue, which counts no deliveries
+        self._owed: OrderedDict[str, None] = OrderedDict()
         self._stopping = threading.Event()
+        #: held while a message runs: one at a time in this process
+        self._running = threading.Lock()
+        #: the run in progress was cut short: its channel is gone, or a newer delivery came
+        self._cut = threading.Event()
+        self._cut_lock = threading.Lock()
+        #: set by a stop or a cut: a requeue delay ends at once
+        self._wake = threading.Event()
+        self._delivery = DeliveryWatch(self, self._channel_lost)
+        self._label = ""
+        single_subscription()
         _on_shutdown(self._stop)
         _log.info(
             "consumer ready: %d repositories, registries %s",
@@ -121,47 +151,127 @@ class Consumer:
 
     def __call__(self, message: Message) -> None:
         envelope = Envelope(topic=message.topic, body=message.body, id=message.id)
+        if not self._running.acquire(blocking=False):
+            # Only a lost channel makes fedora-messaging deliver beside a run in progress.
+            _log.warning(
+                "compose %s: delivered while compose %s runs, whose channel to the broker "
+                "was lost: stopping that run first",
+                envelope.label,
+                self._label,
+            )
+            self._cut_short()
+            self._running.acquire()
+        try:
+            self._clear_cut()
+            self._label = envelope.label
+            if not self._delivery.begin():
+                self._cut_short()
+            try:
+                self._handle(message, envelope)
+            finally:
+                self._delivery.end()
+        finally:
+            self._clear_cut()
+            self._running.release()
+
+    def _handle(self, message: Message, envelope: Envelope) -> None:
         # fedora-messaging keeps the AMQP headers in Message._headers (internal, but stable).
         previous = previous_deliveries(getattr(message, "_headers", None))
-        unchanged = announce_unchanged(
-            previous, self._failures.get(envelope.id or envelope.label, 0)
-        )
+        key = envelope.id or envelope.label
+        unchanged = announce_unchanged(previous, self._announced.get(key, 0)) or key in self._owed
+        announcing = False
         if self._progress is not None:
             self._progress.begin(envelope.label)
         try:
             report = handle_envelope(envelope, self.settings)
             decision = decide_report(report)
-            if (
-                report is not None
-                and decision.outcome is not Outcome.REQUEUE
-                and self.settings.publish_amqp_messages
-            ):
+            if report is not None and self.settings.publish_amqp_messages:
+                requeued = decision.outcome is Outcome.REQUEUE
                 if unchanged:
                     _log.info(
                         "compose %s: delivery %s, and an earlier one ended unanswered: "
-                        "announcing repositories that already serve it too",
+                        "announcing tags that already serve it too",
                         envelope.label,
                         "?" if previous is None else previous + 1,
                     )
-                announce(report, self._publisher, unchanged=unchanged)
+                if requeued and (self._stopping.is_set() or self._cut.is_set()):
+                    self._owe(key)  # stopping or cut off: the next delivery announces them
+                else:
+                    # A requeued run announces its moves now: the redelivery finds those
+                    # tags already serving the compose and would never announce them.
+                    announcing = True
+                    announce(report, self._publisher, unchanged=unchanged, held=not requeued)
+                    self._owed.pop(key, None)
+                    if requeued and previous is not None:
+                        self._remember_announced(key, previous + 1)
         except Exception as error:
             decision = decide_error(error)
+            if announcing or self._cut.is_set():
+                self._owe(key)  # a failed send, or a run cut short on the way
             if not isinstance(error, SyncError):
                 _log.debug("traceback of the unexpected error", exc_info=True)
         finally:
             if self._progress is not None:
                 self._progress.end()
+        if self._cut.is_set() and not self._stopping.is_set():
+            _log.warning(
+                "compose %s: run stopped, its channel to the broker was lost; the broker "
+                "delivers the message again: %s",
+                envelope.label,
+                about_compose(envelope.label, decision.reason),
+            )
+            raise Nack()  # the answer goes nowhere; fedora-messaging needs one
         self._answer(decision, envelope)
+
+    def _owe(self, key: str) -> None:
+        self._owed.pop(key, None)
+        self._owed[key] = None
+        while len(self._owed) > _REMEMBERED_FAILURES:
+            self._owed.popitem(last=False)
+
+    def _remember_announced(self, key: str, deliveries: int) -> None:
+        self._announced.pop(key, None)
+        self._announced[key] = deliveries
+        while len(self._announced) > _REMEMBERED_FAILURES:
+            self._announced.popitem(last=False)
 
     def _stop(self) -> None:
         """fedora-messaging is shutting down: end the run in progress now (see the module)."""
-        self._stopping.set()
+        with self._cut_lock:
+            self._stopping.set()
+            self._wake.set()
         _cancel_deliveries()
         shutdown.request()
+
+    def _channel_lost(self) -> None:
+        """The channel of the message in progress closed (reactor thread): stop its run."""
+        _log.warning(
+            "compose %s: the channel to the broker was lost; stopping the run", self._label
+        )
+        self._cut_short()
+
+    def _cut_short(self) -> None:
+        """End the run in progress now, as a stop does, without stopping the process."""
+        with self._cut_lock:
+            self._cut.set()
+            self._wake.set()
+        shutdown.request()
+
+    def _clear_cut(self) -> None:
+        """Between runs: a cut is over (a stop of the process is not)."""
+        with self._cut_lock:
+            if self._cut.is_set() and not self._stopping.is_set():
+                shutdown.reset()
+            self._cut.clear()
+            if not self._stopping.is_set():
+                self._wake.clear()
 
     def _answer(self, decision: Decision, envelope: Envelope) -> None:
         key = envelope.id or envelope.label
         reason = about_compose(envelope.label, decision.reason)
+        if decision.outcome is not Outcome.REQUEUE:
+            self._announced.pop(key, None)
+            self._owed.pop(key, None)
         if decision.outcome is Outcome.ACK:
             self._failures.pop(key, None)
             if decision.reason != "nothing to do":
@@ -197,7 +307,7 @@ class Consumer:
             failures,
             reason,
         )
-        self._stopping.wait(delay)
+        self._wake.wait(delay)
         raise Nack()
 
 
