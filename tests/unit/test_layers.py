@@ -69,6 +69,7 @@ LAYERS = {
     "publish.terminal": IO,
     "publish.workpool": IO,
     "publish.workdir": IO,
+    "publish.composelock": IO,
     "publish.read": IO,
     "publish.build": IO,
     "publish.push": IO,

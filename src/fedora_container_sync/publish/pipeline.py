@@ -30,6 +30,7 @@ from ..config.settings import Settings
 from ..errors import ConfigError
 from ..net.httpclient import new_client
 from ..net.tls import TlsContexts
+from .composelock import compose_lock
 from .context import PublishOptions, RunContext
 from .execute import execute
 from .outcomes import Record
@@ -90,8 +91,14 @@ def publish_compose(
     progress.started(message.status, message.location, dry_run=dry_run)
     try:
         # A private directory per run: two runs (a redelivery and a manual replay, say) never
-        # share files, and what a killed run left behind is swept, never built upon.
-        with run_directory(settings.work_dir, message.compose_id) as work:
+        # share files, and what a killed run left behind is swept, never built upon. One run
+        # of a compose at a time: a second waits for the first (composelock).
+        with (
+            contextlib.nullcontext()
+            if dry_run
+            else compose_lock(settings.work_dir, message.compose_id),
+            run_directory(settings.work_dir, message.compose_id) as work,
+        ):
             options = options or PublishOptions()
             ctx = RunContext(message.compose_id, settings, options, dry_run, work)
             _publish(ctx, message.location, record, progress)
