@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--dry-run",
         action="store_true",
-        help="fetch and verify the compose, read the registries, print the plan; write nothing",
+        help="read the compose's metadata and the registries and print the plan: downloads "
+        "no image and writes nothing (needs no writable work dir, nor skopeo)",
     )
     replay.add_argument(
         "--allow-drop",
@@ -299,9 +300,10 @@ def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
                 parse_compose_message(envelope.body, settings.compose_url_allowlist)
             except SyncError as error:
                 raise UsageError(f"{source}: {error}") from None
-    prepare_work_dir(settings)
-    if not args.dry_run and shutil.which(settings.skopeo) is None:
-        raise UsageError(f"skopeo not found ({settings.skopeo}); install skopeo")
+    if not args.dry_run:  # a dry run writes nothing: no work dir, no skopeo
+        prepare_work_dir(settings)
+        if shutil.which(settings.skopeo) is None:
+            raise UsageError(f"skopeo not found ({settings.skopeo}); install skopeo")
 
     if options.force:
         _log.warning("--force: the rollback guard is off; tags may move to older composes")

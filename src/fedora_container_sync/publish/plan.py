@@ -123,11 +123,11 @@ class Plan:
         return [t for t in self.targets() if (t.registry, t.repository) == (registry, repository)]
 
     def steps(self, *, dry_run: bool) -> int:
-        """The steps a run of this plan takes, if nothing fails: each build downloaded (and in a
-        real run converted), each per-arch tag settled, each index tag gated."""
+        """The steps a run of this plan takes, if nothing fails: each build downloaded and
+        converted (not in a dry run), each per-arch tag settled, each index tag gated."""
         builds = sum(1 for image in self.images if image.build)
         targets = sum(len(image.targets) for image in self.images)
-        return builds * (1 if dry_run else 2) + targets + len(self.indexes)
+        return (0 if dry_run else 2 * builds) + targets + len(self.indexes)
 
 
 @dataclass(frozen=True)
