@@ -314,8 +314,16 @@ def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
         )
     publisher = None
     if settings.publish_amqp_messages and not args.dry_run:
+        from .bus.deadletters import read_bus_config
         from .bus.notify import BusPublisher
+        from .bus.reach import DEFAULT_URL, check_broker
 
+        amqp_url = read_bus_config(path).get("amqp_url", DEFAULT_URL)
+        check_broker(
+            amqp_url if isinstance(amqp_url, str) else "",
+            needed_for="publish_amqp_messages is on, so replay sends result messages; start "
+            "the broker or set publish_amqp_messages = false (--dry-run needs none)",
+        )
         publisher = BusPublisher(path)
     reports: list[ComposeReport] = []
     for envelope in envelopes:

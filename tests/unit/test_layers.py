@@ -85,6 +85,7 @@ LAYERS = {
     "bus.notify": IO,
     "bus.health": IO,
     "bus.deadletters": IO,
+    "bus.reach": IO,
     # the audit
     "audit": PURE,
     "audit.state": PURE,

@@ -12,7 +12,7 @@ written:
   the guard keeps it) or ``unreadable`` (it could not be read: left alone, its arch failed);
 * per registry, repository and index tag, the gate's decision if every planned push succeeds.
 
-A dry run shows the plan (once it has verified the downloads); a real run executes exactly it.
+A dry run shows the plan (it downloads nothing); a real run executes exactly it.
 Each repository's index tags are gated again from what the run recorded (:class:`GateInputs`)
 right before they are written, and differ from the plan only where an outcome did: a failed
 push, a per-arch tag a newer compose took meanwhile, a tag another writer moved since it was
