@@ -11,10 +11,12 @@ it is a terminal, a live display of the run (:mod:`.publish.terminal`).
 consumer's dead-letter queue into OUTPUT, a message file for ``replay``. Exit codes: 0 done
 (also when the queue is empty), 1 the broker failed, 2 bad usage or config.
 
-``audit [--config FILE] [--max-age HOURS] [--json] [--html PATH]`` reads every configured
-registry and reports held, missing, carried and diverged tags; ``--html`` also writes them as a
-status page. Exit codes: 0 clean, 3 findings, 1 a registry could not be read (or the findings
-could not be sent to the bus, or the page could not be written), 2 bad usage or config.
+``audit [--config FILE] [--max-age HOURS] [--json] [--html PATH] [--no-messages]`` reads every
+configured registry and reports held, missing, carried and diverged tags; ``--html`` also writes
+them as a status page. With ``publish_amqp_messages`` it also sends one message per finding to
+the bus and says so on stderr; ``--no-messages`` (ad-hoc and monitoring runs) does not. Exit
+codes: 0 clean, 3 findings, 1 a registry could not be read (or the findings could not be sent
+to the bus, or the page could not be written), 2 bad usage or config.
 
 SIGTERM (what systemd and OpenShift send) and SIGINT stop either command at once: skopeo
 children are ended, auth files and run directories removed on the way out, one line says so,
@@ -130,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read every configured registry and repository (GET requests only) and "
         "report, per index tag, per-arch builds the index does not serve (held), arches it "
         "lacks (missing), entries from older composes (carried) and registries that disagree "
-        "(diverged). Exit codes: 0 clean, 3 findings, 1 a registry could not be read, "
-        "2 bad usage.",
+        "(diverged). With publish_amqp_messages in the config it also sends one message per "
+        "finding to the bus (and says so on stderr); --no-messages does not. "
+        "Exit codes: 0 clean, 3 findings, 1 a registry could not be read (or the findings "
+        "could not be sent, or the page could not be written), 2 bad usage.",
     )
     audit.add_argument(
         "--config",
@@ -152,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="also write the findings as a self-contained HTML status page to PATH "
         "(replaced atomically, mode 0644, for a web server to serve)",
+    )
+    audit.add_argument(
+        "--no-messages",
+        action="store_true",
+        help="send no finding messages to the bus, whatever publish_amqp_messages says (for "
+        "ad-hoc and monitoring runs; no broker needed)",
     )
     audit.add_argument("-v", "--verbose", action="store_true", help="log every step")
 
@@ -356,13 +366,20 @@ def _audit(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     settings = load_settings(path)
     check_credentials(settings)
-    if settings.publish_amqp_messages:
+    messages = settings.publish_amqp_messages and not args.no_messages
+    if messages:
         from .bus.notify import load_bus_config
 
         load_bus_config(path)
     result, states = audit_registries(settings, max_age_hours=args.max_age)
     print(render_json(result) if args.json else render_table(result), flush=True)
-    deliver(result, states, settings, html=args.html)
+    sent = deliver(result, states, settings, html=args.html, messages=messages)
+    if sent:
+        print(
+            f"{PROG}: sent {sent} finding message{'s' if sent != 1 else ''} to the bus "
+            "(publish_amqp_messages; --no-messages sends none)",
+            file=sys.stderr,
+        )
     return result.exit_code
 
 

@@ -435,3 +435,12 @@ def test_a_reader_never_sees_a_partial_page(tmp_path):
         reader.join()
     assert seen <= set(pages)
     assert seen
+
+
+def test_the_footer_says_whether_findings_went_to_the_bus():
+    result, _ = run([HELD_STATE])
+    quiet = parse(render_html(result, [HELD_STATE], RELEASES)).one("footer").text()
+    loud = parse(render_html(result, [HELD_STATE], RELEASES, messages=True)).one("footer").text()
+    assert "message bus" not in quiet
+    assert "It also sent one message per finding to the message bus" in loud
+    assert "audit --no-messages" in loud

@@ -135,6 +135,8 @@ class Page:
     sections: tuple[Section, ...]
     findings: tuple[Listed, ...]
     statuses: tuple[str, ...] = STATUSES
+    #: The run also sent its findings to the message bus.
+    messages: bool = False
 
 
 # -- building it -------------------------------------------------------------------------------
