@@ -153,11 +153,13 @@ class Progress:
         elif isinstance(outcome, ArchOutcome) and outcome.push is not None:
             push = outcome.push
             name, verdict, current, compose, reason = push.row()
-            kept_or_forced = push.stale or (push.decision is not None and push.decision.forced)
+            # A stale tag is the normal end of a late older compose: news (INFO), as its bus
+            # message; a tag forced backwards is a warning.
+            forced = push.decision is not None and push.decision.forced
             self._step(
                 done,
                 total,
-                logging.WARNING if kept_or_forced else logging.INFO,
+                logging.WARNING if forced else logging.INFO,
                 "tag %s, verdict %s: current [%s], compose [%s]: %s%s",
                 name,
                 verdict,
@@ -173,8 +175,10 @@ class Progress:
         decision, action = outcome.decision, outcome.action
         # A tag kept only because an arch failed in this run follows from that failure, which
         # was already reported as an error: one line per problem, not three.
-        kept = action in (TagAction.HELD, TagAction.WOULD_HOLD) and not (
-            decision is not None and decision.after_failure
+        kept = (
+            action in (TagAction.HELD, TagAction.WOULD_HOLD)
+            and not outcome.stale  # news, not a warning (INFO, as its bus message)
+            and not (decision is not None and decision.after_failure)
         )
         forced = decision is not None and decision.forced
         self._step(

@@ -90,6 +90,9 @@ class TagOutcome:
     decision: GateDecision | None = None
     digest: str | None = None
     error: str | None = None
+    #: The arches this compose has for the repository: what the compose column shows when the
+    #: decision's own are empty (a stale tag: its per-arch tags were stale too, nothing moved).
+    brings: frozenset[str] = frozenset()
 
     @property
     def reason(self) -> str:
@@ -100,7 +103,10 @@ class TagOutcome:
     def arches(self, which: str) -> str:
         if self.decision is None:
             return "-"
-        return _arches(getattr(self.decision, which))
+        value = getattr(self.decision, which)
+        if which == "compose_arches" and not value:
+            value = self.brings
+        return _arches(value)
 
     @property
     def stale(self) -> bool:
