@@ -31,6 +31,7 @@ import contextlib
 import gc
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -59,9 +60,16 @@ from .publish.report import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, Compose
 
 if TYPE_CHECKING:
     from .bus.notify import BusPublisher
+    from .compose.message import Envelope
     from .publish.terminal import Terminal
 
 PROG = "fedora-container-sync"
+#: What ``--help`` says first (plain text: the module docstring is reStructuredText).
+DESCRIPTION = (
+    "Publish the container images of finished Fedora composes to container registries, "
+    "behind a manifest gate that never lets an index tag lose an architecture. Each command's "
+    "--help lists its options and exit codes."
+)
 #: 128 + the signal's number, as a shell reports a process the signal ended
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -83,7 +91,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog=PROG, description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -91,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         help="publish the composes named by saved fedora-messaging messages",
         description="Handle saved messages (one JSON object per line, as written by "
-        "'fedora-messaging record') in order, exactly as the consumer would.",
+        "'fedora-messaging record'; also one such message pretty-printed, a bare Pungi body or "
+        "datagrepper's JSON) in order, exactly as the consumer would. Exit codes: 0 everything "
+        "published (or nothing to do), 3 finished but a tag was not moved (held by the gate, or "
+        "stale), 1 something could not be published, 2 bad usage, config or message file "
+        "(nothing was done), 143/130 stopped by SIGTERM/SIGINT.",
     )
     replay.add_argument(
         "--config",
@@ -283,7 +295,13 @@ def _stop_on_signals() -> Iterator[None]:
 
 
 def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
-    from .compose.message import needs_work, parse_compose_message, read_message_file
+    from .compose.message import (
+        TOPIC_SUFFIX,
+        looks_like_pungi,
+        needs_work,
+        parse_compose_message,
+        read_message_file,
+    )
     from .config.load import check_credentials, config_path, load_settings
     from .oci.platforms import FEDORA_PLATFORMS
     from .publish.context import PublishOptions
@@ -303,13 +321,19 @@ def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
     envelopes = read_message_file(_read_text(args.message_file), source=source)
     # Check every message before doing anything: a bad file does no partial work.
     for envelope in envelopes:
+        where = envelope.where or source
         if envelope.is_compose_status and envelope.status is None:
-            raise UsageError(f"{source}: {envelope.label}: body.status is missing or not a string")
+            raise UsageError(f"{where}: {envelope.label}: body.status is missing or not a string")
+        if not envelope.is_compose_status and looks_like_pungi(envelope.body):
+            raise UsageError(
+                f"{where}: {envelope.label}: topic {envelope.topic!r} does not end in "
+                f"{TOPIC_SUFFIX!r}, though the body is a Pungi status change (misspelled?)"
+            )
         if needs_work(envelope):
             try:
                 parse_compose_message(envelope.body, settings.compose_url_allowlist)
             except SyncError as error:
-                raise UsageError(f"{source}: {error}") from None
+                raise UsageError(f"{where}: {error}") from None
     if not args.dry_run:  # a dry run writes nothing: no work dir, no skopeo
         prepare_work_dir(settings)
         if shutil.which(settings.skopeo) is None:
@@ -341,8 +365,7 @@ def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
             envelope, settings, dry_run=args.dry_run, options=options, view=terminal
         )
         if report is None:
-            status = envelope.status or "none"
-            print(f"ignored {envelope.label}: status {status} on {envelope.topic}")
+            print(f"ignored {envelope.label}: {ignored_because(envelope)}")
             continue
         if publisher is not None:
             _announce(report, publisher, unchanged=args.announce)
@@ -354,6 +377,16 @@ def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
     if EXIT_HELD in codes:
         return EXIT_HELD
     return EXIT_OK
+
+
+def ignored_because(envelope: Envelope) -> str:
+    """Why a message of a replayed file asks for no work, in words."""
+    from .compose.message import ACTIONABLE_STATUSES, TOPIC_SUFFIX
+
+    if not envelope.is_compose_status:
+        return f"topic {envelope.topic} is not a {TOPIC_SUFFIX}"
+    wanted = " or ".join(sorted(ACTIONABLE_STATUSES))
+    return f"status {envelope.status or 'none'}: only {wanted} composes are published"
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -398,9 +431,15 @@ def _dead_letters(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(
         f"{len(taken)} message{'s' if len(taken) != 1 else ''} from {queue} written to "
-        f"{output}; replay with: {PROG} replay {output}"
+        f"{output}; replay with: {replay_command(args.config, output)}"
     )
     return EXIT_OK
+
+
+def replay_command(config: str | None, messages: Path) -> str:
+    """The command that replays ``messages`` with the config this command was given."""
+    argv = [PROG, "replay", *(["--config", config] if config else []), str(messages)]
+    return shlex.join(argv)
 
 
 def _announce(report: ComposeReport, publisher: BusPublisher, *, unchanged: bool) -> None:

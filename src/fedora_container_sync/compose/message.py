@@ -50,6 +50,8 @@ class Envelope:
     topic: str
     body: Mapping[str, Any]
     id: str | None = None
+    #: Where a message file holds it (``file:line``), for errors about it.
+    where: str | None = None
 
     @property
     def is_compose_status(self) -> bool:
@@ -65,6 +67,11 @@ class Envelope:
         """How to name this message in a log line."""
         compose_id = self.body.get("compose_id")
         return str(compose_id) if isinstance(compose_id, str) else (self.id or self.topic)
+
+
+def looks_like_pungi(body: Mapping[str, Any]) -> bool:
+    """Does ``body`` have the fields of a Pungi status change (whatever its topic says)?"""
+    return _PUNGI_FIELDS <= body.keys()
 
 
 def needs_work(envelope: Envelope) -> bool:
@@ -272,14 +279,14 @@ def _envelopes(document: object, where: str, *, nested: bool = True) -> list[Env
         return [envelope for _, envelope in sorted(messages, key=lambda pair: pair[0])]
     if "msg" in document and "topic" in document and "body" not in document:
         return [_datagrepper(document, where)[1]]
-    if "topic" not in document and "body" not in document and _PUNGI_FIELDS <= document.keys():
-        return [Envelope(topic=TOPIC_SUFFIX, body=document)]
+    if "topic" not in document and "body" not in document and looks_like_pungi(document):
+        return [Envelope(topic=TOPIC_SUFFIX, body=document, where=where)]
     try:
         message = SerializedMessage.model_validate(document)
     except ValidationError as error:
         reason = describe_validation_error(error, "message")
         raise UsageError(f"{where}: not a valid serialized message: {reason}; {EXPECTED}") from None
-    return [Envelope(topic=message.topic, body=message.body, id=message.id)]
+    return [Envelope(topic=message.topic, body=message.body, id=message.id, where=where)]
 
 
 def _datagrepper(item: object, where: str) -> tuple[float, Envelope]:
@@ -294,4 +301,4 @@ def _datagrepper(item: object, where: str) -> tuple[float, Envelope]:
         raise UsageError(f"{where}: not a datagrepper message: msg_id is not text")
     if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
         raise UsageError(f"{where}: not a datagrepper message: timestamp is not a number")
-    return float(timestamp), Envelope(topic=topic, body=body, id=ident)
+    return float(timestamp), Envelope(topic=topic, body=body, id=ident, where=where)

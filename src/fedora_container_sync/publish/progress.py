@@ -181,14 +181,16 @@ class Progress:
             and not (decision is not None and decision.after_failure)
         )
         forced = decision is not None and decision.forced
+        # A dry run's move names its verdict itself ("would carry"), once.
+        would = action is TagAction.WOULD_PUBLISH
         self._step(
             done,
             total,
             logging.WARNING if kept or forced else logging.INFO,
-            "gate: %s %s, verdict %s: current [%s], compose [%s]: %s%s",
-            "stale" if outcome.stale else action.value,
+            "gate: %s %s%s: current [%s], compose [%s]: %s%s",
+            outcome.verdict if would else "stale" if outcome.stale else action.value,
             f"{outcome.registry}/{outcome.repository}:{outcome.tag}",
-            decision.verdict.value if decision else "failed",
+            "" if would else f", verdict {decision.verdict.value if decision else 'failed'}",
             outcome.arches("current_arches"),
             outcome.arches("compose_arches"),
             outcome.reason,

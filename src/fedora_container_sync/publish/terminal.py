@@ -240,7 +240,9 @@ class _Rate(ProgressColumn):
         rate = task.speed
         if rate is None and task.elapsed:
             rate = task.completed / task.elapsed
-        if rate is None:
-            return Text("?", style="progress.data.speed")
+        if rate is None or rate < 1:  # nothing received yet: no rate to show
+            return Text("-", style="progress.data.speed")
         unit, suffix = filesize.pick_unit_and_suffix(int(rate), _BINARY, 1024)
+        if unit == 1:  # whole bytes: "512 B/s", never "0.0 bytes/s"
+            return Text(f"{int(rate)} B/s", style="progress.data.speed")
         return Text(f"{rate / unit:,.1f} {suffix}/s", style="progress.data.speed")
