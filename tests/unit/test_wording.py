@@ -78,7 +78,7 @@ def test_unreadable_counts_registries_and_repositories_apart(failures, line):
 
 @pytest.mark.parametrize(
     ("completed", "elapsed", "shown"),
-    [(0, 1.0, "-"), (512, 1.0, "512 B/s"), (3 * 1024 * 1024, 2.0, "1.5 MiB/s")],
+    [(0, 1.0, "-"), (512, 1.0, "512 bytes/s"), (3 * 1024 * 1024, 2.0, "1.5 MiB/s")],
 )
 def test_a_download_rate_is_never_zero_point_zero_bytes(completed, elapsed, shown):
     display = Display()

@@ -250,6 +250,6 @@ class _Rate(ProgressColumn):
         if rate is None or rate < 1:  # nothing received yet: no rate to show
             return Text("-", style="progress.data.speed")
         unit, suffix = filesize.pick_unit_and_suffix(int(rate), _BINARY, 1024)
-        if unit == 1:  # whole bytes: "512 B/s", never "0.0 bytes/s"
-            return Text(f"{int(rate)} B/s", style="progress.data.speed")
+        if unit == 1:  # whole bytes: "512 bytes/s", never "0.0 bytes/s"
+            return Text(f"{int(rate)} {suffix}/s", style="progress.data.speed")
         return Text(f"{rate / unit:,.1f} {suffix}/s", style="progress.data.speed")
