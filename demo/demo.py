@@ -38,9 +38,8 @@ from support.servers import FileServer, Registry  # noqa: E402
 
 ARCHES = ("x86_64", "aarch64", "ppc64le", "s390x")
 WORK = ROOT / ".demo"
-PAGE = WORK / "status.html"
-#: The viewport of the screenshot in docs/ (the demo page fits in it).
-SCREENSHOT_SIZE = (1800, 900)
+#: The viewport of the screenshot in docs/: a laptop's screen (the demo page fits in it).
+SCREENSHOT_SIZE = (1366, 900)
 
 
 def banner(text: str) -> None:
@@ -105,9 +104,14 @@ def show_tags(registry: Registry, repository: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--screenshot", metavar="FILE", type=Path, help="PNG of the status page")
+    parser.add_argument(
+        "--work", metavar="DIR", type=Path, default=WORK, help=f"where its files go ({WORK})"
+    )
     args = parser.parse_args()
-    shutil.rmtree(WORK, ignore_errors=True)
-    served = WORK / "composes"
+    work = args.work.resolve()
+    page = work / "status.html"
+    shutil.rmtree(work, ignore_errors=True)
+    served = work / "composes"
     served.mkdir(parents=True)
     with Registry() as registry, FileServer(served) as server:
         banner(f"registry on {registry.host}, composes served from {server.url}")
@@ -127,15 +131,15 @@ def main() -> int:
             body = finished_message(
                 compose_dir, served_root=served, base_url=server.url, status=status
             )
-            path = WORK / f"{compose_id}.jsonl"
+            path = work / f"{compose_id}.jsonl"
             path.write_text(serialized_message(body))
             messages.append(path)
 
-        config = WORK / "config.toml"
+        config = work / "config.toml"
         config.write_text(
             f"""[consumer_config.container]
 compose_url_allowlist = ["{server.url}/"]
-work_dir = "{WORK / "work"}"
+work_dir = "{work / "work"}"
 
 [consumer_config.container.repos]
 Container_Base = "fedora"
@@ -170,12 +174,12 @@ tls_verify = false
         )
 
         banner("3. the audit, and its status page")
-        audited = audit(config, PAGE)
+        audited = audit(config, page)
         print(f"exit code {audited} (3 = findings: the held tags)")
     banner("registry and compose server stopped")
     if args.screenshot:
-        screenshot(PAGE, args.screenshot)
-    print(f"status page: {PAGE}")
+        screenshot(page, args.screenshot)
+    print(f"status page: {page}")
     return 0 if (first, second, audited) == (0, 3, 3) else 1
 
 

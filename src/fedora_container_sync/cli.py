@@ -11,10 +11,12 @@ it is a terminal, a live display of the run (:mod:`.publish.terminal`).
 consumer's dead-letter queue into OUTPUT, a message file for ``replay``. Exit codes: 0 done
 (also when the queue is empty), 1 the broker failed, 2 bad usage or config.
 
-``audit [--config FILE] [--max-age HOURS] [--json] [--html PATH]`` reads every configured
-registry and reports held, missing, carried and diverged tags; ``--html`` also writes them as a
-status page. Exit codes: 0 clean, 3 findings, 1 a registry could not be read (or the findings
-could not be sent to the bus, or the page could not be written), 2 bad usage or config.
+``audit [--config FILE] [--max-age HOURS] [--json] [--html PATH] [--no-messages]`` reads every
+configured registry and reports held, missing, carried and diverged tags; ``--html`` also writes
+them as a status page. With ``publish_amqp_messages`` it also sends one message per finding to
+the bus and says so on stderr; ``--no-messages`` (ad-hoc and monitoring runs) does not. Exit
+codes: 0 clean, 3 findings, 1 a registry could not be read (or the findings could not be sent
+to the bus, or the page could not be written), 2 bad usage or config.
 
 SIGTERM (what systemd and OpenShift send) and SIGINT stop either command at once: skopeo
 children are ended, auth files and run directories removed on the way out, one line says so,
@@ -29,6 +31,7 @@ import contextlib
 import gc
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -57,9 +60,16 @@ from .publish.report import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, Compose
 
 if TYPE_CHECKING:
     from .bus.notify import BusPublisher
+    from .compose.message import Envelope
     from .publish.terminal import Terminal
 
 PROG = "fedora-container-sync"
+#: What ``--help`` says first (plain text: the module docstring is reStructuredText).
+DESCRIPTION = (
+    "Publish the container images of finished Fedora composes to container registries, "
+    "behind a manifest gate that never lets an index tag lose an architecture. Each command's "
+    "--help lists its options and exit codes."
+)
 #: 128 + the signal's number, as a shell reports a process the signal ended
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -81,7 +91,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog=PROG, description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -89,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         help="publish the composes named by saved fedora-messaging messages",
         description="Handle saved messages (one JSON object per line, as written by "
-        "'fedora-messaging record') in order, exactly as the consumer would.",
+        "'fedora-messaging record'; also one such message pretty-printed, a bare Pungi body or "
+        "datagrepper's JSON) in order, exactly as the consumer would. Exit codes: 0 everything "
+        "published (or nothing to do), 3 finished but a tag was not moved (held by the gate, or "
+        "stale), 1 something could not be published, 2 bad usage, config or message file "
+        "(nothing was done), 143/130 stopped by SIGTERM/SIGINT.",
     )
     replay.add_argument(
         "--config",
@@ -100,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--dry-run",
         action="store_true",
-        help="fetch and verify the compose, read the registries, print the plan; write nothing",
+        help="read the compose's metadata and the registries and print the plan: downloads "
+        "no image and writes nothing (needs no writable work dir, nor skopeo)",
     )
     replay.add_argument(
         "--allow-drop",
@@ -129,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read every configured registry and repository (GET requests only) and "
         "report, per index tag, per-arch builds the index does not serve (held), arches it "
         "lacks (missing), entries from older composes (carried) and registries that disagree "
-        "(diverged). Exit codes: 0 clean, 3 findings, 1 a registry could not be read, "
-        "2 bad usage.",
+        "(diverged). With publish_amqp_messages in the config it also sends one message per "
+        "finding to the bus (and says so on stderr); --no-messages does not. "
+        "Exit codes: 0 clean, 3 findings, 1 a registry could not be read (or the findings "
+        "could not be sent, or the page could not be written), 2 bad usage.",
     )
     audit.add_argument(
         "--config",
@@ -151,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="also write the findings as a self-contained HTML status page to PATH "
         "(replaced atomically, mode 0644, for a web server to serve)",
+    )
+    audit.add_argument(
+        "--no-messages",
+        action="store_true",
+        help="send no finding messages to the bus, whatever publish_amqp_messages says (for "
+        "ad-hoc and monitoring runs; no broker needed)",
     )
     audit.add_argument("-v", "--verbose", action="store_true", help="log every step")
 
@@ -272,7 +295,13 @@ def _stop_on_signals() -> Iterator[None]:
 
 
 def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
-    from .compose.message import needs_work, parse_compose_message, read_message_file
+    from .compose.message import (
+        TOPIC_SUFFIX,
+        looks_like_pungi,
+        needs_work,
+        parse_compose_message,
+        read_message_file,
+    )
     from .config.load import check_credentials, config_path, load_settings
     from .oci.platforms import FEDORA_PLATFORMS
     from .publish.context import PublishOptions
@@ -292,16 +321,23 @@ def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
     envelopes = read_message_file(_read_text(args.message_file), source=source)
     # Check every message before doing anything: a bad file does no partial work.
     for envelope in envelopes:
+        where = envelope.where or source
         if envelope.is_compose_status and envelope.status is None:
-            raise UsageError(f"{source}: {envelope.label}: body.status is missing or not a string")
+            raise UsageError(f"{where}: {envelope.label}: body.status is missing or not a string")
+        if not envelope.is_compose_status and looks_like_pungi(envelope.body):
+            raise UsageError(
+                f"{where}: {envelope.label}: topic {envelope.topic!r} does not end in "
+                f"{TOPIC_SUFFIX!r}, though the body is a Pungi status change (misspelled?)"
+            )
         if needs_work(envelope):
             try:
                 parse_compose_message(envelope.body, settings.compose_url_allowlist)
             except SyncError as error:
-                raise UsageError(f"{source}: {error}") from None
-    prepare_work_dir(settings)
-    if not args.dry_run and shutil.which(settings.skopeo) is None:
-        raise UsageError(f"skopeo not found ({settings.skopeo}); install skopeo")
+                raise UsageError(f"{where}: {error}") from None
+    if not args.dry_run:  # a dry run writes nothing: no work dir, no skopeo
+        prepare_work_dir(settings)
+        if shutil.which(settings.skopeo) is None:
+            raise UsageError(f"skopeo not found ({settings.skopeo}); install skopeo")
 
     if options.force:
         _log.warning("--force: the rollback guard is off; tags may move to older composes")
@@ -312,8 +348,16 @@ def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
         )
     publisher = None
     if settings.publish_amqp_messages and not args.dry_run:
+        from .bus.deadletters import read_bus_config
         from .bus.notify import BusPublisher
+        from .bus.reach import DEFAULT_URL, check_broker
 
+        amqp_url = read_bus_config(path).get("amqp_url", DEFAULT_URL)
+        check_broker(
+            amqp_url if isinstance(amqp_url, str) else "",
+            needed_for="publish_amqp_messages is on, so replay sends result messages; start "
+            "the broker or set publish_amqp_messages = false (--dry-run needs none)",
+        )
         publisher = BusPublisher(path)
     reports: list[ComposeReport] = []
     for envelope in envelopes:
@@ -321,8 +365,7 @@ def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
             envelope, settings, dry_run=args.dry_run, options=options, view=terminal
         )
         if report is None:
-            status = envelope.status or "none"
-            print(f"ignored {envelope.label}: status {status} on {envelope.topic}")
+            print(f"ignored {envelope.label}: {ignored_because(envelope)}")
             continue
         if publisher is not None:
             _announce(report, publisher, unchanged=args.announce)
@@ -336,6 +379,16 @@ def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
     return EXIT_OK
 
 
+def ignored_because(envelope: Envelope) -> str:
+    """Why a message of a replayed file asks for no work, in words."""
+    from .compose.message import ACTIONABLE_STATUSES, TOPIC_SUFFIX
+
+    if not envelope.is_compose_status:
+        return f"topic {envelope.topic} is not a {TOPIC_SUFFIX}"
+    wanted = " or ".join(sorted(ACTIONABLE_STATUSES))
+    return f"status {envelope.status or 'none'}: only {wanted} composes are published"
+
+
 def _audit(args: argparse.Namespace) -> int:
     from .audit.report import render_json, render_table
     from .audit.run import audit_registries, check_page_path, deliver
@@ -346,13 +399,20 @@ def _audit(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     settings = load_settings(path)
     check_credentials(settings)
-    if settings.publish_amqp_messages:
+    messages = settings.publish_amqp_messages and not args.no_messages
+    if messages:
         from .bus.notify import load_bus_config
 
         load_bus_config(path)
     result, states = audit_registries(settings, max_age_hours=args.max_age)
     print(render_json(result) if args.json else render_table(result), flush=True)
-    deliver(result, states, settings, html=args.html)
+    sent = deliver(result, states, settings, html=args.html, messages=messages)
+    if sent:
+        print(
+            f"{PROG}: sent {sent} finding message{'s' if sent != 1 else ''} to the bus "
+            "(publish_amqp_messages; --no-messages sends none)",
+            file=sys.stderr,
+        )
     return result.exit_code
 
 
@@ -377,7 +437,7 @@ def _dead_letters(args: argparse.Namespace) -> int:
     if good:
         print(
             f"{good} message{'s' if good != 1 else ''} from {queue} written to "
-            f"{output}; replay with: {PROG} replay {output}"
+            f"{output}; replay with: {replay_command(args.config, output)}"
         )
     if len(taken) > good:
         bad = len(taken) - good
@@ -386,6 +446,12 @@ def _dead_letters(args: argparse.Namespace) -> int:
             f"{rejects} (body in base64; not replayable)"
         )
     return EXIT_OK
+
+
+def replay_command(config: str | None, messages: Path) -> str:
+    """The command that replays ``messages`` with the config this command was given."""
+    argv = [PROG, "replay", *(["--config", config] if config else []), str(messages)]
+    return shlex.join(argv)
 
 
 def _announce(report: ComposeReport, publisher: BusPublisher, *, unchanged: bool) -> None:

@@ -47,10 +47,12 @@ to end. fedora-messaging is kept to one subscription (:func:`~.bus.delivery.sing
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, cast
 
 from fedora_messaging.exceptions import Drop, HaltConsumer, Nack
@@ -289,11 +291,12 @@ class Consumer:
             )
             raise HaltConsumer(exit_code=EXIT_USAGE, reason=decision.reason, requeue=True)
         if self._stopping.is_set():
+            # The run's error only says again that the process is stopping.
             _log.warning(
-                "compose %s: the consumer is stopping, the message goes back to the queue: %s",
+                "compose %s: the consumer is stopping, the message goes back to the queue",
                 envelope.label,
-                reason,
             )
+            _log.debug("compose %s: the run ended with: %s", envelope.label, reason)
             raise Nack()
         failures = self._failures.pop(key, 0) + 1
         self._failures[key] = failures
@@ -318,10 +321,9 @@ def _configured_settings() -> Settings:
 
     from .config.cgroups import allowed_cpus
 
-    settings = settings_from_document(
-        config.conf, source="fedora-messaging config", cpus=allowed_cpus()
-    )
-    check_bus_document(dict(config.conf), source="fedora-messaging config")
+    source = f"config file {config_file(sys.argv, os.environ)}"
+    settings = settings_from_document(config.conf, source=source, cpus=allowed_cpus())
+    check_bus_document(dict(config.conf), source=source)
     return settings
 
 
@@ -361,6 +363,17 @@ def _amqp_url() -> str:
         return str(config.conf["amqp_url"])
     except Exception:  # naming the broker must not stop the consumer from starting
         return ""
+
+
+def config_file(argv: Sequence[str], environ: Mapping[str, str]) -> str:
+    """The file ``fedora-messaging`` loaded its config from, as it chooses it: ``--conf FILE``
+    on its command line, else $FEDORA_MESSAGING_CONF, else its default."""
+    for position, argument in enumerate(argv):
+        if argument == "--conf" and position + 1 < len(argv):
+            return argv[position + 1]
+        if argument.startswith("--conf="):
+            return argument.removeprefix("--conf=")
+    return environ.get("FEDORA_MESSAGING_CONF") or "/etc/fedora-messaging/config.toml"
 
 
 def _on_shutdown(callback: Callable[[], object]) -> None:

@@ -376,6 +376,10 @@ def test_findings_are_published_to_the_bus(harness):
         assert run.returncode == 3, run.stderr
         findings = json.loads(run.stdout)["findings"]
         assert len(findings) == 4
+        assert run.stderr == (  # it says so
+            "fedora-container-sync: sent 4 finding messages to the bus "
+            "(publish_amqp_messages; --no-messages sends none)\n"
+        )
 
         received = []
         while True:
@@ -526,3 +530,19 @@ def test_bad_bus_config_is_a_usage_error(harness):
     assert result.err.count("\n") == 1
     assert "no_such_fedora_messaging_key" in result.err
     assert result.out == ""
+
+
+def test_no_messages_sends_none_and_needs_no_broker(harness, tmp_path):
+    """An ad-hoc or monitoring run: publish_amqp_messages on, a broker nothing listens on."""
+    assert harness.replay(harness.compose(OLD, arches=("x86_64", "aarch64"))).code == 0
+    assert harness.replay(harness.compose(NEW, arches=("x86_64", "s390x"))).code == 3
+    harness.extra_config = "publish_amqp_messages = true"
+    config = harness.config()
+    config.write_text(f'amqp_url = "amqp://127.0.0.1:{free_port()}"\n' + config.read_text())
+    page = tmp_path / "status.html"
+    result = harness.run("audit", "--config", str(config), "--no-messages", "--html", str(page))
+    assert result.code == 3, result.err
+    assert result.err == ""
+    assert "result: FINDINGS: 4 findings" in result.out
+    footer = page.read_text()
+    assert "Read-only towards the registries" in footer and "message bus" not in footer

@@ -228,7 +228,7 @@ def test_bad_config_stops_the_consumer_with_one_line(bus, tmp_path):
     errors = [line for line in output.splitlines() if "cannot start" in line]
     assert errors == [
         "ERROR fedora_container_sync.consumer: fedora-container-sync cannot start: "
-        "fedora-messaging config: consumer_config.container.gate_policy: "
+        f"config file {config}: consumer_config.container.gate_policy: "
         "Input should be 'strict' or 'carry-forward'"
     ]
     assert "Traceback" not in output

@@ -123,7 +123,7 @@ def test_a_dry_run_plans_what_the_real_run_then_does(harness):
         assert rows == {key: verdict_of[action] for key, action in actions.items()}
         assert all(p.ok for p in report.pushes)
     assert real.pushed == 4 and real.conversions == 4 and real.downloads == 4
-    assert dry.pushed == 0 and dry.conversions == 0 and dry.downloads == 4
+    assert dry.pushed == 0 and dry.conversions == 0 and dry.downloads == 0
 
     # ... and index tags: the decisions the plan expected, taken again from the outcomes (the
     # real run's also list the entries it wrote, which a plan cannot know before building).

@@ -150,7 +150,9 @@ def test_dry_run_writes_nothing(harness):
     assert harness.replay(harness.compose(OLD)).code == 0
     before = len(writes(harness.registries[0].log_text()))
     index_41 = harness.digest(TOOLBOX, "41")
-    result = harness.replay(harness.compose(NEW, arches=("x86_64", "s390x")), args=["--dry-run"])
+    body = harness.compose(NEW, arches=("x86_64", "s390x"))
+    harness.server.clear_requests()  # the server is the session's: other tests' requests too
+    result = harness.replay(body, args=["--dry-run"])
     assert result.code == 3, result.err
     assert "dry run" in result.out
     verdicts = {tag: row[0] for tag, row in report_rows(result.out).items()}
@@ -162,9 +164,11 @@ def test_dry_run_writes_nothing(harness):
     }
     assert len(writes(harness.registries[0].log_text())) == before
     assert harness.digest(TOOLBOX, "41") == index_41
-    # ... and it did fetch and verify the compose.
+    # ... and it read the compose's metadata, but downloaded no image (issue 23: a dry run
+    # downloads nothing; it used to download and verify every image it would publish).
     paths = [path for method, path, _ in harness.server.requests if method == "GET"]
-    assert any(path.endswith(".x86_64.tar.xz") and NEW in path for path in paths)
+    assert any(NEW in path and path.endswith(".json") for path in paths)
+    assert not any(path.endswith(".tar.xz") and NEW in path for path in paths)
 
 
 def test_dry_run_on_an_empty_registry_plans_a_publish(harness):
@@ -292,3 +296,28 @@ def test_installed_console_script(harness):
     )
     assert result.returncode == 2
     assert result.stderr == f"fedora-container-sync: error: message file {missing}: not found\n"
+
+
+def test_dry_run_needs_no_writable_work_dir_and_downloads_nothing(harness):
+    """An unprivileged user's dry run: the work dir cannot be created (its parent is a file),
+    and no image is downloaded; the plan is printed all the same."""
+    blocker = harness.tmp / "not-a-directory"
+    blocker.write_text("")
+    harness.extra_config = f'work_dir = "{blocker / "work"}"\n'
+    body = harness.compose(OLD, arches=("x86_64", "aarch64"))
+    config = harness.config().read_text().replace(f'work_dir = "{harness.tmp / "work"}"\n', "")
+    (harness.tmp / "config.toml").write_text(config)
+    harness.server.clear_requests()
+    result = harness.run(
+        "replay", "--config", str(harness.tmp / "config.toml"), "--dry-run",
+        str(harness.message_file(body)),
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert report_rows(result.out)["41"][0] == "would publish"
+    assert not any(path.endswith(".tar.xz") for _, path, _ in harness.server.requests)
+    assert blocker.read_text() == "" and not (harness.tmp / "work").exists()
+    # A real run with that config says the work dir is the trouble.
+    real = harness.run(
+        "replay", "--config", str(harness.tmp / "config.toml"), str(harness.message_file(body))
+    )
+    assert real.code == 2 and "work_dir" in real.err

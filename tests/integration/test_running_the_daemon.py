@@ -41,6 +41,9 @@ CONFIG_FILE = "fedora-container-sync.toml"
 def test_example_config_runs_as_is_against_the_local_broker(tmp_path):
     if not rabbitmq_listening():
         pytest.fail("RabbitMQ is not listening on 127.0.0.1:5672", pytrace=False)
+    # Its work_dir is the example's; the test leaves the machine as it found it.
+    work_dir = Path(tomllib.loads(EXAMPLE.read_text())["consumer_config"]["container"]["work_dir"])
+    existed = work_dir.exists()
     consumer = ConsumerProcess(EXAMPLE, tmp_path / "example.log").start()
     try:
         consumer.wait_log("Successfully registered AMQP consumer")
@@ -61,6 +64,9 @@ def test_example_config_runs_as_is_against_the_local_broker(tmp_path):
         assert consumer.stop() == 0
     finally:
         consumer.cleanup()
+        if not existed:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    assert work_dir.exists() == existed
 
 
 def unit_settings(text: str) -> list[tuple[str, str]]:

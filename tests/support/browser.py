@@ -61,6 +61,9 @@ class Rendering:
     errors: list[str] = field(default_factory=list)
     #: Every URL the page requested, the page itself first.
     requests: list[str] = field(default_factory=list)
+    #: How wide the page is laid out, in CSS pixels: the document's scroll width, or that of
+    #: its widest element that scrolls on its own (more than the viewport: a scrollbar).
+    width: int = 0
 
 
 class BrowserError(Exception):
@@ -174,7 +177,16 @@ class _Session:
         self.send("Page.navigate", session, url=url)
         self.wait_event("Page.loadEventFired")
         shot = self.send("Page.captureScreenshot", session, format="png")
-        rendering = Rendering(png=base64.b64decode(shot["data"]))
+        measured = self.send(
+            "Runtime.evaluate",
+            session,
+            expression="Math.max(document.documentElement.scrollWidth, "
+            "...Array.from(document.querySelectorAll('*'), e => e.scrollWidth))",
+            returnByValue=True,
+        )
+        rendering = Rendering(
+            png=base64.b64decode(shot["data"]), width=int(measured["result"]["value"])
+        )
         for event in self.events:
             if event.get("sessionId") != session:
                 continue

@@ -26,20 +26,31 @@ REPOS = {
 
 def report_rows(out: str) -> dict[str, tuple[str, str, str, str]]:
     """The rows of the printed plan/gate report: tag (after the last ':') → (verdict,
-    current arches, compose arches, reason). Later composes' rows replace earlier ones."""
+    current arches, compose arches, reason). Later composes' (and registries') rows replace
+    earlier ones. A reason on a line of its own (indented under its row) belongs to the row."""
     rows: dict[str, tuple[str, str, str, str]] = {}
     in_table = False
+    last: str | None = None
     for line in out.splitlines():
-        if line == "  tags:":
-            in_table = True
+        if line.startswith("  tags in ") and line.endswith(":"):
+            in_table, last = True, None
             continue
         if not line.startswith("    "):
             in_table = False
             continue
+        if not in_table:
+            continue
+        if line.startswith("      "):  # the reason of the row above
+            if last is not None:
+                verdict, current, compose, _ = rows[last]
+                rows[last] = (verdict, current, compose, line.strip())
+            continue
         cells = re.split(r"\s{2,}", line.strip(), maxsplit=4)
-        if in_table and cells[0] != "tag" and len(cells) >= 4:
+        last = None
+        if cells[0] != "tag" and len(cells) >= 4:
             reason = cells[4] if len(cells) > 4 else ""
-            rows[cells[0].rsplit(":", 1)[1]] = (cells[1], cells[2], cells[3], reason)
+            last = cells[0].rsplit(":", 1)[1]
+            rows[last] = (cells[1], cells[2], cells[3], reason)
     return rows
 
 

@@ -154,8 +154,9 @@ def foreign_markup(root: Element) -> list[str]:
 
 
 def cell(section: Element, repository: str, tag: str, arch: str | None) -> Element:
-    """The matrix cell of ``repository``'s ``tag`` (``arch`` None: its index column)."""
-    row = section.one("tr", data_repository=repository)
+    """The cell of ``repository``'s ``tag`` (``arch`` None: its index column): on the line of
+    that repository and tag."""
+    row = section.one("tr", data_repository=repository, data_tag=tag)
     return row.one("td", data_tag=tag, data_arch=arch or "")
 
 

@@ -545,5 +545,5 @@ def test_table_of_a_clean_but_incomplete_audit():
     )
     assert render_table(result).splitlines()[1:] == [
         f"  unreadable: {A}: registry registry.example unreachable",
-        "result: UNREADABLE (1 registry/repositories); 0 findings",
+        "result: UNREADABLE (1 registry); 0 findings",
     ]

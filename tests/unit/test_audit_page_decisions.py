@@ -103,13 +103,16 @@ def test_held_cells_say_which_arch_failed_and_what_the_tag_still_serves():
         assert {arch: c.status for arch, c in row.items()} == {
             None: "held",
             "x86_64": "held",
-            "aarch64": "ok",
+            "aarch64": "failed",  # the arch that failed stands out from the held ones
             "ppc64le": "held",
             "s390x": "held",
         }
         words = f"aarch64 failed in {NEW}; the tag still serves {OLD}"
         assert notes(row["x86_64"]) == [words]
         assert notes(row[None]) == [words]  # once, for the whole tag
+        assert notes(row["aarch64"]) == [
+            f"aarch64 failed in {NEW}; 41-aarch64 and the tag still serve {OLD}"
+        ]
         assert row["x86_64"].serves == (OLD, "3d06h old", "41-x86_64 has", NEW)
         assert row["aarch64"].serves == (OLD, "3d06h old")
         assert row[None].serves == (OLD, "3d06h old")
@@ -281,9 +284,15 @@ def test_matrix_columns_are_tags_then_arches_in_order():
             RELEASES,
         )
     )
-    headers = [th.text() for th in root.all("th", class_="tag")]
-    assert headers == ["40", "41", "latest", "rawhide"]
-    assert [th.attrs["colspan"] for th in root.all("th", class_="tag")] == ["4", "5", "5", "1"]
+    # One line per repository and tag, one column per arch of any tag: the page is as wide
+    # as the arches, however many tags there are.
+    assert section(page).arches == (*ALL, "riscv64")
+    assert [th.text() for th in root.all("th", class_="arch")] == [*ALL, "riscv64"]
+    lines = root.one("section", data_registry=A).all("tr")[1:]
+    assert [tr.attrs["data-tag"] for tr in lines] == ["40", "41", "latest", "rawhide"]
+    assert [len(tr.all("td")) for tr in lines] == [1 + 5] * 4
+    # A tag without a column for an arch shows the arch absent.
+    assert status(cell(root, TOOLBOX, "41", "riscv64")) == "absent"
 
 
 def test_every_status_has_a_colour_and_a_legend():
@@ -333,7 +342,7 @@ def test_foreign_strings_are_text_never_markup():
     for shown in (HOSTILE, f"Fedora-41-20241027.0{HOSTILE}", f"bad answer {HOSTILE}"):
         assert shown in text
     section = root.one("section", data_registry=state.registry)
-    assert section.one("tr", data_repository=state.repository)
+    assert section.one("tr", data_repository=state.repository, data_tag="41")
     assert evil_arch in [th.text() for th in section.all("th", class_="arch")]
     assert cell(section, state.repository, "41", evil_arch)
     # The raw markup never appears unescaped, not even inside an attribute.
@@ -426,3 +435,12 @@ def test_a_reader_never_sees_a_partial_page(tmp_path):
         reader.join()
     assert seen <= set(pages)
     assert seen
+
+
+def test_the_footer_says_whether_findings_went_to_the_bus():
+    result, _ = run([HELD_STATE])
+    quiet = parse(render_html(result, [HELD_STATE], RELEASES)).one("footer").text()
+    loud = parse(render_html(result, [HELD_STATE], RELEASES, messages=True)).one("footer").text()
+    assert "message bus" not in quiet
+    assert "It also sent one message per finding to the message bus" in loud
+    assert "audit --no-messages" in loud

@@ -72,6 +72,7 @@ LAYERS = {
     "publish.terminal": IO,
     "publish.workpool": IO,
     "publish.workdir": IO,
+    "publish.composelock": IO,
     "publish.read": IO,
     "publish.build": IO,
     "publish.push": IO,
@@ -88,6 +89,7 @@ LAYERS = {
     "bus.health": IO,
     "bus.deadletters": IO,
     "bus.delivery": IO,
+    "bus.reach": IO,
     # the audit
     "audit": PURE,
     "audit.state": PURE,

@@ -4,6 +4,9 @@ and why each cell has its colour. Pure.
 * held, missing, carried, diverged: the audit's findings (:mod:`.findings`), in words a user
   understands ("aarch64 failed in Fedora-41-20241026.0; the tag still serves
   Fedora-41-20241025.0");
+* failed: the arch whose build failed in the compose the tag was held on: its per-arch tag did
+  not get that compose while the held arches did (not a finding of its own: the held findings
+  already count; it marks the arch the release engineer has to look at);
 * stale: the per-arch tag ``N-<arch>`` serves an older build than the index does for that arch
   (the opposite of held; not a finding of the audit, so it does not change the exit code);
 * ok: the index serves the arch and its per-arch tag agrees; absent: neither exists.
@@ -30,6 +33,7 @@ from .state import (
 )
 
 #: Cell statuses, most severe first: a cell takes the first that applies.
+FAILED = "failed"
 STALE = "stale"
 OK = "ok"
 ABSENT = "absent"
@@ -37,6 +41,7 @@ STATUSES = (
     Kind.MISSING.value,
     Kind.DIVERGED.value,
     Kind.HELD.value,
+    FAILED,
     Kind.CARRIED.value,
     STALE,
     OK,
@@ -97,6 +102,13 @@ def row_cells(
             if isinstance(build, Build):
                 per_arch[arch] = build
     facts = _Facts(index, per_arch)
+    held_at = {
+        f.newer_compose_id
+        for arch in column.arches
+        for f in findings.get((state.repository, column.tag, arch), [])
+        if f.kind is Kind.HELD and f.newer_compose_id
+    }
+    failed = {arch: compose for compose in held_at for arch in facts.failed_in(compose)}
     arch_cells = []
     for arch in column.arches:
         here = findings.get((state.repository, column.tag, arch), [])
@@ -118,6 +130,9 @@ def row_cells(
                         f"what {column.tag} serves for {arch}",
                     )
                 )
+        if arch in failed and entry is not None and not notes:
+            words = f"{arch} failed in {clip(failed[arch])}; {release}-{arch} and the tag still "
+            notes.append(Note(FAILED, f"{words}serve {clip(entry.label)}"))
         default = OK if entry is not None else ABSENT
         arch_cells.append(Cell(_worst(notes, default), arch, tuple(serves), tuple(notes)))
 

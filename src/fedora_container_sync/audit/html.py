@@ -13,6 +13,7 @@ one step, so a reader opens either the old page or the new one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import tempfile
@@ -28,9 +29,16 @@ from .page import Page, page_of
 from .state import RepositoryState
 
 
-def render_html(result: AuditResult, states: Sequence[RepositoryState], releases: Releases) -> str:
-    """The whole page: one HTML document with inline CSS, no script, no external asset."""
-    return render_page(page_of(result, states, releases))
+def render_html(
+    result: AuditResult,
+    states: Sequence[RepositoryState],
+    releases: Releases,
+    *,
+    messages: bool = False,
+) -> str:
+    """The whole page: one HTML document with inline CSS, no script, no external asset.
+    ``messages``: the audit sends its findings to the bus too (the page says so)."""
+    return render_page(dataclasses.replace(page_of(result, states, releases), messages=messages))
 
 
 def render_page(page: Page) -> str:

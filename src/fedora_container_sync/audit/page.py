@@ -5,9 +5,12 @@ the audit found (:class:`~.findings.AuditResult`) into the plain data the page s
 decisions (which cell, which colour, which words) are tested without parsing HTML;
 :mod:`.html` renders it.
 
-Per registry, a matrix: one row per repository, per index tag (``41``, ``latest``, ``rawhide``)
-one column for the index and one per arch. A cell shows what the tag serves (compose, age,
-arches) and takes the colour of its most severe finding (:mod:`.cells`).
+Per registry, a table: one line per repository and index tag (``41``, ``latest``, ``rawhide``),
+with a column for the index and one per arch, so the page is as wide as Fedora's arches however
+many tags a repository has (it fits a laptop's 1366 pixels). Lines that need a look lead: held,
+missing, diverged first, then the rest, absent tags last. A cell shows what the tag serves
+(compose, age, arches) and takes the colour of its most severe finding (:mod:`.cells`); the arch
+that failed stands out from the held ones.
 
 Findings younger than ``--max-age`` are not counted by the audit; the page still shows them,
 marked as such, so a tag is never shown as ok while it is held.
@@ -22,7 +25,7 @@ from datetime import UTC, datetime
 from ..config.settings import Releases
 from ..gate.tags import LATEST, RAWHIDE
 from ..oci.platforms import arch_sort_key
-from .cells import CLIP, RELEASE, STATUSES, Cell, Column, clip, row_cells
+from .cells import ABSENT, CLIP, RELEASE, STATUSES, Cell, Column, clip, row_cells
 from .findings import SEVERITY, AuditResult, Finding, Kind, Severity, audit
 from .report import format_age
 from .state import IndexState, RepositoryState, arch_tags, index_tags
@@ -40,6 +43,24 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Line:
+    """A line of a registry's table: one repository's index tag, or its read error."""
+
+    repository: str
+    tag: str | None
+    error: str | None
+    #: The index cell (None with an error).
+    index: Cell | None = None
+    #: One per arch of the section (:attr:`Section.arches`); an arch the tag has no column for
+    #: is absent.
+    arches: tuple[Cell, ...] = ()
+
+    @property
+    def status(self) -> str:
+        return "unreadable" if self.index is None else self.index.status
+
+
+@dataclass(frozen=True)
 class Section:
     registry: str
     #: Set when the registry could not be read at all.
@@ -49,8 +70,37 @@ class Section:
 
     @property
     def width(self) -> int:
-        """Table columns after the repository's."""
+        """Matrix columns after the repository's (every tag's index and arches)."""
         return sum(len(column.arches) + 1 for column in self.columns)
+
+    @property
+    def arches(self) -> tuple[str, ...]:
+        """The arch columns of the table: every arch of every tag, in Fedora's order."""
+        found = {arch for column in self.columns for arch in column.arches}
+        return tuple(sorted(found, key=arch_sort_key))
+
+    @property
+    def lines(self) -> tuple[Line, ...]:
+        """The table's lines, those that need a look first: unreadable, then by the status of
+        the tag (missing, diverged, held, ... absent), in repository and tag order within."""
+        arches = self.arches
+        found: list[tuple[int, int, Line]] = []
+        for row in self.rows:
+            if row.error is not None:
+                found.append((-1, len(found), Line(row.repository, None, row.error)))
+                continue
+            for column, cells in zip(self.columns, row.cells, strict=True):
+                index, *per_arch = cells
+                by_arch = {cell.arch: cell for cell in per_arch}
+                line = Line(
+                    row.repository,
+                    column.tag,
+                    None,
+                    index,
+                    tuple(by_arch.get(arch) or Cell(ABSENT, arch, ()) for arch in arches),
+                )
+                found.append((STATUSES.index(index.status), len(found), line))
+        return tuple(line for _, _, line in sorted(found, key=lambda item: item[:2]))
 
 
 @dataclass(frozen=True)
@@ -85,6 +135,8 @@ class Page:
     sections: tuple[Section, ...]
     findings: tuple[Listed, ...]
     statuses: tuple[str, ...] = STATUSES
+    #: The run also sent its findings to the message bus.
+    messages: bool = False
 
 
 # -- building it -------------------------------------------------------------------------------

@@ -73,8 +73,17 @@ def _result_line(result: AuditResult) -> str:
     if result.younger:
         found += f"; {result.younger} younger not counted"
     if result.failures:
-        n = len(result.failures)
-        return f"UNREADABLE ({n} registr{'y' if n == 1 else 'ies'}/repositories); {found}"
+        registries = sum(1 for failure in result.failures if failure.repository is None)
+        repositories = len(result.failures) - registries
+        parts = [
+            f"{n} {word if n == 1 else plural}"
+            for n, word, plural in (
+                (registries, "registry", "registries"),
+                (repositories, "repository", "repositories"),
+            )
+            if n
+        ]
+        return f"UNREADABLE ({', '.join(parts)}); {found}"
     return ("FINDINGS: " if result.findings else "CLEAN: ") + found
 
 

@@ -47,24 +47,33 @@ def audit_registries(
 
 
 def deliver(
-    result: AuditResult, states: list[RepositoryState], settings: Settings, *, html: Path | None
-) -> None:
+    result: AuditResult,
+    states: list[RepositoryState],
+    settings: Settings,
+    *,
+    html: Path | None,
+    messages: bool = True,
+) -> int:
     """Write the status page to ``html`` (if given) and send the findings to the bus (if
-    ``publish_amqp_messages``); a page that cannot be written is raised after the findings
-    went out."""
+    ``publish_amqp_messages`` and ``messages``: ``--no-messages`` turns them off); return how
+    many messages went. A page that cannot be written is raised after the findings went out."""
     page_error = None
+    sending = messages and settings.publish_amqp_messages
     if html is not None:
         from .html import render_html, write_atomically
 
         try:
-            write_atomically(html, render_html(result, states, settings.releases))
+            page = render_html(result, states, settings.releases, messages=sending)
+            write_atomically(html, page)
             _log.info("audit: status page written to %s", html)
         except SyncError as error:  # the findings still go to the bus
             page_error = error
-    if settings.publish_amqp_messages and result.findings:
+    sent = 0
+    if sending and result.findings:
         from ..bus.notify import publish_findings
 
         sent = publish_findings(result.findings)
         _log.info("audit: %d finding messages sent", sent)
     if page_error is not None:
         raise page_error
+    return sent

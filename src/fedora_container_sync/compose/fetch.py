@@ -333,7 +333,9 @@ class ComposeFetcher:
                 what, retry_after=retry_after_seconds(response.headers.get("retry-after"))
             )
         if status in (404, 410):
-            raise ComposeError(f"{self._compose_id}: {path} not found (HTTP {status})")
+            raise ComposeError(
+                f"{self._compose_id}: {path} not found (HTTP {status}) at {_shown(response.url)}"
+            )
         raise ComposeError(what)
 
 

@@ -50,6 +50,8 @@ class Envelope:
     topic: str
     body: Mapping[str, Any]
     id: str | None = None
+    #: Where a message file holds it (``file:line``), for errors about it.
+    where: str | None = None
 
     @property
     def is_compose_status(self) -> bool:
@@ -65,6 +67,11 @@ class Envelope:
         """How to name this message in a log line."""
         compose_id = self.body.get("compose_id")
         return str(compose_id) if isinstance(compose_id, str) else (self.id or self.topic)
+
+
+def looks_like_pungi(body: Mapping[str, Any]) -> bool:
+    """Does ``body`` have the fields of a Pungi status change (whatever its topic says)?"""
+    return _PUNGI_FIELDS <= body.keys()
 
 
 def needs_work(envelope: Envelope) -> bool:
@@ -172,36 +179,126 @@ class SerializedMessage(BaseModel):
     priority: int | None = None
 
 
-def read_message_file(text: str, *, source: str) -> list[Envelope]:
-    """Parse fedora-messaging's serialized format: one JSON message object per line.
+#: What a message file may hold, for the error that says a file holds something else.
+EXPECTED = (
+    "expected fedora-messaging's serialized messages, one JSON object with topic and body per "
+    "line (as 'fedora-messaging record' writes); also read: one such message pretty-printed, a "
+    "JSON array of them, a bare Pungi message body, or datagrepper's JSON"
+)
+#: The fields that make a JSON object a Pungi status-change body (with no envelope).
+_PUNGI_FIELDS = frozenset({"compose_id", "status", "location"})
 
-    Every line is checked before anything is done, so a bad file does no partial work.
+
+def read_message_file(text: str, *, source: str) -> list[Envelope]:
+    """Parse a message file: fedora-messaging's serialized format, one JSON message object per
+    line; or, when the whole file is one JSON document, a message pretty-printed, an array of
+    messages, a bare Pungi body (its topic is implied) or datagrepper's JSON (one message, or
+    a page of ``raw_messages``, replayed oldest first).
+
+    Every message is checked before anything is done, so a bad file does no partial work.
     """
-    envelopes = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{source}:{number}"
-        try:
-            document = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UsageError(f"{where}: not JSON: {error.msg}") from None
-        except ValueError:  # json.loads turns a number of over 4300 digits into an int first
-            raise UsageError(f"{where}: not JSON: a number with thousands of digits") from None
-        except RecursionError:  # far too deep for Python's parser
-            raise UsageError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
-        if nesting_exceeds(document, MAX_JSON_DEPTH):
-            raise UsageError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        if not isinstance(document, dict):
-            raise UsageError(f"{source}:{number}: not a serialized message (a JSON object)")
-        try:
-            message = SerializedMessage.model_validate(document)
-        except ValidationError as error:
-            reason = describe_validation_error(error, "message")
-            raise UsageError(
-                f"{source}:{number}: not a valid serialized message: {reason}"
-            ) from None
-        envelopes.append(Envelope(topic=message.topic, body=message.body, id=message.id))
+    whole = _whole_document(text, source)
+    if whole is not None:
+        document, where = whole
+        envelopes = _envelopes(document, where)
+    else:
+        envelopes = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"{source}:{number}"
+            envelopes.extend(_envelopes(_parse(line, where), where, nested=False))
     if not envelopes:
-        raise UsageError(f"{source}: no messages")
+        raise UsageError(f"{source}: no messages; {EXPECTED}")
     return envelopes
+
+
+def _whole_document(text: str, source: str) -> tuple[object, str] | None:
+    """The file as one JSON document when it spans several lines (pretty-printed) or is an
+    array; None when it is one message per line (or not JSON: the lines then say where)."""
+    stripped = text.strip()
+    if not stripped.startswith(("{", "[")):
+        return None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) == 1 and stripped.startswith("{"):
+        return None  # one serialized message per line, of one line
+    try:
+        document = json.loads(text)
+    except RecursionError:
+        raise UsageError(f"{source}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except json.JSONDecodeError as error:
+        if _parses(lines[0]):
+            return None  # the first line is a message on its own: a file of lines
+        raise UsageError(
+            f"{source}:{error.lineno}: not JSON: {error.msg} (column {error.colno}); {EXPECTED}"
+        ) from None
+    except ValueError:
+        raise UsageError(f"{source}: not JSON: a number with thousands of digits") from None
+    if nesting_exceeds(document, MAX_JSON_DEPTH):
+        raise UsageError(f"{source}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return document, f"{source}:1"
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _parse(line: str, where: str) -> object:
+    try:
+        document = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{where}: not JSON: {error.msg}; {EXPECTED}") from None
+    except ValueError:  # json.loads turns a number of over 4300 digits into an int first
+        raise UsageError(f"{where}: not JSON: a number with thousands of digits") from None
+    except RecursionError:  # far too deep for Python's parser
+        raise UsageError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if nesting_exceeds(document, MAX_JSON_DEPTH):
+        raise UsageError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return document
+
+
+def _envelopes(document: object, where: str, *, nested: bool = True) -> list[Envelope]:
+    """The messages one JSON value holds, told apart by their shape; anything else, or an
+    object that could be more than one of them, is refused saying what is expected."""
+    if isinstance(document, list) and nested and all(isinstance(i, dict) for i in document):
+        found = []
+        for position, item in enumerate(document, start=1):
+            found.extend(_envelopes(item, f"{where}: item {position}", nested=False))
+        return found
+    if not isinstance(document, dict):
+        raise UsageError(f"{where}: not a serialized message (a JSON object); {EXPECTED}")
+    if "raw_messages" in document and nested and "topic" not in document:
+        raw = document["raw_messages"]
+        if not isinstance(raw, list):
+            raise UsageError(f"{where}: datagrepper's raw_messages is not a JSON array")
+        messages = [_datagrepper(item, f"{where}: raw_messages[{n}]") for n, item in enumerate(raw)]
+        return [envelope for _, envelope in sorted(messages, key=lambda pair: pair[0])]
+    if "msg" in document and "topic" in document and "body" not in document:
+        return [_datagrepper(document, where)[1]]
+    if "topic" not in document and "body" not in document and looks_like_pungi(document):
+        return [Envelope(topic=TOPIC_SUFFIX, body=document, where=where)]
+    try:
+        message = SerializedMessage.model_validate(document)
+    except ValidationError as error:
+        reason = describe_validation_error(error, "message")
+        raise UsageError(f"{where}: not a valid serialized message: {reason}; {EXPECTED}") from None
+    return [Envelope(topic=message.topic, body=message.body, id=message.id, where=where)]
+
+
+def _datagrepper(item: object, where: str) -> tuple[float, Envelope]:
+    """One datagrepper message (``topic``, ``msg``, ``msg_id``, ``timestamp``) and its time."""
+    if not isinstance(item, dict):
+        raise UsageError(f"{where}: not a datagrepper message (a JSON object)")
+    topic, body, ident = item.get("topic"), item.get("msg"), item.get("msg_id")
+    timestamp = item.get("timestamp", 0)
+    if not isinstance(topic, str) or not isinstance(body, dict):
+        raise UsageError(f"{where}: not a datagrepper message: needs topic (text) and msg (object)")
+    if not isinstance(ident, str | None):
+        raise UsageError(f"{where}: not a datagrepper message: msg_id is not text")
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
+        raise UsageError(f"{where}: not a datagrepper message: timestamp is not a number")
+    return float(timestamp), Envelope(topic=topic, body=body, id=ident, where=where)

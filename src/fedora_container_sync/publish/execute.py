@@ -79,7 +79,9 @@ class _Execution:
             for target in image.targets:
                 if not (image.build and target.action in (ArchAction.PUSH, ArchAction.KEEP)):
                     self._settle(_without_image(target))
-            if image.build:
+            if image.build and self.ctx.dry_run:
+                self._built(image, None)  # a dry run downloads nothing: the plan says it all
+            elif image.build:
                 self.pool.submit(
                     functools.partial(self._download, image.artifact),
                     functools.partial(self._downloaded, image),

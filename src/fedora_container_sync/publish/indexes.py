@@ -46,8 +46,10 @@ def gate_index(
     """Gate one index tag, and write it when the gate lets it move."""
     client = registry.client
 
+    brings = frozenset(inputs.entries) | frozenset(inputs.stale or ()) | inputs.failed
+
     def outcome(action: TagAction, decision: GateDecision, digest: str | None) -> TagOutcome:
-        return TagOutcome(registry.url, repository, tag, action, decision, digest)
+        return TagOutcome(registry.url, repository, tag, action, decision, digest, brings=brings)
 
     try:
         for attempt in itertools.count(1):

@@ -9,18 +9,20 @@
    anywhere leaves index tags as they were.
 4. Verify (:mod:`.verify`): read back every tag the run moved.
 
-A dry run does the same without writing: it reads, plans, downloads and verifies the images
-it would publish, and shows what the tags would get. Both runs record what they did
-(:mod:`.outcomes`), and the report carries the plan they executed.
+A dry run reads the compose's metadata and the registries and plans, then shows what the tags
+would get: it downloads no image, writes nothing and needs no work dir. Both runs record what
+they did (:mod:`.outcomes`), and the report carries the plan they executed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 
@@ -30,6 +32,7 @@ from ..config.settings import Settings
 from ..errors import ConfigError
 from ..net.httpclient import new_client
 from ..net.tls import TlsContexts
+from .composelock import compose_lock
 from .context import PublishOptions, RunContext
 from .execute import execute
 from .outcomes import Record
@@ -90,8 +93,13 @@ def publish_compose(
     progress.started(message.status, message.location, dry_run=dry_run)
     try:
         # A private directory per run: two runs (a redelivery and a manual replay, say) never
-        # share files, and what a killed run left behind is swept, never built upon.
-        with run_directory(settings.work_dir, message.compose_id) as work:
+        # share files, and what a killed run left behind is swept, never built upon. One run
+        # of a compose at a time: a second waits for the first (composelock).
+        with (
+            contextlib.nullcontext(_NO_WORK)
+            if dry_run
+            else _run_directory(settings.work_dir, message.compose_id) as work
+        ):
             options = options or PublishOptions()
             ctx = RunContext(message.compose_id, settings, options, dry_run, work)
             _publish(ctx, message.location, record, progress)
@@ -103,6 +111,16 @@ def publish_compose(
     )
     progress.finished(report)
     return report
+
+
+#: A dry run's work directory: nothing can be written under it (a write fails, loudly).
+_NO_WORK = Path(os.devnull)
+
+
+@contextlib.contextmanager
+def _run_directory(work_dir: Path, compose_id: str) -> Iterator[Path]:
+    with compose_lock(work_dir, compose_id), run_directory(work_dir, compose_id) as work:
+        yield work
 
 
 def _publish(ctx: RunContext, location: str, record: Record, progress: Progress) -> None:

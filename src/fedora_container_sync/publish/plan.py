@@ -12,7 +12,7 @@ written:
   the guard keeps it) or ``unreadable`` (it could not be read: left alone, its arch failed);
 * per registry, repository and index tag, the gate's decision if every planned push succeeds.
 
-A dry run shows the plan (once it has verified the downloads); a real run executes exactly it.
+A dry run shows the plan (it downloads nothing); a real run executes exactly it.
 Each repository's index tags are gated again from what the run recorded (:class:`GateInputs`)
 right before they are written, and differ from the plan only where an outcome did: a failed
 push, a per-arch tag a newer compose took meanwhile, a tag another writer moved since it was
@@ -123,11 +123,11 @@ class Plan:
         return [t for t in self.targets() if (t.registry, t.repository) == (registry, repository)]
 
     def steps(self, *, dry_run: bool) -> int:
-        """The steps a run of this plan takes, if nothing fails: each build downloaded (and in a
-        real run converted), each per-arch tag settled, each index tag gated."""
+        """The steps a run of this plan takes, if nothing fails: each build downloaded and
+        converted (not in a dry run), each per-arch tag settled, each index tag gated."""
         builds = sum(1 for image in self.images if image.build)
         targets = sum(len(image.targets) for image in self.images)
-        return builds * (1 if dry_run else 2) + targets + len(self.indexes)
+        return (0 if dry_run else 2 * builds) + targets + len(self.indexes)
 
 
 @dataclass(frozen=True)

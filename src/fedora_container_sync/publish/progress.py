@@ -164,11 +164,13 @@ class Progress:
         elif isinstance(outcome, ArchOutcome) and outcome.push is not None:
             push = outcome.push
             name, verdict, current, compose, reason = push.row()
-            kept_or_forced = push.stale or (push.decision is not None and push.decision.forced)
+            # A stale tag is the normal end of a late older compose: news (INFO), as its bus
+            # message; a tag forced backwards is a warning.
+            forced = push.decision is not None and push.decision.forced
             self._step(
                 done,
                 total,
-                logging.WARNING if kept_or_forced else logging.INFO,
+                logging.WARNING if forced else logging.INFO,
                 "tag %s, verdict %s: current [%s], compose [%s]: %s%s",
                 name,
                 verdict,
@@ -184,18 +186,22 @@ class Progress:
         decision, action = outcome.decision, outcome.action
         # A tag kept only because an arch failed in this run follows from that failure, which
         # was already reported as an error: one line per problem, not three.
-        kept = action in (TagAction.HELD, TagAction.WOULD_HOLD) and not (
-            decision is not None and decision.after_failure
+        kept = (
+            action in (TagAction.HELD, TagAction.WOULD_HOLD)
+            and not outcome.stale  # news, not a warning (INFO, as its bus message)
+            and not (decision is not None and decision.after_failure)
         )
         forced = decision is not None and decision.forced
+        # A dry run's move names its verdict itself ("would carry"), once.
+        would = action is TagAction.WOULD_PUBLISH
         self._step(
             done,
             total,
             logging.WARNING if kept or forced else logging.INFO,
-            "gate: %s %s, verdict %s: current [%s], compose [%s]: %s%s",
-            "stale" if outcome.stale else action.value,
+            "gate: %s %s%s: current [%s], compose [%s]: %s%s",
+            outcome.verdict if would else "stale" if outcome.stale else action.value,
             f"{outcome.registry}/{outcome.repository}:{outcome.tag}",
-            decision.verdict.value if decision else "failed",
+            "" if would else f", verdict {decision.verdict.value if decision else 'failed'}",
             outcome.arches("current_arches"),
             outcome.arches("compose_arches"),
             outcome.reason,

@@ -138,6 +138,9 @@ def connect(
                 tls=tls,
             )
         )
+        if ctx.dry_run:  # skopeo does not run: no auth file, nothing written
+            candidates.append(Registry(settings, client, None))
+            continue
         try:
             authfile = stack.enter_context(
                 skopeo.auth_file(settings.host, credentials, ctx.work / "auth")

@@ -2,11 +2,14 @@
 
 :func:`render` prints the plan/gate report of ``replay`` and ``--dry-run``: one row per
 registry x repository x tag - what the tag serves now, what this compose brings, the verdict
-(publish / carry / retire / unchanged / hold / stale, or failed) and the reason in words.
+(publish / carry / retire / unchanged / hold / stale, or failed) and the reason in words. Rows
+are grouped by registry and digests shortened, so that the table fits :data:`WIDTH` columns;
+when it still would not, each row's reason goes on a line of its own below the row.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -19,6 +22,11 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_HELD = 3
+
+#: The columns the summary fits in (a terminal of 100 columns shows it without wrapping).
+WIDTH = 100
+#: A digest in a reason, as the table shows it: the first 12 hex digits (as `podman images`).
+_DIGEST = re.compile(r"\b(sha256:[0-9a-f]{12})[0-9a-f]{52}\b")
 
 
 class TagAction(StrEnum):
@@ -82,6 +90,9 @@ class TagOutcome:
     decision: GateDecision | None = None
     digest: str | None = None
     error: str | None = None
+    #: The arches this compose has for the repository: what the compose column shows when the
+    #: decision's own are empty (a stale tag: its per-arch tags were stale too, nothing moved).
+    brings: frozenset[str] = frozenset()
 
     @property
     def reason(self) -> str:
@@ -92,7 +103,10 @@ class TagOutcome:
     def arches(self, which: str) -> str:
         if self.decision is None:
             return "-"
-        return _arches(getattr(self.decision, which))
+        value = getattr(self.decision, which)
+        if which == "compose_arches" and not value:
+            value = self.brings
+        return _arches(value)
 
     @property
     def stale(self) -> bool:
@@ -217,26 +231,54 @@ class ComposeReport:
         return EXIT_OK
 
 
-def render(reports: list[ComposeReport]) -> str:
-    """A plain-text summary for a terminal or a mail: pushes, then one row per tag."""
+def render(reports: list[ComposeReport], *, width: int = WIDTH) -> str:
+    """A plain-text summary for a terminal or a mail: pushes, then one row per tag, grouped
+    by registry."""
     lines: list[str] = []
     for report in reports:
         mode = " (dry run: nothing written)" if report.dry_run else ""
         lines.append(f"compose {report.compose_id}{mode}")
         lines.extend(f"  note: {note}" for note in report.notes)
-        rows = [push.row() for push in report.pushes] + [tag.row() for tag in report.tags]
-        if rows:
-            rows.insert(0, ("tag", "verdict", "current", "compose", "reason"))
-            widths = [max(len(row[i]) for row in rows) for i in range(4)]
-            lines.append("  tags:")
-            for row in rows:
-                cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
-                lines.append("    " + "  ".join([*cells, row[4]]).rstrip())
+        rows = [(push.registry, push.row()) for push in report.pushes]
+        rows += [(tag.registry, tag.row()) for tag in report.tags]
+        lines.extend(_table(rows, width))
         lines.extend(f"  error: {error}" for error in report.errors)
         if report.pushes or report.tags or report.downloads:
             lines.append(f"  work: {report.work()}")
         lines.append(f"  result: {_result(report)}")
     return "\n".join(lines)
+
+
+def short_digests(text: str) -> str:
+    """``sha256:`` and 64 hex digits shortened to 12 of them, as the table shows digests."""
+    return _DIGEST.sub(r"\1", text)
+
+
+def _table(rows: list[tuple[str, tuple[str, str, str, str, str]]], width: int) -> list[str]:
+    """The rows under one heading per registry (tags named without it), columns aligned
+    across registries; each reason on its own line when a row would be wider than *width*."""
+    header = ("tag", "verdict", "current", "compose", "reason")
+    cells: dict[str, list[tuple[str, ...]]] = {}
+    for registry, row in rows:
+        name = row[0].removeprefix(f"{registry}/")
+        cells.setdefault(registry, [header]).append((name, *row[1:4], short_digests(row[4])))
+    every = [row for table in cells.values() for row in table]
+    if not every:
+        return []
+    widths = [max(len(row[i]) for row in every) for i in range(4)]
+    below = 4 + sum(widths) + 2 * 4 + max(len(row[4]) for row in every) > width
+    lines: list[str] = []
+    for registry, table in cells.items():
+        lines.append(f"  tags in {registry}:")
+        for shown in table:
+            columns = [cell.ljust(size) for cell, size in zip(shown[:4], widths, strict=True)]
+            if below:
+                lines.append("    " + "  ".join(columns).rstrip())
+                if shown[4]:
+                    lines.append(f"      {shown[4]}")
+            else:
+                lines.append("    " + "  ".join([*columns, shown[4]]).rstrip())
+    return lines
 
 
 def _result(report: ComposeReport) -> str:

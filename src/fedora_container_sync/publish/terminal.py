@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from rich import filesize
 from rich.console import Console, RenderableType
+from rich.constrain import Constrain
 from rich.progress import BarColumn, DownloadColumn, ProgressColumn, Task, TaskID, TextColumn
 from rich.progress import Progress as Display
 from rich.progress_bar import ProgressBar
@@ -36,6 +37,8 @@ from .progress import STEPS, Activity, OnBytes
 #: The rate shown is over the download's last seconds (since its start, in the first of them).
 _RATE_PERIOD = 10.0
 _BINARY = ["bytes", "KiB", "MiB", "GiB", "TiB"]
+#: Columns the display leaves free at the right (for the terminal's ``^C``).
+_ECHO_ROOM = 2
 
 
 class Terminal(logging.Handler):
@@ -181,7 +184,10 @@ class _LiveDisplay(Display):
     lays out the run's row (the first) apart from the images' rows below it.
 
     The bars take the room the text and the numbers leave, 10 to 40 columns; on a terminal too
-    narrow even for that, what is being done is cut short (…), the numbers never.
+    narrow even for that, what is being done is cut short (…), the numbers never. The last
+    :data:`_ECHO_ROOM` columns stay free: the terminal echoes Ctrl-C as ``^C`` after the last
+    row, and on a full row that would wrap onto a new line, which the display, erasing its own
+    lines when it stops, would leave behind.
     """
 
     def get_renderables(self) -> Iterable[RenderableType]:
@@ -193,10 +199,11 @@ class _LiveDisplay(Display):
                     self.update(task.id, completed=row.received)
         for rows in (tasks[:1], tasks[1:]):
             if rows:
-                self._fit_bars(rows)
-                yield self.make_tasks_table(rows)
+                width = max(1, self.console.width - _ECHO_ROOM)
+                self._fit_bars(rows, width)
+                yield Constrain(self.make_tasks_table(rows), width)
 
-    def _fit_bars(self, tasks: list[Task]) -> None:
+    def _fit_bars(self, tasks: list[Task], width: int) -> None:
         bars = [column for column in self.columns if isinstance(column, BarColumn)]
         taken = len(self.columns) - 1  # the spaces between the columns
         for column in self.columns:
@@ -204,7 +211,7 @@ class _LiveDisplay(Display):
                 cells = [column(task) for task in tasks]
                 taken += max(cell.cell_len if isinstance(cell, Text) else 0 for cell in cells)
         for bar in bars:
-            bar.bar_width = min(40, max(10, self.console.width - taken))
+            bar.bar_width = min(40, max(10, width - taken))
 
 
 class _Doing(ProgressColumn):
@@ -240,7 +247,9 @@ class _Rate(ProgressColumn):
         rate = task.speed
         if rate is None and task.elapsed:
             rate = task.completed / task.elapsed
-        if rate is None:
-            return Text("?", style="progress.data.speed")
+        if rate is None or rate < 1:  # nothing received yet: no rate to show
+            return Text("-", style="progress.data.speed")
         unit, suffix = filesize.pick_unit_and_suffix(int(rate), _BINARY, 1024)
+        if unit == 1:  # whole bytes: "512 bytes/s", never "0.0 bytes/s"
+            return Text(f"{int(rate)} {suffix}/s", style="progress.data.speed")
         return Text(f"{rate / unit:,.1f} {suffix}/s", style="progress.data.speed")

@@ -3,7 +3,10 @@
 Every run gets a private directory (mode 0700: auth files live there while skopeo runs) that
 it holds an exclusive ``flock`` on for its lifetime. A run killed mid-way (kill -9, power
 loss) loses its lock with its process, so the next run removes what it left behind; a run that
-is still going keeps its lock and is never disturbed.
+is still going keeps its lock and is never disturbed. A run directory without its lock file
+(recreated by a child that outlived its run, before children died with their parent) is
+removed too, once it is older than :data:`UNLOCKED_GRACE` (a new run creates its lock file
+right after its directory).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +32,8 @@ _FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 _LOCK = ".lock"
 _SUFFIX = ".run"
+#: Seconds a run directory may be without its lock file before the sweep removes it.
+UNLOCKED_GRACE = 60.0
 
 
 @contextlib.contextmanager
@@ -52,8 +58,9 @@ def run_directory(work_dir: Path, name: str) -> Iterator[Path]:
         os.close(descriptor)
 
 
-def sweep_stale_runs(work_dir: Path) -> None:
-    """Remove run directories whose process is gone (their lock is free)."""
+def sweep_stale_runs(work_dir: Path, *, now: float | None = None) -> None:
+    """Remove run directories whose process is gone (their lock is free), and those without
+    a lock file older than :data:`UNLOCKED_GRACE`."""
     try:
         candidates = [p for p in work_dir.iterdir() if p.name.endswith(_SUFFIX) and p.is_dir()]
     except OSError:
@@ -61,8 +68,11 @@ def sweep_stale_runs(work_dir: Path) -> None:
     for path in candidates:
         try:
             descriptor = os.open(path / _LOCK, os.O_RDWR)
+        except FileNotFoundError:
+            _sweep_unlocked(path, time.time() if now is None else now)
+            continue
         except OSError:
-            continue  # not created by run_directory, or being created right now
+            continue
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -73,6 +83,18 @@ def sweep_stale_runs(work_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         finally:
             os.close(descriptor)
+
+
+def _sweep_unlocked(path: Path, now: float) -> None:
+    """A run directory with no lock file: being created right now (young), or left by an
+    orphaned child that recreated it after its run was swept (old: remove it)."""
+    try:
+        age = now - path.lstat().st_mtime
+    except OSError:
+        return
+    if age > UNLOCKED_GRACE:
+        _log.info("removing %s, without a lock file for %.0fs (left by an orphan)", path, age)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def safe_name(value: str) -> str:

@@ -5,13 +5,17 @@ lives only as long as the run needs it.
 
 Every skopeo this process runs is known while it runs, so a stop (:mod:`..shutdown`) ends them
 all: systemd and OpenShift send SIGTERM to our PID only, and a child left running would keep
-pushing (with an auth file about to be removed) after we are gone.
+pushing (with an auth file about to be removed) after we are gone. A death we cannot handle
+(kill -9, the OOM killer) ends them too: each child asks the kernel for SIGKILL when its parent
+dies (``PR_SET_PDEATHSIG``, :func:`_die_with_parent`).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
+import functools
 import json
 import logging
 import os
@@ -21,7 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +128,7 @@ class _Children:
                 stderr=subprocess.PIPE,
                 text=True,
                 env=env,
+                preexec_fn=_die_with_parent(),  # one system call in the child, nothing else
             )
             self._running.add(process)
             return process
@@ -149,6 +154,42 @@ class _Children:
             if process.poll() is None:
                 _signal(process, signal.SIGKILL)
                 process.wait()
+
+
+#: prctl(2)'s PR_SET_PDEATHSIG (linux/prctl.h)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for a child that gets SIGKILL when this process dies, however it dies
+    (None where prctl(2) does not exist). Everything is looked up before the fork; the child
+    makes one system call, then checks its parent did not die before it was made: it would
+    have been reparented already, and no signal would come.
+
+    The kernel sends the signal when the *thread* that started the child ends: :func:`run`
+    waits for its child in the thread that started it, so that is never before the child ends
+    (or this process dies)."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+    kill, getppid, getpid = os.kill, os.getppid, os.getpid
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if getppid() != parent:
+            kill(getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    try:
+        function: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return function
 
 
 def _signal(process: subprocess.Popen[str], number: int) -> None:
