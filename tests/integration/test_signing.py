@@ -1,0 +1,225 @@
+"""Signing end to end: a real registry, real skopeo pushes, and the verdict of a Fedora client
+(containers/image's ``sigstoreSigned`` policy with ``use-sigstore-attachments``, run through
+Debian 13's skopeo 1.18, and Debian 13's cosign 2.5), never the project's own code.
+
+These tests need Debian 13's skopeo and cosign (``tests/tools/debian13-sigstore.sh``, fetched by
+``make test``): without them they skip, except under CI=true, where they fail."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fedora_container_sync.oci.manifest import digest_of
+from fedora_container_sync.signing.payload import signature_tag
+from support.harness import Harness
+from support.signing import KeyPair, debian13_tools, make_key_pair
+
+pytestmark = pytest.mark.integration
+
+TOOLBOX = "fedora-toolbox"
+OLD = "Fedora-41-20241025.0"
+ARCHES = ("x86_64", "aarch64")
+_WRITE = re.compile(r'"(PUT|POST|PATCH|DELETE) (/v2/\S*) HTTP/')
+
+
+@pytest.fixture(scope="module")
+def tools() -> Path:
+    return debian13_tools()
+
+
+@pytest.fixture
+def keys(tmp_path) -> KeyPair:
+    return make_key_pair(tmp_path / "keys")
+
+
+def enable_signing(harness: Harness, keys: KeyPair, monkeypatch, **extra: str) -> None:
+    lines = "".join(f"{k} = {v}\n" for k, v in extra.items())
+    harness.extra_config = (
+        "[consumer_config.container.signing]\n"
+        f'enabled = true\npublic_key = "{keys.public_path}"\n{lines}'
+    )
+    monkeypatch.setenv("SIGNING_KEY", keys.private_pem)
+    monkeypatch.setenv("SIGNING_PASSPHRASE", keys.passphrase)
+
+
+class Client:
+    """A Fedora client's view: policy.json + registries.d, pulls with Debian 13's skopeo."""
+
+    def __init__(self, tools: Path, harness: Harness, public_key: Path, directory: Path) -> None:
+        self.tools = tools
+        self.harness = harness
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        scope = f"{harness.registries[0].host}/{harness.namespace}"
+        (directory / "policy.json").write_text(
+            json.dumps(
+                {
+                    "default": [{"type": "reject"}],
+                    "transports": {
+                        "docker": {scope: [{"type": "sigstoreSigned", "keyPath": str(public_key)}]}
+                    },
+                }
+            )
+        )
+        registries_d = directory / "registries.d"
+        registries_d.mkdir(exist_ok=True)
+        (registries_d / "test.yaml").write_text(
+            f"docker:\n  {scope}:\n    use-sigstore-attachments: true\n"
+        )
+        self.pulls = 0
+
+    def reference(self, tag: str) -> str:
+        return f"{self.harness.registries[0].host}/{self.harness.namespace}/{TOOLBOX}:{tag}"
+
+    def pull(self, tag: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """``skopeo copy`` under the policy (what podman pull checks)."""
+        self.pulls += 1
+        return subprocess.run(
+            [
+                str(self.tools / "skopeo"),
+                "--policy",
+                str(self.directory / "policy.json"),
+                "--registries.d",
+                str(self.directory / "registries.d"),
+                "copy",
+                "--src-tls-verify=false",
+                "--remove-signatures",
+                *args,
+                f"docker://{self.reference(tag)}",
+                f"oci:{self.directory / f'pull-{self.pulls}'}:x",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def accepts(self, tag: str, *args: str) -> None:
+        done = self.pull(tag, *args)
+        assert done.returncode == 0, f"{tag} {args} refused: {done.stderr}"
+
+    def refuses(self, tag: str, *args: str) -> str:
+        done = self.pull(tag, *args)
+        assert done.returncode != 0, f"{tag} {args} accepted"
+        return done.stderr
+
+    def cosign_verify(self, tag: str, public_key: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(self.tools / "cosign"),
+                "verify",
+                "--key",
+                str(public_key),
+                "--insecure-ignore-tlog=true",
+                "--allow-http-registry",
+                self.reference(tag),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+def writes(harness: Harness, since: int) -> list[str]:
+    lines = harness.registries[0].log_text().splitlines()[since:]
+    found = [m.group(2) for m in map(_WRITE.search, lines) if m]
+    return [path for path in found if f"/v2/{harness.namespace}/" in path]
+
+
+def log_length(harness: Harness) -> int:
+    return len(harness.registries[0].log_text().splitlines())
+
+
+def test_every_tag_verifies_as_a_fedora_client_checks_it(
+    harness, keys, monkeypatch, tools, tmp_path
+):
+    enable_signing(harness, keys, monkeypatch)
+    result = harness.replay(harness.compose(OLD, arches=ARCHES))
+    assert result.code == 0, result.err
+    client = Client(tools, harness, keys.public_path, tmp_path / "client")
+    for arch in ARCHES:
+        client.accepts(f"41-{arch}")
+        client.accepts("41", "--override-arch", "arm64" if arch == "aarch64" else "amd64")
+    for tag in ("41", "latest"):
+        client.accepts(tag, "--all")
+    # cosign checks the digest a tag resolves to: the index for 41, the image for 41-x86_64.
+    for tag in ("41", "latest", "41-x86_64"):
+        verified = client.cosign_verify(tag, keys.public_path)
+        assert verified.returncode == 0, verified.stderr
+        claims = [c["critical"] for c in json.loads(verified.stdout)]
+        assert client.reference(tag) in {c["identity"]["docker-reference"] for c in claims}
+    # Another key is refused, by containers/image and by cosign.
+    other = make_key_pair(tmp_path / "other")
+    stranger = Client(tools, harness, other.public_path, tmp_path / "stranger")
+    stranger.refuses("41-x86_64")
+    stranger.refuses("41", "--all")
+    assert client.cosign_verify("41", other.public_path).returncode != 0
+
+
+def test_signing_an_unsigned_registry_moves_no_tag_and_a_signed_replay_writes_nothing(
+    harness, keys, monkeypatch, tools, tmp_path
+):
+    body = harness.compose(OLD, arches=ARCHES)
+    assert harness.replay(body).code == 0  # signing off
+    client = Client(tools, harness, keys.public_path, tmp_path / "client")
+    assert "signature" in client.refuses("41-x86_64").lower()
+    client.refuses("41", "--all")
+    tags = {
+        tag: harness.digest(TOOLBOX, tag) for tag in ("41", "latest", "41-x86_64", "41-aarch64")
+    }
+
+    enable_signing(harness, keys, monkeypatch)
+    since = log_length(harness)
+    result = harness.replay(body)
+    assert result.code == 0, result.err
+    written = writes(harness, since)
+    assert written, "nothing was signed"
+    assert all(path.endswith(".sig") or "/blobs/" in path for path in written), (
+        f"a release tag was written: {written}"
+    )
+    assert {tag: harness.digest(TOOLBOX, tag) for tag in tags} == tags
+    for tag in ("41-x86_64", "41-aarch64"):
+        client.accepts(tag)
+    client.accepts("41", "--all")
+    client.accepts("latest", "--all")
+
+    since = log_length(harness)
+    assert harness.replay(body).code == 0
+    assert writes(harness, since) == [], "a replay of a signed compose wrote"
+
+
+def test_a_tampered_signature_is_refused(harness, keys, monkeypatch, tools, tmp_path):
+    enable_signing(harness, keys, monkeypatch)
+    assert harness.replay(harness.compose(OLD, arches=ARCHES)).code == 0
+    client = Client(tools, harness, keys.public_path, tmp_path / "client")
+    client.accepts("41-x86_64")
+    registry, repo = harness.registries[0], harness.repo(TOOLBOX)
+    digest = harness.digest(TOOLBOX, "41-x86_64")
+    assert digest
+    _, _, body = registry.get_manifest(repo, signature_tag(digest)) or ("", "", b"")
+    manifest = json.loads(body)
+    for layer in manifest["layers"]:
+        annotations = layer["annotations"]
+        der = bytearray(base64.b64decode(annotations["dev.cosignproject.cosign/signature"]))
+        der[-1] ^= 0x01
+        annotations["dev.cosignproject.cosign/signature"] = base64.b64encode(der).decode()
+    tampered = json.dumps(manifest).encode()
+    with registry.client() as http:
+        answer = http.put(
+            f"/v2/{repo}/manifests/{signature_tag(digest)}",
+            content=tampered,
+            headers={"Content-Type": manifest["mediaType"]},
+        )
+    answer.raise_for_status()
+    client.refuses("41-x86_64")
+    client.refuses("41", "--override-arch", "amd64")
+    # The next run finds no valid signature and writes one, keeping the tampered ones.
+    assert harness.replay(harness.compose(OLD, arches=ARCHES)).code == 0
+    client.accepts("41-x86_64")
+    _, _, after = registry.get_manifest(repo, signature_tag(digest)) or ("", "", b"")
+    assert digest_of(after) != digest_of(tampered)
