@@ -11,6 +11,7 @@ import base64
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,83 @@ def test_a_tampered_signature_is_refused(harness, keys, monkeypatch, tools, tmp_
     client.accepts("41-x86_64")
     _, _, after = registry.get_manifest(repo, signature_tag(digest)) or ("", "", b"")
     assert digest_of(after) != digest_of(tampered)
+
+
+# -- failing closed (no client needed) -------------------------------------------------------
+
+
+def test_a_bad_key_stops_the_run_at_start_with_nothing_done(harness, keys, monkeypatch):
+    enable_signing(harness, keys, monkeypatch)
+    monkeypatch.setenv("SIGNING_PASSPHRASE", "not-the-passphrase")
+    body = harness.compose(OLD, arches=ARCHES)
+    since = log_length(harness)
+    result = harness.replay(body)
+    assert result.code == 2
+    assert "SIGNING_KEY: cannot decrypt it: wrong passphrase" in result.err
+    assert "not-the-passphrase" not in result.out + result.err
+    assert keys.passphrase not in result.out + result.err
+    lines = harness.registries[0].log_text().splitlines()[since:]
+    assert not [line for line in lines if harness.namespace in line], "the registry was used"
+
+    other = make_key_pair(harness.tmp / "other")
+    monkeypatch.setenv("SIGNING_KEY", other.private_pem)
+    monkeypatch.setenv("SIGNING_PASSPHRASE", other.passphrase)
+    result = harness.replay(body)
+    assert result.code == 2
+    assert "is not the private key of public_key" in result.err
+
+
+def failing_signer(harness: Harness, keys: KeyPair, fails_for: str) -> str:
+    """A command signer with the right key that fails for payloads naming ``fails_for``."""
+    from cryptography.hazmat.primitives import serialization
+
+    key_file = harness.tmp / "signer.pem"
+    key_file.write_bytes(
+        keys.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    script = harness.tmp / "signer.py"
+    script.write_text(
+        "import sys\n"
+        "from cryptography.hazmat.primitives import hashes, serialization\n"
+        "from cryptography.hazmat.primitives.asymmetric import ec\n"
+        "payload = sys.stdin.buffer.read()\n"
+        f"if {fails_for.encode()!r} in payload:\n"
+        "    sys.exit('signing service unavailable')\n"
+        f"key = serialization.load_pem_private_key(open({str(key_file)!r}, 'rb').read(), None)\n"
+        "sys.stdout.buffer.write(key.sign(payload, ec.ECDSA(hashes.SHA256())))\n"
+    )
+    return json.dumps([sys.executable, str(script)])
+
+
+@pytest.mark.parametrize(
+    ("fails_for", "unmoved", "moved"),
+    [
+        # A per-arch tag whose signature failed stays, and (an arch failed) the index tags hold.
+        (":41-aarch64", ("41-aarch64", "41", "latest"), ("41-x86_64",)),
+        # An index tag whose signatures failed stays; the other moves.
+        (':41"', ("41",), ("41-x86_64", "41-aarch64", "latest")),
+    ],
+)
+def test_a_signing_failure_fails_that_tag_like_a_failed_push(
+    harness, keys, monkeypatch, fails_for, unmoved, moved
+):
+    enable_signing(
+        harness,
+        keys,
+        monkeypatch,
+        command=failing_signer(harness, keys, fails_for),
+        command_timeout="30",
+    )
+    harness.retry = {"attempts": 1, "initial_delay": 0, "max_delay": 0}
+    result = harness.replay(harness.compose(OLD, arches=ARCHES))
+    assert result.code == 1, result.err
+    assert "signing failed" in result.err
+    assert "signing service unavailable" in result.err
+    for tag in unmoved:
+        assert harness.digest(TOOLBOX, tag) is None, f"{tag} moved without its signatures"
+    for tag in moved:
+        assert harness.digest(TOOLBOX, tag) is not None, f"{tag} did not move"
