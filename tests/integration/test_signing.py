@@ -304,3 +304,34 @@ def test_a_signing_failure_fails_that_tag_like_a_failed_push(
         assert harness.digest(TOOLBOX, tag) is None, f"{tag} moved without its signatures"
     for tag in moved:
         assert harness.digest(TOOLBOX, tag) is not None, f"{tag} did not move"
+
+
+def test_the_audit_reports_unsigned_tags_and_never_counts_sig_tags(harness, keys, monkeypatch):
+    enable_signing(harness, keys, monkeypatch)
+    assert harness.replay(harness.compose(OLD, arches=ARCHES)).code == 0
+    assert any(tag.endswith(".sig") for tag in harness.registries[0].tags(harness.repo(TOOLBOX)))
+    result = harness.run("audit", "--config", str(harness.config()), "--json")
+    assert result.code == 0, result.out + result.err
+    document = json.loads(result.out)
+    assert document["findings"] == []
+
+    # The next compose is published with signing off (public_key still set, for the audit).
+    harness.extra_config = harness.extra_config.replace("enabled = true", "enabled = false")
+    assert harness.replay(harness.compose("Fedora-41-20241026.0", arches=ARCHES)).code == 0
+    result = harness.run("audit", "--config", str(harness.config()), "--json")
+    assert result.code == 3, result.out + result.err
+    document = json.loads(result.out)
+    found = {(f["tag"], f["arch"]) for f in document["findings"]}
+    assert {f["kind"] for f in document["findings"]} == {"unsigned"}
+    assert found == {
+        ("41", None),
+        ("41", "x86_64"),
+        ("41", "aarch64"),
+        ("latest", None),
+        ("latest", "x86_64"),
+        ("latest", "aarch64"),
+        ("41-x86_64", "x86_64"),
+        ("41-aarch64", "aarch64"),
+    }
+    assert all("no signature" in f["summary"] for f in document["findings"])
+    assert document["counts"]["unsigned"] == 8

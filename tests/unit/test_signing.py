@@ -318,3 +318,53 @@ def test_a_command_signer_is_checked_with_a_self_test(tmp_path):
     with pytest.raises(ConfigError, match="self-test failed"):
         load_signing(_settings(pair.public_path, command=["false"]), {"PATH": "/usr/bin:/bin"})
     assert public_pem(pair.key) == pair.public_path.read_bytes()
+
+
+# -- the audit's unsigned findings -------------------------------------------------------------
+
+
+def test_the_audit_finds_each_unsigned_tag_and_index_entry_and_says_why(key):
+    from datetime import UTC, datetime
+
+    from fedora_container_sync.audit.findings import Kind, find_unsigned
+    from fedora_container_sync.audit.state import Build, IndexState, RepositoryState
+
+    other = ec.generate_private_key(ec.SECP256R1())
+    reg, repo = "r.example/ns", "fedora"
+    x86, arm = Build(D1, "Fedora-41-20241025.0"), Build(D2, "Fedora-41-20241025.0")
+    index = IndexState(IX, "Fedora-41-20241025.0", {"x86_64": x86, "aarch64": arm})
+    name = f"{reg}/{repo}"
+    signatures = {
+        # 41-x86_64 signed for itself, and for 41 as an entry: nothing to report.
+        D1: (_signature(key, f"{name}:41-x86_64", D1), _signature(key, f"{name}:41", D1)),
+        # aarch64: only for its own tag (41 lacks it) and by another key for 41.
+        D2: (_signature(key, f"{name}:41-aarch64", D2), _signature(other, f"{name}:41", D2)),
+        # the index: nothing.
+    }
+    state = RepositoryState(
+        reg,
+        repo,
+        frozenset({"41", "41-x86_64", "41-aarch64", "sha256-" + "1" * 64 + ".sig"}),
+        {"41": index, "41-x86_64": x86, "41-aarch64": arm},
+        signatures,
+    )
+    now = datetime(2024, 10, 26, tzinfo=UTC)
+    found = {(f.tag, f.arch): f for f in find_unsigned(state, key.public_key(), now)}
+    assert set(found) == {("41", None), ("41", "aarch64")}
+    assert all(f.kind is Kind.UNSIGNED for f in found.values())
+    assert found[("41", None)].summary.endswith("no signature for :41")
+    assert "signed only for other tags (41-aarch64)" in found[("41", "aarch64")].summary
+    assert found[("41", "aarch64")].age_hours == 24
+    # Without this key's signatures at all: another key's.
+    state = RepositoryState(
+        reg,
+        repo,
+        frozenset({"41-aarch64"}),
+        {"41-aarch64": arm},
+        {D2: (_signature(other, f"{name}:41-aarch64", D2),)},
+    )
+    (finding,) = find_unsigned(state, key.public_key(), now)
+    assert "signed only by other keys" in finding.summary
+    # Signatures not read (no public_key): no finding.
+    state = RepositoryState(reg, repo, frozenset({"41-aarch64"}), {"41-aarch64": arm})
+    assert find_unsigned(state, key.public_key(), now) == []

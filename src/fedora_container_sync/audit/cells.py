@@ -37,6 +37,7 @@ STATUSES = (
     Kind.MISSING.value,
     Kind.DIVERGED.value,
     Kind.HELD.value,
+    Kind.UNSIGNED.value,
     Kind.CARRIED.value,
     STALE,
     OK,
