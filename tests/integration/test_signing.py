@@ -335,3 +335,51 @@ def test_the_audit_reports_unsigned_tags_and_never_counts_sig_tags(harness, keys
     }
     assert all("no signature" in f["summary"] for f in document["findings"])
     assert document["counts"]["unsigned"] == 8
+
+
+def test_a_writer_that_overwrote_our_signatures_is_caught_and_nothing_is_lost(harness, keys):
+    """Another process rewrites the .sig right after our write, from what it read before it
+    (a lost update): our read-back misses our signature and writes again, keeping theirs."""
+    from fedora_container_sync.config.settings import RegistrySettings, RetrySettings
+    from fedora_container_sync.registry.client import RegistryClient
+    from fedora_container_sync.signing.keys import KeySigner
+    from fedora_container_sync.signing.payload import (
+        identity,
+        make_payload,
+        new_layer,
+        signature_manifest,
+    )
+    from fedora_container_sync.signing.setup import Signing
+    from fedora_container_sync.signing.status import signed_claims
+    from fedora_container_sync.signing.store import ensure_signed, read_signatures
+
+    url = f"{harness.registries[0].host}/{harness.namespace}"
+    settings = RegistrySettings(url=url, tls_verify=False)
+    digest = "sha256:" + "5" * 64
+    signing = Signing(KeySigner(keys.key), keys.key.public_key())
+    ours, theirs = identity(url, TOOLBOX, "41"), identity(url, TOOLBOX, "latest")
+    with RegistryClient(settings, timeout=10, retry=RetrySettings(attempts=1)) as client:
+        # Their manifest, made from an empty .sig, holding only their signature.
+        payload = make_payload(theirs, digest, creator="them", compose_id=None)
+        their_layer = new_layer(payload, KeySigner(keys.key).sign(payload))
+        their_body, their_config = signature_manifest([their_layer])
+        put = client.manifest_put
+        overwrites = []
+
+        def racing_put(repository, reference, media_type, body):
+            digest_put = put(repository, reference, media_type, body)
+            if reference.endswith(".sig") and not overwrites:
+                client.blob_put(repository, payload)
+                client.blob_put(repository, their_config)
+                overwrites.append(put(repository, reference, media_type, their_body))
+            return digest_put
+
+        client.manifest_put = racing_put  # type: ignore[method-assign]
+        written = ensure_signed(client, TOOLBOX, {digest: [ours]}, signing, compose_id=None)
+        assert overwrites, "the other writer did not run"
+        assert written == 2  # ours twice: once lost, once kept
+        found = read_signatures(client, TOOLBOX, digest)
+        assert signed_claims(found.signatures, digest, signing.public_key) == {ours, theirs}
+        # And again: nothing to do.
+        client.manifest_put = put  # type: ignore[method-assign]
+        assert ensure_signed(client, TOOLBOX, {digest: [ours]}, signing, compose_id=None) == 0
