@@ -383,3 +383,20 @@ def test_a_writer_that_overwrote_our_signatures_is_caught_and_nothing_is_lost(ha
         # And again: nothing to do.
         client.manifest_put = put  # type: ignore[method-assign]
         assert ensure_signed(client, TOOLBOX, {digest: [ours]}, signing, compose_id=None) == 0
+
+
+def test_the_consumer_refuses_a_wrong_passphrase_at_start(bus, keys):
+    config = bus.config(
+        settings="[consumer_config.container.signing]\n"
+        f'enabled = true\npublic_key = "{keys.public_path}"\n'
+    )
+    consumer = bus.consumer(
+        config, env={"SIGNING_KEY": keys.private_pem, "SIGNING_PASSPHRASE": "wrong-phrase"}
+    )
+    code = consumer.proc.wait(timeout=60)
+    output = consumer.output()
+    assert code == 2, output
+    (error,) = [line for line in output.splitlines() if "cannot start" in line]
+    assert "SIGNING_KEY: cannot decrypt it: wrong passphrase" in error
+    assert "wrong-phrase" not in output
+    assert "Traceback" not in output
