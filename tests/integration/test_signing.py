@@ -400,3 +400,19 @@ def test_the_consumer_refuses_a_wrong_passphrase_at_start(bus, keys):
     assert "SIGNING_KEY: cannot decrypt it: wrong passphrase" in error
     assert "wrong-phrase" not in output
     assert "Traceback" not in output
+
+
+def test_a_carried_forward_entry_gets_the_identities_it_lacks(
+    harness, keys, monkeypatch, tools, tmp_path
+):
+    # Published unsigned; the next compose lacks aarch64, and carry-forward keeps the old one.
+    assert harness.replay(harness.compose(OLD, arches=ARCHES)).code == 0
+    enable_signing(harness, keys, monkeypatch)
+    harness.extra_config = 'gate_policy = "carry-forward"\n' + harness.extra_config
+    result = harness.replay(harness.compose("Fedora-41-20241026.0", arches=("x86_64",)))
+    assert result.code == 0, result.err
+    client = Client(tools, harness, keys.public_path, tmp_path / "client")
+    client.accepts("41", "--override-arch", "arm64")  # the carried entry, signed for :41
+    client.accepts("latest", "--all")
+    client.accepts("41-x86_64")
+    client.refuses("41-aarch64")  # not this compose's tag: left as it was (the audit says so)
