@@ -416,3 +416,42 @@ def test_a_carried_forward_entry_gets_the_identities_it_lacks(
     client.accepts("latest", "--all")
     client.accepts("41-x86_64")
     client.refuses("41-aarch64")  # not this compose's tag: left as it was (the audit says so)
+
+
+@pytest.mark.parametrize("maker", ["cosign", "skopeo"])
+def test_keys_made_by_cosign_and_skopeo_are_read(tools, tmp_path, maker):
+    """What an operator makes with ``cosign generate-key-pair`` (ENCRYPTED SIGSTORE PRIVATE
+    KEY) or ``skopeo generate-sigstore-key`` (ENCRYPTED COSIGN PRIVATE KEY) is what we read."""
+    from fedora_container_sync.signing.keys import load_private_key, load_public_key, same_key
+
+    passphrase = "operator-passphrase"
+    if maker == "cosign":
+        subprocess.run(
+            [str(tools / "cosign"), "generate-key-pair"],
+            cwd=tmp_path,
+            env={"COSIGN_PASSWORD": passphrase, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        private, public = tmp_path / "cosign.key", tmp_path / "cosign.pub"
+    else:
+        (tmp_path / "passphrase").write_text(passphrase)
+        subprocess.run(
+            [
+                str(tools / "skopeo"),
+                "generate-sigstore-key",
+                "--output-prefix",
+                str(tmp_path / "key"),
+                "--passphrase-file",
+                str(tmp_path / "passphrase"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        private, public = tmp_path / "key.private", tmp_path / "key.pub"
+    label = "SIGSTORE" if maker == "cosign" else "COSIGN"
+    assert f"BEGIN ENCRYPTED {label} PRIVATE KEY" in private.read_text()
+    key = load_private_key(private.read_text(), passphrase)
+    assert same_key(key.public_key(), load_public_key(public.read_bytes()))
