@@ -455,3 +455,52 @@ def test_keys_made_by_cosign_and_skopeo_are_read(tools, tmp_path, maker):
     assert f"BEGIN ENCRYPTED {label} PRIVATE KEY" in private.read_text()
     key = load_private_key(private.read_text(), passphrase)
     assert same_key(key.public_key(), load_public_key(public.read_bytes()))
+
+
+def test_the_signing_key_and_passphrase_never_leak(harness, keys, monkeypatch, tmp_path):
+    """Not in what a run prints or logs (DEBUG, httpx included), not in skopeo's argv or
+    environment, not in any file the runs leave: with a success, a dry run and a failure."""
+    import logging
+    import shutil
+
+    from test_secrets import WRAPPER, Capture
+
+    from fedora_container_sync import cli
+
+    handler = Capture()
+    for name in ("fedora_container_sync", "httpx", "httpcore"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        logs = tmp_path / "skopeo-wrapper"
+        logs.mkdir()
+        wrapper = tmp_path / "skopeo"
+        wrapper.write_text(WRAPPER.format(log=logs, skopeo=shutil.which("skopeo")))
+        wrapper.chmod(0o755)
+        enable_signing(harness, keys, monkeypatch)
+        harness.extra_config = f'skopeo = "{wrapper}"\n' + harness.extra_config
+        body = harness.compose(OLD, arches=ARCHES)
+        results = [
+            harness.replay(body, args=["-v", "--dry-run"]),
+            harness.replay(body, args=["-v"]),
+        ]
+        assert [r.code for r in results] == [0, 0], results[-1].err
+        monkeypatch.setenv("SIGNING_PASSPHRASE", keys.passphrase + "x")
+        results.append(harness.replay(body, args=["-v"]))
+        assert results[-1].code == 2
+    finally:
+        for name in ("fedora_container_sync", "httpx", "httpcore"):
+            logging.getLogger(name).removeHandler(handler)
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    key_body = "".join(keys.private_pem.splitlines()[1:-1])
+    secrets = [keys.passphrase, key_body[:40], key_body[-40:]]
+    assert cli
+    assert any("signed" in line for line in handler.lines), "no log captured: proves nothing"
+    texts = [r.out + r.err for r in results] + ["\n".join(handler.lines)]
+    texts += [path.read_text(errors="replace") for path in logs.iterdir()]
+    assert (logs / "env").exists(), "skopeo did not run: the test would prove nothing"
+    for path in (tmp_path / "work").rglob("*"):
+        if path.is_file():
+            texts.append(path.read_text(errors="replace"))
+    leaks = [secret for secret in secrets for text in texts if secret in text]
+    assert leaks == []
