@@ -379,7 +379,7 @@ def test_a_writer_that_overwrote_our_signatures_is_caught_and_nothing_is_lost(ha
         assert overwrites, "the other writer did not run"
         assert written == 2  # ours twice: once lost, once kept
         found = read_signatures(client, TOOLBOX, digest)
-        assert signed_claims(found.signatures, digest, signing.public_key) == {ours, theirs}
+        assert signed_claims(found.checked(signing.public_key), digest) == {ours, theirs}
         # And again: nothing to do.
         client.manifest_put = put  # type: ignore[method-assign]
         assert ensure_signed(client, TOOLBOX, {digest: [ours]}, signing, compose_id=None) == 0

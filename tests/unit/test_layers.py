@@ -84,6 +84,14 @@ LAYERS = {
     "bus.notify": IO,
     "bus.health": IO,
     "bus.deadletters": IO,
+    # signing
+    "signing": PURE,
+    "signing.payload": PURE,
+    "signing.status": PURE,
+    "signing.keys": IO,
+    "signing.setup": IO,
+    "signing.store": IO,
+    "signing.hook": IO,
     # the audit
     "audit": PURE,
     "audit.state": PURE,

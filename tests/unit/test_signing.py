@@ -39,7 +39,8 @@ from fedora_container_sync.signing.payload import (
     signature_tag,
 )
 from fedora_container_sync.signing.setup import load_signing
-from fedora_container_sync.signing.status import Signature, Status, judge
+from fedora_container_sync.signing.status import Checked, Signature, Status, check
+from fedora_container_sync.signing.status import judge as judge_checked
 from support.signing import cosign_pem, make_key_pair, public_pem
 
 D1 = "sha256:" + "1" * 64
@@ -142,6 +143,15 @@ def test_merging_keeps_what_is_there_and_adds_only_what_is_new(key):
     assert layers[1].descriptor == foreign  # kept as found
     # The same layer again adds nothing.
     assert merged(layers, [layers[2]]) == layers
+
+
+def judge(signatures, digest, identity_, public):
+    return judge_checked(check(signatures, lambda p, s: verify(public, p, s)), digest, identity_)
+
+
+def _checked(key, public, identity_: str, digest: str) -> Checked:
+    (checked,) = check([_signature(key, identity_, digest)], lambda p, s: verify(public, p, s))
+    return checked
 
 
 def _signature(key, identity_: str, digest: str) -> Signature:
@@ -334,11 +344,18 @@ def test_the_audit_finds_each_unsigned_tag_and_index_entry_and_says_why(key):
     x86, arm = Build(D1, "Fedora-41-20241025.0"), Build(D2, "Fedora-41-20241025.0")
     index = IndexState(IX, "Fedora-41-20241025.0", {"x86_64": x86, "aarch64": arm})
     name = f"{reg}/{repo}"
+    public = key.public_key()
     signatures = {
         # 41-x86_64 signed for itself, and for 41 as an entry: nothing to report.
-        D1: (_signature(key, f"{name}:41-x86_64", D1), _signature(key, f"{name}:41", D1)),
+        D1: (
+            _checked(key, public, f"{name}:41-x86_64", D1),
+            _checked(key, public, f"{name}:41", D1),
+        ),
         # aarch64: only for its own tag (41 lacks it) and by another key for 41.
-        D2: (_signature(key, f"{name}:41-aarch64", D2), _signature(other, f"{name}:41", D2)),
+        D2: (
+            _checked(key, public, f"{name}:41-aarch64", D2),
+            _checked(other, public, f"{name}:41", D2),
+        ),
         # the index: nothing.
     }
     state = RepositoryState(
@@ -349,7 +366,7 @@ def test_the_audit_finds_each_unsigned_tag_and_index_entry_and_says_why(key):
         signatures,
     )
     now = datetime(2024, 10, 26, tzinfo=UTC)
-    found = {(f.tag, f.arch): f for f in find_unsigned(state, key.public_key(), now)}
+    found = {(f.tag, f.arch): f for f in find_unsigned(state, now)}
     assert set(found) == {("41", None), ("41", "aarch64")}
     assert all(f.kind is Kind.UNSIGNED for f in found.values())
     assert found[("41", None)].summary.endswith("no signature for :41")
@@ -361,10 +378,10 @@ def test_the_audit_finds_each_unsigned_tag_and_index_entry_and_says_why(key):
         repo,
         frozenset({"41-aarch64"}),
         {"41-aarch64": arm},
-        {D2: (_signature(other, f"{name}:41-aarch64", D2),)},
+        {D2: (_checked(other, public, f"{name}:41-aarch64", D2),)},
     )
-    (finding,) = find_unsigned(state, key.public_key(), now)
+    (finding,) = find_unsigned(state, now)
     assert "signed only by other keys" in finding.summary
     # Signatures not read (no public_key): no finding.
     state = RepositoryState(reg, repo, frozenset({"41-aarch64"}), {"41-aarch64": arm})
-    assert find_unsigned(state, key.public_key(), now) == []
+    assert find_unsigned(state, now) == []

@@ -37,8 +37,6 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from ..config.settings import Releases
 from ..oci.platforms import arch_sort_key
 from ..signing.payload import identity
@@ -262,11 +260,10 @@ def find_in_repository(state: RepositoryState, releases: Releases, now: datetime
     return findings
 
 
-def find_unsigned(
-    state: RepositoryState, key: ec.EllipticCurvePublicKey, now: datetime
-) -> list[Finding]:
+def find_unsigned(state: RepositoryState, now: datetime) -> list[Finding]:
     """unsigned findings of one repository in one registry: each audited tag, and each entry
-    of an index tag, without a valid signature by ``key`` for the tag's exact identity."""
+    of an index tag, without a valid signature by the configured key for the tag's exact
+    identity (none when its signatures were not read)."""
     if state.signatures is None:
         return []
     findings: list[Finding] = []
@@ -282,7 +279,7 @@ def find_unsigned(
                 (arch, content.entries[arch]) for arch in sorted(content.entries, key=arch_sort_key)
             ]
         for arch, what in served:
-            judgement = judge(state.signatures.get(what.digest, ()), what.digest, name, key)
+            judgement = judge(state.signatures.get(what.digest, ()), what.digest, name)
             if judgement.status is Status.VALID:
                 continue
             since = compose_date(what.compose_id)
@@ -430,7 +427,6 @@ def audit(
     repositories: Sequence[str],
     failures: Sequence[ReadFailure] = (),
     max_age_hours: float | None = None,
-    public_key: ec.EllipticCurvePublicKey | None = None,
 ) -> AuditResult:
     """All findings of the registries' ``states`` (unreadable ones are in ``failures``).
 
@@ -440,8 +436,7 @@ def audit(
     findings: list[Finding] = []
     for state in states:
         findings += find_in_repository(state, releases, now)
-        if public_key is not None:
-            findings += find_unsigned(state, public_key, now)
+        findings += find_unsigned(state, now)
     for repository in repositories:
         same_repository = [s for s in states if s.repository == repository]
         same_repository.sort(key=lambda s: list(registries).index(s.registry))

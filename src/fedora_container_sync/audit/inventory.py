@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from ..config.load import registry_credentials
 from ..config.settings import Releases, Settings
 from ..errors import SyncError
@@ -20,7 +22,7 @@ from ..oci.platforms import FEDORA_PLATFORMS
 from ..registry.auth import RegistryAuth
 from ..registry.client import RegistryClient
 from ..signing.payload import is_attachment_tag
-from ..signing.status import Signature
+from ..signing.status import Checked
 from .state import (
     Content,
     IndexState,
@@ -43,6 +45,11 @@ def read_registries(settings: Settings) -> tuple[list[RepositoryState], list[Rea
     """
     states: list[RepositoryState] = []
     failures: list[ReadFailure] = []
+    public_key = None
+    if settings.signing.public_key is not None:
+        from ..signing.setup import public_key_of
+
+        public_key = public_key_of(settings.signing)
     for registry in settings.registries:
         credentials = registry_credentials(registry)
         auth = RegistryAuth(
@@ -68,7 +75,7 @@ def read_registries(settings: Settings) -> tuple[list[RepositoryState], list[Rea
                         registry.url,
                         repository,
                         settings.releases,
-                        signatures=settings.signing.public_key is not None,
+                        public_key=public_key,
                     )
                 except SyncError as error:
                     _log.error(
@@ -97,10 +104,11 @@ def read_repository(
     repository: str,
     releases: Releases,
     *,
-    signatures: bool = False,
+    public_key: ec.EllipticCurvePublicKey | None = None,
 ) -> RepositoryState:
     """The tag list of ``repository`` and the content of every tag the audit looks at (with
-    ``signatures``: and the signatures of every digest they serve). cosign's attachment tags
+    ``public_key``: and the signatures of every digest they serve, checked with it). cosign's
+    attachment tags
     (``sha256-<hex>.sig``) are never images: they are left out of the tag list."""
     tags = {tag for tag in client.tags_list(repository) if not is_attachment_tag(tag)}
     index_names = {index_tag.tag for index_tag in index_tags(tags, releases)}
@@ -115,13 +123,18 @@ def read_repository(
             contents[tag] = index_of(manifest, single_arch=single_arch)
         else:
             contents[tag] = build_of(manifest)
-    found = _signatures(client, repository, contents.values()) if signatures else None
+    found = None
+    if public_key is not None:
+        found = _signatures(client, repository, contents.values(), public_key)
     return RepositoryState(registry_url, repository, frozenset(tags), contents, found)
 
 
 def _signatures(
-    client: RegistryClient, repository: str, contents: Iterable[Content]
-) -> dict[str, tuple[Signature, ...]]:
+    client: RegistryClient,
+    repository: str,
+    contents: Iterable[Content],
+    public_key: ec.EllipticCurvePublicKey,
+) -> dict[str, tuple[Checked, ...]]:
     """The signatures of every digest ``contents`` serve: the tags', and the index entries'."""
     from ..signing.store import read_signatures
 
@@ -131,7 +144,7 @@ def _signatures(
         if isinstance(content, IndexState):
             digests.update(build.digest for build in content.entries.values())
     return {
-        digest: tuple(read_signatures(client, repository, digest).signatures)
+        digest: read_signatures(client, repository, digest).checked(public_key)
         for digest in sorted(digests)
     }
 

@@ -33,11 +33,6 @@ def audit_registries(
     settings: Settings, *, max_age_hours: float | None
 ) -> tuple[AuditResult, list[RepositoryState]]:
     """What every configured registry serves, and what the audit finds in it."""
-    public_key = None
-    if settings.signing.public_key is not None:
-        from ..signing.setup import public_key_of
-
-        public_key = public_key_of(settings.signing)
     states, failures = read_registries(settings)
     result = audit(
         states,
@@ -47,7 +42,6 @@ def audit_registries(
         repositories=repositories(settings),
         failures=failures,
         max_age_hours=max_age_hours,
-        public_key=public_key,
     )
     return result, states
 

@@ -1,20 +1,18 @@
-"""Which identities of a digest carry a valid signature, and why the others do not. Pure
-(given the payloads and the public key).
+"""Which identities of a digest carry a valid signature, and why the others do not. Pure.
 
 A signature counts for ``identity`` at ``digest`` only when its layer is a simple signing
-payload, the payload names exactly that identity and digest, and ``public_key`` verifies the
+payload, the payload names exactly that identity and digest, and the public key verifies the
 signature over the payload's exact bytes - what containers/image checks for an exact identity.
+The cryptographic check itself is handed in (:func:`check`'s ``verify``; the I/O layers pass
+:func:`.keys.verify` with the configured key).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from .keys import verify
 from .payload import Claim, SignatureFormatError, SignatureLayer, read_payload
 
 
@@ -35,6 +33,14 @@ class Signature:
 
 
 @dataclass(frozen=True)
+class Checked:
+    """What one signature claims (None: nothing readable) and whether the key verifies it."""
+
+    claim: Claim | None
+    verified: bool
+
+
+@dataclass(frozen=True)
 class Judgement:
     status: Status
     #: For OTHER_IDENTITY: the identities this key did sign at this digest.
@@ -47,50 +53,45 @@ class Judgement:
         return str(self.status)
 
 
-def signed_claims(
-    signatures: Iterable[Signature], digest: str, key: ec.EllipticCurvePublicKey
-) -> set[str]:
-    """The identities ``key`` validly signed for ``digest``."""
-    return {
-        claim.identity
-        for claim, ok in _checked(signatures, key)
-        if ok and claim is not None and claim.digest == digest
-    }
-
-
-def judge(
-    signatures: Sequence[Signature], digest: str, identity: str, key: ec.EllipticCurvePublicKey
-) -> Judgement:
-    """Whether ``identity`` at ``digest`` is validly signed by ``key``, and if not, why."""
-    checked = _checked(signatures, key)
-    valid = {c.identity for c, ok in checked if ok and c is not None and c.digest == digest}
-    if identity in valid:
-        return Judgement(Status.VALID)
-    if valid:
-        return Judgement(Status.OTHER_IDENTITY, tuple(sorted(valid)))
-    if not signatures:
-        return Judgement(Status.NONE)
-    # Well-formed signatures for this digest that this key does not verify: another key's (or
-    # altered). Anything else (unreadable, another digest, verified but naming another digest):
-    # invalid.
-    if any(c is not None and c.digest == digest and not ok for c, ok in checked):
-        return Judgement(Status.OTHER_KEY)
-    return Judgement(Status.INVALID)
-
-
-def _checked(
-    signatures: Iterable[Signature], key: ec.EllipticCurvePublicKey
-) -> list[tuple[Claim | None, bool]]:
-    result: list[tuple[Claim | None, bool]] = []
+def check(
+    signatures: Iterable[Signature], verify: Callable[[bytes, bytes], bool]
+) -> tuple[Checked, ...]:
+    """Each signature's claim, and whether ``verify(payload, signature)`` accepts it."""
+    result: list[Checked] = []
     for signature in signatures:
         layer, payload = signature.layer, signature.payload
         if not layer.is_simplesigning or payload is None or not layer.signature:
-            result.append((None, False))
+            result.append(Checked(None, False))
             continue
         try:
             claim = read_payload(payload)
         except SignatureFormatError:
-            result.append((None, False))
+            result.append(Checked(None, False))
             continue
-        result.append((claim, verify(key, payload, layer.signature)))
-    return result
+        result.append(Checked(claim, verify(payload, layer.signature)))
+    return tuple(result)
+
+
+def signed_claims(checked: Iterable[Checked], digest: str) -> set[str]:
+    """The identities validly signed for ``digest``."""
+    return {
+        c.claim.identity
+        for c in checked
+        if c.verified and c.claim is not None and c.claim.digest == digest
+    }
+
+
+def judge(checked: Sequence[Checked], digest: str, identity: str) -> Judgement:
+    """Whether ``identity`` at ``digest`` is validly signed, and if not, why."""
+    valid = signed_claims(checked, digest)
+    if identity in valid:
+        return Judgement(Status.VALID)
+    if valid:
+        return Judgement(Status.OTHER_IDENTITY, tuple(sorted(valid)))
+    if not checked:
+        return Judgement(Status.NONE)
+    # Well-formed signatures for this digest that the key does not verify: another key's (or
+    # altered). Anything else (unreadable, or naming another digest): invalid.
+    if any(c.claim is not None and c.claim.digest == digest and not c.verified for c in checked):
+        return Judgement(Status.OTHER_KEY)
+    return Judgement(Status.INVALID)

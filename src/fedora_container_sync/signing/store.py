@@ -9,10 +9,13 @@ overwrote ours shows up in the read-back, and the write is done again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import RegistryError, SyncError
 from ..oci import mediatype
@@ -30,7 +33,7 @@ from .payload import (
     signature_tag,
 )
 from .setup import Signing
-from .status import Signature, signed_claims
+from .status import Checked, Signature, check, signed_claims
 
 _log = logging.getLogger(__name__)
 #: How often a digest's signatures are written again when the read-back lacks some.
@@ -46,6 +49,10 @@ class Found:
 
     layers: list[SignatureLayer]
     signatures: list[Signature]
+
+    def checked(self, key: ec.EllipticCurvePublicKey) -> tuple[Checked, ...]:
+        """What each signature claims, and whether ``key`` verifies it."""
+        return check(self.signatures, functools.partial(verify, key))
 
 
 def read_signatures(client: RegistryClient, repository: str, digest: str) -> Found:
@@ -102,7 +109,7 @@ def _ensure_one(
     written = 0
     for attempt in range(1, _WRITES + 1):
         found = read_signatures(client, repository, digest)
-        have = signed_claims(found.signatures, digest, signing.public_key)
+        have = signed_claims(found.checked(signing.public_key), digest)
         missing = [identity for identity in identities if identity not in have]
         if not missing:
             return written
@@ -117,7 +124,7 @@ def _ensure_one(
         client.manifest_put(repository, signature_tag(digest), mediatype.OCI_MANIFEST, body)
         written += len(added)
     found = read_signatures(client, repository, digest)
-    have = signed_claims(found.signatures, digest, signing.public_key)
+    have = signed_claims(found.checked(signing.public_key), digest)
     missing = [identity for identity in identities if identity not in have]
     if missing:
         raise SigningError(f"{name}: signatures for {', '.join(missing)} did not read back valid")
