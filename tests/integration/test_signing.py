@@ -504,3 +504,36 @@ def test_the_signing_key_and_passphrase_never_leak(harness, keys, monkeypatch, t
             texts.append(path.read_text(errors="replace"))
     leaks = [secret for secret in secrets for text in texts if secret in text]
     assert leaks == []
+
+
+def test_sig_tags_are_not_compared_across_registries(
+    tmp_path,
+    served_root,
+    compose_server,
+    registry,
+    second_registry,
+    namespace,
+    capsys,
+    keys,
+    monkeypatch,
+):
+    """Each registry's signatures name that registry, so their .sig tags differ by
+    construction: the audit's cross-registry comparison never sees them."""
+    harness = Harness(
+        tmp_path, served_root, compose_server, [registry, second_registry], namespace, capsys
+    )
+    enable_signing(harness, keys, monkeypatch)
+    assert harness.replay(harness.compose(OLD, arches=ARCHES)).code == 0
+    sigs = [
+        {t for t in r.tags(harness.repo(TOOLBOX)) if t.endswith(".sig")}
+        for r in (registry, second_registry)
+    ]
+    assert sigs[0] and sigs[0] == sigs[1]  # same digests...
+    first, second = (
+        r.get_manifest(harness.repo(TOOLBOX), sorted(sigs[0])[0])
+        for r in (registry, second_registry)
+    )
+    assert first and second and first[1] != second[1]  # ...different signatures
+    result = harness.run("audit", "--config", str(harness.config()), "--json")
+    assert result.code == 0, result.out + result.err
+    assert json.loads(result.out)["findings"] == []
