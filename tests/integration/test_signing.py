@@ -176,6 +176,8 @@ def test_signing_an_unsigned_registry_moves_no_tag_and_a_signed_replay_writes_no
 
     enable_signing(harness, keys, monkeypatch)
     since = log_length(harness)
+    assert harness.replay(body, args=["--dry-run"]).code == 0
+    assert writes(harness, since) == [], "a dry run wrote"
     result = harness.replay(body)
     assert result.code == 0, result.err
     written = writes(harness, since)
