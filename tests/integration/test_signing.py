@@ -539,3 +539,28 @@ def test_sig_tags_are_not_compared_across_registries(
     result = harness.run("audit", "--config", str(harness.config()), "--json")
     assert result.code == 0, result.out + result.err
     assert json.loads(result.out)["findings"] == []
+
+
+def test_rotating_the_key_adds_signatures_by_the_new_one_and_moves_no_tag(
+    harness, keys, monkeypatch, tools, tmp_path
+):
+    body = harness.compose(OLD, arches=ARCHES)
+    enable_signing(harness, keys, monkeypatch)
+    assert harness.replay(body).code == 0
+    tags = {tag: harness.digest(TOOLBOX, tag) for tag in ("41", "latest", "41-x86_64")}
+    new = make_key_pair(tmp_path / "new")
+    enable_signing(harness, new, monkeypatch)
+    assert harness.replay(body).code == 0
+    assert {tag: harness.digest(TOOLBOX, tag) for tag in tags} == tags
+    for pair, name in ((keys, "old"), (new, "new")):
+        client = Client(tools, harness, pair.public_path, tmp_path / name)
+        client.accepts("41-x86_64")
+        client.accepts("41", "--all")
+    # A client that lists both keys (keyPaths), as during the overlap.
+    both = Client(tools, harness, new.public_path, tmp_path / "both")
+    policy = json.loads((both.directory / "policy.json").read_text())
+    (rule,) = next(iter(policy["transports"]["docker"].values()))
+    del rule["keyPath"]
+    rule["keyPaths"] = [str(keys.public_path), str(new.public_path)]
+    (both.directory / "policy.json").write_text(json.dumps(policy))
+    both.accepts("latest", "--all")
