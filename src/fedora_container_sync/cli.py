@@ -306,6 +306,7 @@ def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
     from .oci.platforms import FEDORA_PLATFORMS
     from .publish.context import PublishOptions
     from .publish.pipeline import handle_envelope, prepare_work_dir
+    from .signing.setup import check_signing
 
     unknown = [arch for arch in args.allow_drop if arch not in FEDORA_PLATFORMS]
     if unknown:
@@ -317,6 +318,7 @@ def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
     path = config_path(args.config)
     settings = load_settings(path)
     check_credentials(settings)
+    check_signing(settings)
     source = "<stdin>" if args.message_file == "-" else args.message_file
     envelopes = read_message_file(_read_text(args.message_file), source=source)
     # Check every message before doing anything: a bad file does no partial work.

@@ -77,6 +77,7 @@ from .config.settings import Settings, settings_from_document
 from .errors import ConfigError, SyncError, about_compose
 from .publish.pipeline import handle_envelope, prepare_work_dir
 from .publish.report import EXIT_USAGE
+from .signing.setup import check_signing
 
 if TYPE_CHECKING:
     from fedora_messaging.message import Message
@@ -110,6 +111,7 @@ class Consumer:
         try:
             self.settings = settings if settings is not None else _configured_settings()
             check_credentials(self.settings)
+            check_signing(self.settings)
             prepare_work_dir(self.settings)
             if shutil.which(self.settings.skopeo) is None:
                 raise ConfigError(f"skopeo not found ({self.settings.skopeo}); install skopeo")

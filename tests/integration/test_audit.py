@@ -88,6 +88,7 @@ def test_held_index_after_a_compose_with_a_failed_arch(harness):
         "held": 6,
         "carried": 0,
         "unrecognized": 0,
+        "unsigned": 0,
     }
 
     table = audit(harness)

@@ -494,6 +494,7 @@ def test_json_document_is_valid_and_stable():
         "held": 1,
         "carried": 0,
         "unrecognized": 0,
+        "unsigned": 0,
     }
     assert document["errors"] == [{"registry": C, "repository": "fedora", "error": "HTTP 500"}]
     assert (document["result"], document["exit_code"]) == ("unreadable", 1)

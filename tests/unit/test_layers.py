@@ -90,6 +90,14 @@ LAYERS = {
     "bus.deadletters": IO,
     "bus.delivery": IO,
     "bus.reach": IO,
+    # signing
+    "signing": PURE,
+    "signing.payload": PURE,
+    "signing.status": PURE,
+    "signing.keys": IO,
+    "signing.setup": IO,
+    "signing.store": IO,
+    "signing.hook": IO,
     # the audit
     "audit": PURE,
     "audit.state": PURE,

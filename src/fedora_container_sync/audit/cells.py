@@ -42,6 +42,7 @@ STATUSES = (
     Kind.DIVERGED.value,
     Kind.HELD.value,
     FAILED,
+    Kind.UNSIGNED.value,
     Kind.CARRIED.value,
     STALE,
     OK,

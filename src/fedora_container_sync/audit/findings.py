@@ -16,7 +16,10 @@ tag list, ``latest``, ``rawhide``):
   exists in one registry and not in another;
 * **unrecognized** - the index has an entry that is neither an image of a Fedora arch nor a
   positive attestation (the same reading as the gate's, which holds such a tag under every
-  policy until someone fixes it).
+  policy until someone fixes it);
+* **unsigned** (only with a signing ``public_key`` configured) - a tag, or an entry of an index
+  tag, without a valid signature by that key for its exact identity ``registry/repo:tag``,
+  saying why: no signature, signed only by other keys, signed only for other tags, invalid.
 
 
 Each kind's age counts from the build that has not moved since (:func:`.state.age_hours`): held
@@ -36,6 +39,8 @@ from typing import Any
 
 from ..config.settings import Releases
 from ..oci.platforms import arch_sort_key
+from ..signing.payload import identity
+from ..signing.status import Status, judge
 from .state import (
     Build,
     Content,
@@ -63,6 +68,7 @@ class Kind(StrEnum):
     HELD = "held"
     CARRIED = "carried"
     UNRECOGNIZED = "unrecognized"
+    UNSIGNED = "unsigned"
 
 
 class Severity(StrEnum):
@@ -80,6 +86,7 @@ SEVERITY = {
     Kind.HELD: Severity.WARNING,
     Kind.CARRIED: Severity.INFO,
     Kind.UNRECOGNIZED: Severity.ERROR,
+    Kind.UNSIGNED: Severity.ERROR,
 }
 _KIND_RANK = {kind: rank for rank, kind in enumerate(Kind)}
 _SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}
@@ -253,6 +260,52 @@ def find_in_repository(state: RepositoryState, releases: Releases, now: datetime
     return findings
 
 
+def find_unsigned(state: RepositoryState, now: datetime) -> list[Finding]:
+    """unsigned findings of one repository in one registry: each audited tag, and each entry
+    of an index tag, without a valid signature by the configured key for the tag's exact
+    identity (none when its signatures were not read)."""
+    if state.signatures is None:
+        return []
+    findings: list[Finding] = []
+    for tag in sorted(state.contents, key=tag_order):
+        content = state.content(tag)
+        if content is None:
+            continue
+        name = identity(state.registry, state.repository, tag)
+        served: list[tuple[str | None, Build | IndexState]] = [(arch_of(tag), content)]
+        if isinstance(content, IndexState):
+            served = [(None, content)]
+            served += [
+                (arch, content.entries[arch]) for arch in sorted(content.entries, key=arch_sort_key)
+            ]
+        for arch, what in served:
+            judgement = judge(state.signatures.get(what.digest, ()), what.digest, name)
+            if judgement.status is Status.VALID:
+                continue
+            since = compose_date(what.compose_id)
+            entry = (
+                f"its {arch} entry {what.label}" if isinstance(content, IndexState) and arch else ""
+            )
+            findings.append(
+                Finding(
+                    Kind.UNSIGNED,
+                    state.registry,
+                    state.repository,
+                    tag,
+                    arch,
+                    summary=f"{entry or what.label}: {judgement.describe()} for :{tag}",
+                    compose_id=what.compose_id,
+                    index_compose_id=content.compose_id
+                    if isinstance(content, IndexState)
+                    else None,
+                    digest=content.digest,
+                    since=since,
+                    age_hours=age_hours(since, now),
+                )
+            )
+    return findings
+
+
 def find_diverged(
     states: Sequence[RepositoryState], releases: Releases, now: datetime
 ) -> list[Finding]:
@@ -383,6 +436,7 @@ def audit(
     findings: list[Finding] = []
     for state in states:
         findings += find_in_repository(state, releases, now)
+        findings += find_unsigned(state, now)
     for repository in repositories:
         same_repository = [s for s in states if s.repository == repository]
         same_repository.sort(key=lambda s: list(registries).index(s.registry))

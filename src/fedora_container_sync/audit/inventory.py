@@ -9,6 +9,9 @@ that is in :mod:`.findings`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..config.load import registry_credentials
 from ..config.settings import Releases, Settings
@@ -18,8 +21,11 @@ from ..oci.manifest import ARCH, Manifest
 from ..oci.platforms import FEDORA_PLATFORMS
 from ..registry.auth import RegistryAuth
 from ..registry.client import RegistryClient
+from ..signing.payload import is_attachment_tag
+from ..signing.status import Checked
 from .state import (
     Content,
+    IndexState,
     ReadFailure,
     RepositoryState,
     build_of,
@@ -39,6 +45,11 @@ def read_registries(settings: Settings) -> tuple[list[RepositoryState], list[Rea
     """
     states: list[RepositoryState] = []
     failures: list[ReadFailure] = []
+    public_key = None
+    if settings.signing.public_key is not None:
+        from ..signing.setup import public_key_of
+
+        public_key = public_key_of(settings.signing)
     for registry in settings.registries:
         credentials = registry_credentials(registry)
         auth = RegistryAuth(
@@ -59,7 +70,13 @@ def read_registries(settings: Settings) -> tuple[list[RepositoryState], list[Rea
                 continue
             for repository in repositories(settings):
                 try:
-                    state = read_repository(client, registry.url, repository, settings.releases)
+                    state = read_repository(
+                        client,
+                        registry.url,
+                        repository,
+                        settings.releases,
+                        public_key=public_key,
+                    )
                 except SyncError as error:
                     _log.error(
                         "audit: %s/%s could not be read: %s", registry.url, repository, error
@@ -82,10 +99,18 @@ def repositories(settings: Settings) -> list[str]:
 
 
 def read_repository(
-    client: RegistryClient, registry_url: str, repository: str, releases: Releases
+    client: RegistryClient,
+    registry_url: str,
+    repository: str,
+    releases: Releases,
+    *,
+    public_key: ec.EllipticCurvePublicKey | None = None,
 ) -> RepositoryState:
-    """The tag list of ``repository`` and the content of every tag the audit looks at."""
-    tags = set(client.tags_list(repository))
+    """The tag list of ``repository`` and the content of every tag the audit looks at (with
+    ``public_key``: and the signatures of every digest they serve, checked with it). cosign's
+    attachment tags
+    (``sha256-<hex>.sig``) are never images: they are left out of the tag list."""
+    tags = {tag for tag in client.tags_list(repository) if not is_attachment_tag(tag)}
     index_names = {index_tag.tag for index_tag in index_tags(tags, releases)}
     contents: dict[str, Content] = {}
     for tag in tags_to_read(tags, releases):
@@ -98,7 +123,30 @@ def read_repository(
             contents[tag] = index_of(manifest, single_arch=single_arch)
         else:
             contents[tag] = build_of(manifest)
-    return RepositoryState(registry_url, repository, frozenset(tags), contents)
+    found = None
+    if public_key is not None:
+        found = _signatures(client, repository, contents.values(), public_key)
+    return RepositoryState(registry_url, repository, frozenset(tags), contents, found)
+
+
+def _signatures(
+    client: RegistryClient,
+    repository: str,
+    contents: Iterable[Content],
+    public_key: ec.EllipticCurvePublicKey,
+) -> dict[str, tuple[Checked, ...]]:
+    """The signatures of every digest ``contents`` serve: the tags', and the index entries'."""
+    from ..signing.store import read_signatures
+
+    digests: set[str] = set()
+    for content in contents:
+        digests.add(content.digest)
+        if isinstance(content, IndexState):
+            digests.update(build.digest for build in content.entries.values())
+    return {
+        digest: read_signatures(client, repository, digest).checked(public_key)
+        for digest in sorted(digests)
+    }
 
 
 def _arch_of(client: RegistryClient, repository: str, manifest: Manifest) -> str | UnknownEntry:

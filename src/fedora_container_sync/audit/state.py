@@ -24,6 +24,7 @@ from ..gate.tags import LATEST, RAWHIDE
 from ..oci.index import UnknownEntry, read_index
 from ..oci.manifest import COMPOSE_ID, IMAGE_SHA256, Manifest
 from ..oci.platforms import FEDORA_PLATFORMS, arch_sort_key
+from ..signing.status import Checked
 
 # -- what a registry serves ------------------------------------------------------------------
 
@@ -84,6 +85,9 @@ class RepositoryState:
     repository: str
     tags: frozenset[str]
     contents: Mapping[str, Content] = field(default_factory=dict)
+    #: The signatures stored for each digest the audited tags serve, checked with the
+    #: configured ``public_key`` (None: not read, no ``public_key`` configured).
+    signatures: Mapping[str, tuple[Checked, ...]] | None = None
 
     def content(self, tag: str) -> Content | None:
         return self.contents.get(tag) if tag in self.tags else None

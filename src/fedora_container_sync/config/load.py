@@ -85,6 +85,12 @@ def registry_credentials(
 
 def _secret(name: str, env: Mapping[str, str], registry: str) -> str:
     """``env[name]``, else the content of ``$CREDENTIALS_DIRECTORY/name`` (one line), else ''."""
+    return read_credential(name, env, owner=f"registry {registry}")
+
+
+def read_credential(name: str, env: Mapping[str, str], *, owner: str) -> str:
+    """``env[name]``, else the content of ``$CREDENTIALS_DIRECTORY/name`` without its final
+    line break, else ''. ``owner`` starts an error's line (``registry quay.io``)."""
     if env.get(name):
         return env[name]
     directory = env.get(CREDENTIALS_DIRECTORY_ENV)
@@ -97,7 +103,7 @@ def _secret(name: str, env: Mapping[str, str], registry: str) -> str:
         return ""
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
-        raise ConfigError(f"registry {registry}: credential file {path}: {reason}") from None
+        raise ConfigError(f"{owner}: credential file {path}: {reason}") from None
 
 
 def check_credentials(settings: Settings, environ: Mapping[str, str] | None = None) -> None:

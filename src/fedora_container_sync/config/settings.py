@@ -188,6 +188,35 @@ class HealthSettings(_Model):
         return value
 
 
+class SigningSettings(_Model):
+    """``[consumer_config.container.signing]``: cosign signatures of what is published
+    (:mod:`..signing`). Off by default."""
+
+    enabled: bool = False
+    #: PEM file of the ECDSA P-256 public key: every signature is checked with it before a tag
+    #: moves, and the audit checks with it; what clients put in ``keyPath``.
+    public_key: Path | None = None
+    #: ``<prefix>KEY`` (the encrypted private key, PEM) and ``<prefix>PASSPHRASE``, from the
+    #: environment or ``$CREDENTIALS_DIRECTORY``; used when ``command`` is not set.
+    credential_prefix: str = "SIGNING_"
+    #: An external signer instead of the key: payload on stdin, signature on stdout.
+    command: list[str] | None = Field(default=None, min_length=1)
+    command_timeout: float = Field(default=60.0, gt=0)
+
+    @field_validator("public_key", mode="before")
+    @classmethod
+    def _path_from_str(cls, value: object) -> object:
+        return Path(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _key_when_enabled(self) -> SigningSettings:
+        if self.enabled and self.public_key is None:
+            raise ValueError("public_key is required when enabled = true")
+        if not self.credential_prefix:
+            raise ValueError("credential_prefix must not be empty")
+        return self
+
+
 class Settings(_Model):
     """Everything under ``[consumer_config.container]``."""
 
@@ -222,6 +251,7 @@ class Settings(_Model):
     retry: RetrySettings = RetrySettings()
     requeue: RequeueSettings = RequeueSettings()
     health: HealthSettings | None = None
+    signing: SigningSettings = SigningSettings()
 
     def transfer_deadline(self, size: int) -> float:
         """Seconds moving ``size`` bytes over the network may take: ``http_deadline`` plus the

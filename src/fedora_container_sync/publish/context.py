@@ -32,11 +32,13 @@ class RunContext:
 
     @property
     def secret_env(self) -> tuple[str, ...]:
-        """The environment variables holding registry credentials: skopeo reads credentials
+        """The environment variables holding credentials (registries, signing): skopeo reads them
         from its auth file only, never from our environment."""
-        return tuple(
+        signing = self.settings.signing.credential_prefix
+        registries = tuple(
             f"{registry.credential_prefix}{suffix}"
             for registry in self.settings.registries
             if registry.credential_prefix
             for suffix in ("USER", "PASSWORD")
         )
+        return (*registries, f"{signing}KEY", f"{signing}PASSPHRASE")

@@ -23,6 +23,7 @@ from ..compose.fetch import ComposeFetcher, LocalImage
 from ..compose.selection import ImageArtifact
 from ..errors import SyncError
 from ..gate.verdicts import GateDecision, Verdict, decide_arch_tag
+from ..signing.hook import sign_for_tag
 from . import build, outcomes
 from .build import PreparedImage
 from .context import RunContext
@@ -202,6 +203,21 @@ class _Execution:
         once all of its per-arch tags there have ended (index tags move last)."""
         self.record.arch_outcome(outcome, error)
         registry, repository = outcome.target.registry, outcome.target.repository
+        signing = self.ctx.settings.signing.enabled and not self.ctx.dry_run
+        if signing and outcome.push and outcome.push.skipped and outcome.entry:
+            # It holds its build already: signing on, fill what its signatures lack.
+            self.pool.submit(
+                functools.partial(
+                    sign_for_tag,
+                    self.ctx,
+                    self.registries[registry].client,
+                    repository,
+                    outcome.target.tag,
+                    outcome.entry.digest,
+                ),
+                self._signed,
+                priority=_GATE,
+            )
         if not self.record.settled(registry, repository):
             return
         self.pool.submit(
@@ -216,6 +232,12 @@ class _Execution:
             self._gated,
             priority=_GATE,
         )
+
+    def _signed(self, done: Future[int]) -> None:
+        try:
+            done.result()
+        except SyncError as error:
+            self.record.fail(error)
 
     def _gated(self, done: Future[list[tuple[TagOutcome, SyncError | None]]]) -> None:
         for outcome, error in done.result():

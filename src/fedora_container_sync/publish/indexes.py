@@ -12,6 +12,8 @@ import itertools
 from ..errors import SyncError
 from ..gate.verdicts import GateDecision, Verdict
 from ..oci import mediatype
+from ..oci.manifest import digest_of
+from ..signing.hook import sign_for_tag
 from .context import RunContext
 from .plan import GateInputs, decide_index
 from .read import Registry, holds_after_write, read_tag
@@ -65,9 +67,14 @@ def gate_index(
             action = action_for(decision, dry_run=ctx.dry_run)
             if action is TagAction.WOULD_PUBLISH:
                 return outcome(action, decision, None), None
+            if action is TagAction.UNCHANGED and current is not None:  # signing on: fill gaps
+                entries = [entry.digest for entry in current.entries.values()]
+                sign_for_tag(ctx, client, repository, tag, current.digest, entries)
             if action is not None:
                 return outcome(action, decision, current.digest if current else None), None
             body = decision.index_body(ctx.compose_id)
+            entries = [entry.digest for entry in decision.entries]
+            sign_for_tag(ctx, client, repository, tag, digest_of(body), entries)  # before it moves
             digest = client.manifest_put(repository, tag, mediatype.OCI_INDEX, body)
             if holds_after_write(
                 ctx, client, repository, tag, digest, attempt, then="gating again"

@@ -19,6 +19,7 @@ from ..oci.manifest import digest_of
 from ..registry import skopeo
 from ..registry.client import RegistryClient
 from ..registry.layout import manifest_blob
+from ..signing.hook import sign_for_tag
 from .build import PreparedImage
 from .context import RunContext
 from .read import Registry, holds_after_write, read_tag
@@ -100,6 +101,7 @@ def move_arch_tag(
         )
         if decision.verdict is Verdict.STALE:
             return decision
+        sign_for_tag(ctx, client, repository, tag, digest)  # signing on: before the tag moves
         if decision.verdict is not Verdict.UNCHANGED:
             client.manifest_put(repository, tag, media_type, body)
         if holds_after_write(ctx, client, repository, tag, digest, attempt, then="checking again"):

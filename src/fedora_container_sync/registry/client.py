@@ -201,6 +201,35 @@ class RegistryClient:
 
         return call_with_retry(once, what=f"{self._log_prefix}read of {what}", policy=self._retry)
 
+    def blob_put(self, repository: str, data: bytes) -> str:
+        """Upload a small blob (a signature payload, a config) unless the registry has it;
+        its digest. One monolithic POST, or POST then PUT where the registry wants that."""
+        digest = digest_of(data)
+        what = f"{self._name(repository)}@{digest}"
+
+        def once() -> str:
+            head = self._request("HEAD", self._path(repository, f"blobs/{digest}"), what=what)
+            if head.status_code == 200:
+                return digest
+            path = self._path(repository, f"blobs/uploads/?digest={digest}")
+            headers = {"Content-Type": "application/octet-stream"}
+            response = self._request("POST", path, what=what, headers=headers, content=data)
+            self._raise_for_status(response, what)
+            if response.status_code == 202:
+                location = _upload_location(response, self.registry.host, what)
+                joiner = "&" if "?" in location else "?"
+                response = self._request(
+                    "PUT",
+                    f"{location}{joiner}digest={digest}",
+                    what=what,
+                    headers=headers,
+                    content=data,
+                )
+                self._raise_for_status(response, what)
+            return digest
+
+        return call_with_retry(once, what=f"{self._log_prefix}upload of {what}", policy=self._retry)
+
     # -- tags --------------------------------------------------------------------------------
 
     def tags_list(self, repository: str, *, page_size: int = _TAGS_PAGE) -> list[str]:
@@ -351,6 +380,21 @@ def _digest_header(response: httpx.Response, what: str) -> str | None:
     if not _DIGEST.fullmatch(header):
         raise RegistryError(f"{what}: the registry's Docker-Content-Digest is not a sha256 digest")
     return header
+
+
+def _upload_location(response: httpx.Response, host: str, what: str) -> str:
+    """The path (and query) of an upload session's ``Location``, on the same registry."""
+    location = response.headers.get("location", "")
+    try:
+        url = httpx.URL(location)
+    except httpx.InvalidURL:
+        raise RegistryError(f"{what}: the upload Location is not a URL") from None
+    netloc = url.host if url.port is None else f"{url.host}:{url.port}"
+    if url.is_absolute_url and (url.scheme not in ("http", "https") or netloc != host):
+        raise RegistryError(f"{what}: the upload Location points at another host")
+    if not url.raw_path.startswith(b"/v2/"):
+        raise RegistryError(f"{what}: the upload Location is not on the registry API")
+    return url.raw_path.decode("ascii")
 
 
 def _next_page(response: httpx.Response, host: str, repository_path: str) -> str | None:

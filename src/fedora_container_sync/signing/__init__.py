@@ -1,0 +1,1 @@
+"""Signing what is published: cosign ("sigstore") signatures in ``sha256-<hex>.sig`` tags."""
