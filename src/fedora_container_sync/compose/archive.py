@@ -134,7 +134,7 @@ def unpack_oci_archive(tar_path: Path, dest: Path, *, where: str, consume: bool 
             for member in archive:
                 parts = check.add(member)
                 if parts:
-                    _unpack(archive, member, parts, root)
+                    _unpack(archive, member, parts, root, release)
                 if release is not None:
                     release.upto(member.offset_data + member.size)
             check.finish()
@@ -147,7 +147,7 @@ class _Release:
     file keeps its size and reads zeros there). Where the file system cannot, nothing happens."""
 
     _PUNCH_HOLE_KEEP_SIZE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-    _STEP = 16 << 20
+    _STEP = 1 << 20
 
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -180,7 +180,13 @@ def _fallocate() -> Callable[[int, int, int, int], int] | None:
     return fallocate
 
 
-def _unpack(archive: tarfile.TarFile, member: tarfile.TarInfo, parts: list[str], root: int) -> None:
+def _unpack(
+    archive: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    parts: list[str],
+    root: int,
+    release: _Release | None = None,
+) -> None:
     if member.isdir():
         os.close(_open_dir(root, parts))
         return
@@ -207,21 +213,25 @@ def _unpack(archive: tarfile.TarFile, member: tarfile.TarInfo, parts: list[str],
                 raise ComposeError(f"archive member {member.name!r} has no data")
             out = os.open(parts[-1], _NEW_FILE, 0o600, dir_fd=parent)
             try:
-                _copy_range(fileobj.fileno(), out, member.offset_data, member.size)  # type: ignore[attr-defined]
+                source = fileobj.fileno()  # type: ignore[attr-defined]
+                _copy_range(source, out, member.offset_data, member.size, release)
             finally:
                 os.close(out)
     finally:
         os.close(parent)
 
 
-def _copy_range(source: int, target: int, offset: int, size: int) -> None:
-    """``size`` bytes of ``source`` from ``offset`` to ``target``, copied by the kernel."""
+def _copy_range(source: int, target: int, offset: int, size: int, release: _Release | None) -> None:
+    """``size`` bytes of ``source`` from ``offset`` to ``target``, copied by the kernel, in
+    pieces; ``release`` gives each piece's space back once it is copied."""
     done = 0
     while done < size:
         copied = os.copy_file_range(source, target, min(size - done, PIECE), offset + done)
         if copied == 0:
             raise tarfile.ReadError("unexpected end of data")
         done += copied
+        if release is not None:
+            release.upto(offset + done)
 
 
 def _open_dir(root: int, parts: list[str]) -> int:
