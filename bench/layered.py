@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -125,6 +126,9 @@ class LayeredResults:
     registries: int
     image_mib: float
     rounds: list[LayeredRound] = field(default_factory=list)
+    #: load average (1, 5, 15 min) before and after these scenarios
+    loads: tuple[str, str] = ("", "")
+    seconds: float = 0.0
 
 
 # -- set-up ------------------------------------------------------------------------------------
@@ -391,6 +395,9 @@ def run(
         shared=args.shared_layers, changed=(args.layers - 2, args.layers - 1),
         salt=os.urandom(8).hex(),
     )  # fmt: skip
+    from report import load
+
+    started, started_load = time.monotonic(), load()
     log(f"building 2 layered composes: 2 repos x 2 arches x {shape.layers} layers ...")
     layered = build_layered(root / "layered", shape, stack)
     results = LayeredResults(shape, args.layered_registries, layered.image_bytes / (1 << 20))
@@ -431,6 +438,7 @@ def run(
         log(f"layered round {number}: {seconds}, work dir x{result.work_ratio:.2f}, "
             f"(h) {result.counted.bytes / (1 << 20):.1f} MiB up")  # fmt: skip
         shutil.rmtree(scratch, ignore_errors=True)
+    results.loads, results.seconds = (started_load, load()), time.monotonic() - started
     return results
 
 
@@ -461,7 +469,9 @@ def section(results: LayeredResults) -> list[str]:
         f"{shape.shared} shared by both repositories; from one compose to the next "
         f"{len(shape.changed)} layers of each image change, and its config. "
         f"{results.registries} registr{'y' if results.registries == 1 else 'ies'}; "
-        f"{len(rounds)} round(s), the order rotating. See bench/layered.py for each scenario.",
+        f"{len(rounds)} round(s), the order rotating. See bench/layered.py for each scenario. "
+        f"These scenarios took {results.seconds / 60:.1f} min; load average (1, 5, 15 min) at "
+        f"their start: {results.loads[0]}; at their end: {results.loads[1]}.",
         "",
         "Goals (medians over rounds):",
         "",
