@@ -3,10 +3,12 @@
 #               make test   (the whole test suite against real skopeo and registries)
 #               make bench  (legacy vs cold publish vs replay vs two bare-tool floors, and how
 #                            cost grows with image size and registries; writes
-#                            docs/benchmarks.md; about 11 minutes on 2 cores, 18 with
+#                            docs/benchmarks.md; about 14 minutes on 2 cores, more with
 #                            other jobs sharing them.
 #                            BENCH_ARGS="--rounds 5" to change it, "--scale-rounds 0" to skip
-#                            the scaling grid; bench/bench.py --help lists the rest)
+#                            the scaling grid, "--only-layered" to run only the bootable-
+#                            container and daemon-path scenarios; bench/bench.py --help lists
+#                            the rest)
 # All three install what is missing: skopeo, the registry server, htpasswd, chromium and curl
 # (apt-get or dnf), and a virtualenv with this package in $(VENV).
 

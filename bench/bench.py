@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "tests")]
 
+import layered  # noqa: E402
 from report import NOTES_MARKER, Results, kept_notes, load, machine, report  # noqa: E402
 from scaling import Cell  # noqa: E402
 from scenarios import (  # noqa: E402
@@ -163,11 +164,14 @@ def arguments() -> argparse.Namespace:
     scaling.add_argument("--scale-arches", type=int, default=2, choices=range(1, 5))
     scaling.add_argument("--scale-rounds", type=int, default=2, help="0 skips the scaling grid")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    layered.add_arguments(parser)
     return parser.parse_args()
 
 
 def main() -> int:
     args = arguments()
+    if args.only_layered:
+        args.rounds = args.scale_rounds = args.big_mib = 0
     started, started_load = time.monotonic(), load()
     with tempfile.TemporaryDirectory(prefix="fcs-bench-") as tmp, ExitStack() as servers:
         root = Path(tmp)
@@ -190,6 +194,9 @@ def main() -> int:
                     for registries in args.scale_registries
                 ]
         results = Results(rounds=[], cells=[cell for cell, _, _ in grid])
+        layers: layered.LayeredResults | None = None
+        if args.layered_rounds:
+            layers = layered.run(args, root, servers, compose, server, log)
         for number in range(1, args.rounds + 1):
             scratch = root / f"round-{number}"
             scratch.mkdir()
@@ -218,7 +225,14 @@ def main() -> int:
             log(f"peak RSS with one {args.big_mib} MiB image ...")
             results.big = big_image_rss(root / "big", args.big_mib, args.registries)
     results.duration = time.monotonic() - started
-    text = report(results, args, (started_load, load()), machine(), kept_notes(args.output))
+    if args.only_layered:  # the rest of the report stays as it was
+        text = (
+            args.output.read_text() if args.output.exists() else f"# Benchmarks\n\n{NOTES_MARKER}\n"
+        )
+    else:
+        text = report(results, args, (started_load, load()), machine(), kept_notes(args.output))
+    if layers is not None:
+        text = layered.splice(text, layered.section(layers))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(text)

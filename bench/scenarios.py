@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,7 @@ from support.compose import (
     finished_message,
     serialized_message,
 )
+from support.proxy import FaultProxy
 from support.servers import FileServer, Registry
 
 SUBVARIANTS = {
@@ -125,9 +126,15 @@ def skopeo(*args: str) -> None:
 
 
 def build(
-    root: Path, *, repos: int, arches: int, size_mib: int, compose_id: str = "Fedora-41-20241025.0"
+    root: Path,
+    *,
+    repos: int,
+    arches: int,
+    size_mib: int,
+    compose_id: str = "Fedora-41-20241025.0",
+    subvariants: list[str] | None = None,
 ) -> Compose:
-    subvariants = list(SUBVARIANTS)[:repos]
+    subvariants = subvariants or list(SUBVARIANTS)[:repos]
     served = root / "served"
     compose_dir = build_compose(
         served,
@@ -137,6 +144,12 @@ def build(
         payload_size=size_mib << 20,
         extra_images=(),
     )
+    images = images_of(served, compose_dir)
+    return Compose(served, compose_dir, images, root / f"{compose_id}.jsonl")
+
+
+def images_of(served: Path, compose_dir: Path) -> list[Image]:
+    """The images of a compose tree, as its images.json lists them."""
     metadata = json.loads((compose_dir / "metadata" / "images.json").read_text())
     images = []
     for variant in metadata["payload"]["images"].values():
@@ -154,7 +167,7 @@ def build(
                         image["arch"],
                     )
                 )
-    return Compose(served, compose_dir, images, root / f"{compose_id}.jsonl")
+    return images
 
 
 def write_message(compose: Compose, server: FileServer) -> None:
@@ -164,8 +177,16 @@ def write_message(compose: Compose, server: FileServer) -> None:
     compose.message.write_text(serialized_message(body))
 
 
-def write_config(path: Path, server: FileServer, registries: list[Registry], work: Path) -> Path:
-    repos = "".join(f'{subvariant} = "{repo}"\n' for subvariant, repo in SUBVARIANTS.items())
+def write_config(
+    path: Path,
+    server: FileServer,
+    registries: Sequence[Registry | FaultProxy],
+    work: Path,
+    *,
+    subvariants: Iterable[str] = tuple(SUBVARIANTS),
+) -> Path:
+    """A config for these registries (or proxies in front of them), these subvariants."""
+    repos = "".join(f'{subvariant} = "{SUBVARIANTS[subvariant]}"\n' for subvariant in subvariants)
     regs = "".join(
         f'[[consumer_config.container.registries]]\nurl = "{r.host}/bench"\ntls_verify = false\n'
         for r in registries

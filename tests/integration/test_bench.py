@@ -27,8 +27,10 @@ def test_the_benchmark_runs_and_writes_its_report(tmp_path):
     # one image size and two registry counts: the table, not the fit (tests/unit/test_bench_fit.py)
     scaling = ["--scale-sizes", "1", "--scale-registries", "1,2", "--scale-repos", "1",
                "--scale-arches", "1", "--scale-rounds", "1"]  # fmt: skip
+    layered = ["--layers", "3", "--layer-mib", "0.05", "--shared-layers", "2",
+               "--layered-rounds", "1"]  # fmt: skip
     result = subprocess.run(
-        [sys.executable, str(BENCH), *tiny, *scaling, "--rounds", "2", "--big-mib", "2",
+        [sys.executable, str(BENCH), *tiny, *scaling, *layered, "--rounds", "2", "--big-mib", "2",
          "--output", str(output)],
         capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip
@@ -57,6 +59,16 @@ def test_the_benchmark_runs_and_writes_its_report(tmp_path):
         ), report
     assert "No fit: it needs at least two image sizes and two registry counts." in report
     assert "- CPU: " in report and "load average" in report
+    # bootable containers: a verdict per goal, the daemon path, the counts of what went up
+    for goal in (r"\(g/f\) ≤ 1\.50", r"\(h\) ≤ 1\.10", r"\(g\) ≤ 1\.20"):
+        assert re.search(rf"^- .* {goal}: {SPREAD}: {VERDICT}$", report, re.MULTILINE), report
+    assert re.search(rf"^- daemon path: .* \(w/e\).*: {SPREAD}", report, re.MULTILINE), report
+    row = re.search(r"^\| 1 \| [fghiw, ]+ \|(.*)$", report, re.MULTILINE)
+    assert row is not None, report
+    cells = [cell.strip() for cell in row.group(1).split("|")[:-1]]
+    assert len(cells) == 17 and all(re.fullmatch(r"\d+(\.\d+)?", cell) for cell in cells), cells
+    mounts = int(cells[11])
+    assert mounts == 2 * 2  # the new repository's 2 base layers, for 2 arches
     assert "old numbers" not in report
     assert report.endswith("<!-- notes -->\nWhat the numbers mean.\n")  # kept
 

@@ -217,7 +217,10 @@ BIG = 8 << 20
         # The download fits, skopeo's copy of it (or our unpacking) does not; the other image
         # (5 MiB, twice while it is converted) still fits after that failure.
         ("docker", "12m", "converting", 5 << 20),
-        ("oci", "12m", "converting", 5 << 20),
+        # An OCI archive is unpacked while the tar's space is given back, and not converted a
+        # second time: on disk about once, plus at most a few MiB; so it fails a work dir just
+        # larger than its download. The other image (2 MiB) fits.
+        ("oci", "8500k", "converting", 2 << 20),
     ],
 )
 def test_a_full_work_dir_fails_that_image_and_the_other_arches_go_on(
@@ -325,3 +328,22 @@ def test_a_decompression_bomb_on_a_small_work_dir_is_refused_before_it_fills_it(
     assert harness.digest(TOOLBOX, "41-aarch64") is not None
     assert harness.digest(TOOLBOX, "41") is None
     assert left == []
+
+
+def test_an_oci_image_needs_a_work_dir_about_its_own_size(harness):
+    """Unpacked while the tar's space is given back, and pushed from the unpacked files: an 8
+    MiB OCI image goes through a 10 MiB work dir (converted a second time, it needed 16)."""
+    body = harness.compose(COMPOSE, arches=("x86_64",), fmt="oci")
+    replace_image(
+        harness,
+        body,
+        "x86_64",
+        lambda path: build_image_archive(
+            path, arch="x86_64", fmt="oci", build_id="big", payload_size=BIG
+        ),
+    )
+    with small_file_system(harness.tmp / "work", "10m"):
+        result = harness.replay(body)
+
+    assert result.code == 0, result.err
+    assert harness.digest(TOOLBOX, "41-x86_64") is not None

@@ -76,6 +76,7 @@ LAYERS = {
     "publish.read": IO,
     "publish.build": IO,
     "publish.push": IO,
+    "publish.mounts": IO,
     "publish.indexes": IO,
     "publish.verify": IO,
     "publish.execute": ORCHESTRATION,

@@ -10,10 +10,11 @@ the directory.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
-import shutil
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import ComposeError
@@ -108,7 +109,7 @@ _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def unpack_oci_archive(tar_path: Path, dest: Path, *, where: str) -> None:
+def unpack_oci_archive(tar_path: Path, dest: Path, *, where: str, consume: bool = False) -> None:
     """Unpack an OCI archive into ``dest`` (created here), for skopeo's ``oci:`` transport.
 
     The members are judged again as they are unpacked, and the kernel makes sure nothing is
@@ -116,21 +117,76 @@ def unpack_oci_archive(tar_path: Path, dest: Path, *, where: str) -> None:
     to its parent, every file is created with ``O_EXCL | O_NOFOLLOW``. Hard links are linked,
     not copied, so unpacking writes no more than the tar holds. An OSError (a full disk)
     propagates; the caller removes ``dest``.
+
+    A regular file's bytes are copied by the kernel (``copy_file_range``: the tar is plain,
+    each file's bytes lie in one piece). With ``consume``, the tar's space is given back as it
+    is read (the tar is a temporary copy the caller deletes next): the work dir then holds the
+    image about once, not twice, while it is unpacked.
     """
     dest.mkdir(mode=0o700)
     root = os.open(dest, _NOFOLLOW_DIR)
     try:
-        with _members(tar_path, where=where) as (archive, check):
+        with contextlib.ExitStack() as stack:
+            release = _Release(tar_path) if consume else None
+            if release is not None:
+                stack.callback(release.close)
+            archive, check = stack.enter_context(_members(tar_path, where=where))
             for member in archive:
                 parts = check.add(member)
                 if parts:
-                    _unpack(archive, member, parts, root)
+                    _unpack(archive, member, parts, root, release)
+                if release is not None:
+                    release.upto(member.offset_data + member.size)
             check.finish()
     finally:
         os.close(root)
 
 
-def _unpack(archive: tarfile.TarFile, member: tarfile.TarInfo, parts: list[str], root: int) -> None:
+class _Release:
+    """Gives back the space of a file's bytes already read (``fallocate`` punching a hole; the
+    file keeps its size and reads zeros there). Where the file system cannot, nothing happens."""
+
+    _PUNCH_HOLE_KEEP_SIZE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+    _STEP = 1 << 20
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self._done = 0
+        self._fallocate = _fallocate()
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def upto(self, offset: int) -> None:
+        start, end = self._done, offset - offset % self._STEP
+        if self._fallocate is None or end - start < self._STEP:
+            return
+        if self._fallocate(self._fd, self._PUNCH_HOLE_KEEP_SIZE, start, end - start) != 0:
+            self._fallocate = None  # not supported here: keep the file as it is
+            return
+        self._done = end
+
+
+def _fallocate() -> Callable[[int, int, int, int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        function = libc.fallocate64
+    except (OSError, AttributeError, TypeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    function.restype = ctypes.c_int
+    fallocate: Callable[[int, int, int, int], int] = function
+    return fallocate
+
+
+def _unpack(
+    archive: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    parts: list[str],
+    root: int,
+    release: _Release | None = None,
+) -> None:
     if member.isdir():
         os.close(_open_dir(root, parts))
         return
@@ -152,13 +208,30 @@ def _unpack(archive: tarfile.TarFile, member: tarfile.TarInfo, parts: list[str],
             finally:
                 os.close(source)
         else:
-            data = archive.extractfile(member)
-            if data is None:  # pragma: no cover - MemberCheck let only regular files through
+            fileobj = archive.fileobj
+            if fileobj is None:  # pragma: no cover - an open archive has one
                 raise ComposeError(f"archive member {member.name!r} has no data")
-            with data, open(os.open(parts[-1], _NEW_FILE, 0o600, dir_fd=parent), "wb") as out:
-                shutil.copyfileobj(data, out, PIECE)
+            out = os.open(parts[-1], _NEW_FILE, 0o600, dir_fd=parent)
+            try:
+                source = fileobj.fileno()  # type: ignore[attr-defined]
+                _copy_range(source, out, member.offset_data, member.size, release)
+            finally:
+                os.close(out)
     finally:
         os.close(parent)
+
+
+def _copy_range(source: int, target: int, offset: int, size: int, release: _Release | None) -> None:
+    """``size`` bytes of ``source`` from ``offset`` to ``target``, copied by the kernel, in
+    pieces; ``release`` gives each piece's space back once it is copied."""
+    done = 0
+    while done < size:
+        copied = os.copy_file_range(source, target, min(size - done, PIECE), offset + done)
+        if copied == 0:
+            raise tarfile.ReadError("unexpected end of data")
+        done += copied
+        if release is not None:
+            release.upto(offset + done)
 
 
 def _open_dir(root: int, parts: list[str]) -> int:

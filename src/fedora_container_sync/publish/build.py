@@ -22,7 +22,7 @@ from ..oci.index import IndexEntry
 from ..oci.manifest import ARCH, COMPOSE_ID, IMAGE_SHA256
 from ..oci.platforms import fedora_arch
 from ..registry import skopeo
-from ..registry.layout import LocalManifest, annotate_layout, read_layout
+from ..registry.layout import LocalManifest, adopt_unpacked, annotate_layout, read_layout
 from .context import RunContext
 from .workdir import work_dir_error
 
@@ -83,17 +83,24 @@ def convert(ctx: RunContext, local: LocalImage) -> PreparedImage:
         try:
             layout.parent.mkdir(parents=True, exist_ok=True)
             (ctx.work / "tmp").mkdir(parents=True, exist_ok=True)
+            adopted = False
             if local.transport == OCI_ARCHIVE:
                 unpacked.parent.mkdir(parents=True, exist_ok=True)
-                unpack_oci_archive(local.path, unpacked, where=where)
+                unpack_oci_archive(local.path, unpacked, where=where, consume=True)
                 local.path.unlink()
                 source = f"oci:{unpacked}"
-            skopeo.run(
-                skopeo.convert_argv(ctx.settings.skopeo, source, layout, tmpdir=ctx.work / "tmp"),
-                timeout=ctx.settings.skopeo_timeout,
-                what=f"conversion of {artifact.path}",
-                hide_env=ctx.secret_env,
-            )
+                # Compressed OCI layers skopeo would copy unchanged: the unpacked directory
+                # becomes the layout, without a second copy of every blob.
+                adopted = adopt_unpacked(unpacked, layout)
+            if not adopted:
+                skopeo.run(
+                    skopeo.convert_argv(
+                        ctx.settings.skopeo, source, layout, tmpdir=ctx.work / "tmp"
+                    ),
+                    timeout=ctx.settings.skopeo_timeout,
+                    what=f"conversion of {artifact.path}",
+                    hide_env=ctx.secret_env,
+                )
             annotate_layout(
                 layout,
                 {COMPOSE_ID: ctx.compose_id, ARCH: artifact.arch, IMAGE_SHA256: artifact.sha256},

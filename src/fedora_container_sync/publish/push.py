@@ -22,6 +22,7 @@ from ..registry.layout import manifest_blob
 from ..signing.hook import sign_for_tag
 from .build import PreparedImage
 from .context import RunContext
+from .mounts import layout_blobs, mount_shared
 from .read import Registry, holds_after_write, read_tag
 from .workdir import safe_name, work_dir_error
 
@@ -47,6 +48,9 @@ def push_image(
         cert_dir=registry.settings.cert_dir,
         auth_file=registry.authfile,
     )
+    # Blobs a sibling repository holds are mounted first: skopeo's cache may know nothing.
+    blobs = layout_blobs(layout, manifest.digest)
+    mount_shared(registry.client, registry.blobs, repository, blobs)
     call_with_retry(
         lambda: skopeo.run(
             skopeo.copy_argv(
@@ -67,6 +71,7 @@ def push_image(
     landed = skopeo.read_digest(digest_file, what=f"push of {name}")
     if landed != manifest.digest:
         raise SkopeoError(f"push of {name}: landed as {landed}, expected {manifest.digest}")
+    registry.blobs.add(repository, blobs)
     return move_arch_tag(
         ctx, registry.client, repository, tag, image.artifact.arch, manifest.media_type, body
     )

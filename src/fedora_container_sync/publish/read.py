@@ -13,7 +13,7 @@ import functools
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -35,6 +35,7 @@ from ..registry import skopeo
 from ..registry.auth import RegistryAuth
 from ..registry.client import RegistryClient
 from .context import RunContext
+from .mounts import BlobLocations, manifest_blobs
 from .outcomes import Record
 from .plan import RegistryState, TagState, Unreadable
 from .progress import RUN
@@ -46,11 +47,13 @@ _log = logging.getLogger(RUN)
 
 @dataclass(frozen=True)
 class Registry:
-    """A configured registry this run talks to: its API client and skopeo's auth file."""
+    """A configured registry this run talks to: its API client and skopeo's auth file; and
+    which of its repositories hold which blobs, as far as this run has seen (for mounts)."""
 
     settings: RegistrySettings
     client: RegistryClient
     authfile: Path | None
+    blobs: BlobLocations = field(default_factory=BlobLocations, compare=False)
 
     @property
     def url(self) -> str:
@@ -196,7 +199,7 @@ def read_registries(
     for registry in registries:
         for artifact in artifacts:
             key = (artifact.repository, tags.arch_tag(artifact.arch))
-            read_one = functools.partial(read_tag, registry.client, *key)
+            read_one = functools.partial(_read_arch_tag, registry, *key)
             pool.submit(read_one, functools.partial(done, registry, key, True))
     for registry in registries:
         for repository in dict.fromkeys(artifact.repository for artifact in artifacts):
@@ -212,6 +215,16 @@ def read_tag(client: RegistryClient, repository: str, tag: str) -> CurrentTag | 
     """What ``tag`` holds, as the gate sees it (None: no such tag)."""
     found = client.manifest_get(repository, tag)
     return None if found is None else _current(client, repository, found)
+
+
+def _read_arch_tag(registry: Registry, repository: str, tag: str) -> CurrentTag | None:
+    """:func:`read_tag`, noting the blobs of the image the tag holds (for mounts)."""
+    found = registry.client.manifest_get(repository, tag)
+    if found is None:
+        return None
+    if found.is_image:
+        registry.blobs.add(repository, manifest_blobs(found.body))
+    return _current(registry.client, repository, found)
 
 
 def holds_after_write(

@@ -15,11 +15,13 @@ round trips) ends within ``http_deadline`` (transient when it does not) and may 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import ssl
 import time
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -229,6 +231,33 @@ class RegistryClient:
             return digest
 
         return call_with_retry(once, what=f"{self._log_prefix}upload of {what}", policy=self._retry)
+
+    def blob_mount(self, repository: str, digest: str, source: str) -> bool:
+        """Ask the registry to mount blob ``digest`` of repository ``source`` into
+        ``repository`` (``POST .../blobs/uploads/?mount=&from=``): True when it did (201).
+        False when it declined (202: it opened an upload instead, which is cancelled here) or
+        answered anything else; a failure raises. Never retried: whoever asked uploads the blob
+        as usual when it is not mounted."""
+        query = urlencode({"mount": digest, "from": self.registry.repository_path(source)})
+        path = self._path(repository, f"blobs/uploads/?{query}")
+        what = f"mount of {digest} into {self._name(repository)}"
+        response = self._request("POST", path, what=what)
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202:
+            self._cancel_upload(response.headers.get("location", ""), what)
+            return False
+        self._raise_for_status(response, what)
+        return False
+
+    def _cancel_upload(self, location: str, what: str) -> None:
+        """DELETE an upload the registry opened, at its ``Location`` - on this registry only."""
+        place = urlsplit(location)
+        if not place.path.startswith("/v2/") or place.netloc not in ("", self.registry.host):
+            return
+        path = place.path + (f"?{place.query}" if place.query else "")
+        with contextlib.suppress(RegistryError, RegistryUnavailable):
+            self._request("DELETE", path, what=f"cancelling the upload after the {what}")
 
     # -- tags --------------------------------------------------------------------------------
 
