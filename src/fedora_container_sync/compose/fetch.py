@@ -297,6 +297,11 @@ class ComposeFetcher:
                             f"{self._compose_id}: {_shown(url)}: no complete answer within {limit}"
                         ) from None
                     raise TransientError(f"{self._compose_id}: timed out fetching {path}") from None
+                except httpx.DecodingError:
+                    raise ComposeError(
+                        f"{self._compose_id}: {path}: the answer cannot be decoded "
+                        "(Content-Encoding stacked, unknown or corrupt)"
+                    ) from None
                 except httpx.TransportError as error:
                     raise TransientError(
                         f"{self._compose_id}: could not fetch {path}: {one_line(error)}"
