@@ -7,14 +7,16 @@ what the tag holds now. A dry run gates and writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 from ..errors import SyncError
-from ..gate.verdicts import GateDecision, Verdict
+from ..gate.verdicts import CurrentTag, GateDecision, Verdict
 from ..oci import mediatype
+from ..oci.index import UnknownEntry
 from .context import RunContext
 from .plan import GateInputs, decide_index
-from .read import Registry, holds_after_write, read_tag
+from .read import Registry, contradicted, holds_after_write, read_tag
 from .report import TagAction, TagOutcome
 
 
@@ -65,6 +67,22 @@ def gate_index(
                 return outcome(action, decision, None), None
             if action is not None:
                 return outcome(action, decision, current.digest if current else None), None
+            wrong = contradicted(registry, repository, decision.entries)
+            if wrong:
+                # Every entry of the index about to be written is the image its own config
+                # says (what this run pushed, what a per-arch tag or the index held): the gate
+                # holds the tag over one that is not, as over any entry it cannot read.
+                current = _with_unknown(current, wrong)
+                decision = decide_index(
+                    current,
+                    inputs,
+                    repository=repository,
+                    compose_id=ctx.compose_id,
+                    settings=ctx.settings,
+                    options=ctx.options,
+                )
+                action = action_for(decision, dry_run=ctx.dry_run) or TagAction.HELD
+                return outcome(action, decision, current.digest if current.digest else None), None
             body = decision.index_body(ctx.compose_id)
             digest = client.manifest_put(repository, tag, mediatype.OCI_INDEX, body)
             if holds_after_write(
@@ -75,3 +93,12 @@ def gate_index(
         failure = TagOutcome(registry.url, repository, tag, TagAction.FAILED, error=str(error))
         return failure, error
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _with_unknown(current: CurrentTag | None, wrong: list[UnknownEntry]) -> CurrentTag:
+    """``current`` (None: no tag yet) with ``wrong`` among what cannot be read."""
+    digests = {entry.digest for entry in wrong}
+    if current is None:
+        return CurrentTag("", unknown=tuple(wrong))
+    entries = {arch: e for arch, e in current.entries.items() if e.digest not in digests}
+    return dataclasses.replace(current, entries=entries, unknown=(*current.unknown, *wrong))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,7 @@ from ..errors import SyncError, TagRaceError
 from ..gate.tags import ReleaseTags, excluded, merge_releases, needs_lookup, plan_tags
 from ..gate.verdicts import CurrentTag
 from ..net.tls import TlsContexts
-from ..oci.index import UnknownEntry, image_arch
+from ..oci.index import IndexEntry, UnknownEntry, entry_contradiction, image_arch
 from ..oci.manifest import ARCH, Manifest
 from ..oci.platforms import FEDORA_PLATFORMS
 from ..registry import skopeo
@@ -51,6 +51,11 @@ class Registry:
     settings: RegistrySettings
     client: RegistryClient
     authfile: Path | None
+    #: (repository, digest, arch) -> why that index entry is not the image it says (None: it
+    #: is), for :func:`contradicted`: an image does not change under its digest.
+    checked: dict[tuple[str, str, str], UnknownEntry | None] = field(
+        default_factory=dict, compare=False, hash=False
+    )
 
     @property
     def url(self) -> str:
@@ -246,10 +251,33 @@ def holds_after_write(
 def _current(client: RegistryClient, repository: str, found: Manifest) -> CurrentTag:
     """What a tag holds, as the gate sees it: its arches, the composes it names, and what
     cannot be read. A single image's arch is its annotation (this project's), else its
-    config's."""
+    config's; before an index is written, :func:`contradicted` checks every entry against
+    its image's config."""
     arch: str | UnknownEntry | None = None
     if not found.is_index:
         arch = found.annotations.get(ARCH)
         if arch not in FEDORA_PLATFORMS:
             arch = image_arch(found, client.blob_get(repository, found.config_digest()))
     return CurrentTag.of(found, arch)
+
+
+def contradicted(
+    registry: Registry, repository: str, entries: Iterable[IndexEntry]
+) -> list[UnknownEntry]:
+    """The index ``entries`` whose image is not what the entry says: each image's manifest and
+    config are read (once per run and registry), its platform taken from the config
+    (:func:`entry_contradiction`)."""
+    found: list[UnknownEntry] = []
+    for entry in entries:
+        key = (repository, entry.digest, entry.arch)
+        if key not in registry.checked:
+            client = registry.client
+            child = client.manifest_get(repository, entry.digest)
+            config = None
+            if child is not None and not child.is_index:
+                config = client.blob_get(repository, child.config_digest())
+            registry.checked[key] = entry_contradiction(entry, child, config)
+        problem = registry.checked[key]
+        if problem is not None:
+            found.append(problem)
+    return found
