@@ -21,6 +21,7 @@ from ..errors import PermanentError, SkopeoError, WorkDirFull
 from ..oci.index import IndexEntry
 from ..oci.manifest import ARCH, COMPOSE_ID, IMAGE_SHA256
 from ..oci.platforms import fedora_arch
+from ..oci.verify import verify_layout
 from ..registry import skopeo
 from ..registry.layout import LocalManifest, annotate_layout, read_layout
 from .context import RunContext
@@ -87,6 +88,7 @@ def convert(ctx: RunContext, local: LocalImage) -> PreparedImage:
                 unpacked.parent.mkdir(parents=True, exist_ok=True)
                 unpack_oci_archive(local.path, unpacked, where=where)
                 local.path.unlink()
+                verify_layout(unpacked, where=where)  # skopeo fetches nothing from elsewhere
                 source = f"oci:{unpacked}"
             skopeo.run(
                 skopeo.convert_argv(ctx.settings.skopeo, source, layout, tmpdir=ctx.work / "tmp"),
@@ -99,6 +101,7 @@ def convert(ctx: RunContext, local: LocalImage) -> PreparedImage:
                 {COMPOSE_ID: ctx.compose_id, ARCH: artifact.arch, IMAGE_SHA256: artifact.sha256},
                 where=where,
             )
+            verify_layout(layout, where=f"{where}: converted")  # what skopeo will push
         except BaseException:
             # What a failed conversion wrote goes at once: the other images need the space.
             shutil.rmtree(layout, ignore_errors=True)
