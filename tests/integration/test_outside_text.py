@@ -7,6 +7,7 @@ registry on 127.0.0.1."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -23,6 +24,8 @@ pytestmark = pytest.mark.integration
 COMPOSE = "Fedora-41-20241025.0"
 SECRET = "s3cret-Pa55word-0f-the-0perator"
 #: what no output line may hold raw: C0/C1 controls but tab, DEL, line separators, overrides
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 RAW_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
@@ -187,3 +190,36 @@ def test_an_images_json_of_another_compose_is_refused(harness):
     (line,) = [line for line in result.err.splitlines() if ": ERROR: " in line]
     assert "images.json lists the images of compose Fedora-40-20240101.0" in line
     assert nothing_published(harness)
+
+
+# --- class 7: errors that name what failed -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tag", "document", "problem"),
+    [
+        ("41", {"schemaVersion": 2, "mediaType": OCI_INDEX}, "has no manifests list"),
+        ("41-x86_64", {"schemaVersion": 2, "mediaType": OCI_MANIFEST}, "has no config descriptor"),
+        ("latest", {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": 7}, "no config"),
+    ],
+)
+def test_a_manifest_error_names_the_registry_and_the_tag(harness, registry, tag, document, problem):
+    from support.proxy import Fault, FaultProxy
+
+    body = json.dumps(document).encode()
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    lie = Fault.lie(
+        status=200,
+        body=body,
+        headers={"Content-Type": document["mediaType"], "Docker-Content-Digest": digest},
+    )
+    with FaultProxy(registry.url) as proxy:
+        harness.registry_entries[registry.host] = (
+            f'url = "{proxy.host}/{harness.namespace}"\ntls_verify = false\n'
+        )
+        proxy.rule = lambda request: lie if request.path.endswith(f"/manifests/{tag}") else None
+        result = harness.replay(harness.compose(COMPOSE, arches=("x86_64",)))
+        name = f"{proxy.host}/{harness.namespace}/fedora-toolbox:{tag}"
+    lines = [line for line in result.err.splitlines() if ": ERROR: " in line and problem in line]
+    assert lines, result.err
+    assert all(f"{name}: " in line for line in lines), lines

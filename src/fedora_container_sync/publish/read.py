@@ -24,7 +24,7 @@ from ..compose.metadata import ComposeFacts, compose_facts
 from ..compose.selection import ImageArtifact, select_images
 from ..config.load import registry_credentials
 from ..config.settings import RegistrySettings, Releases
-from ..errors import SyncError, TagRaceError
+from ..errors import RegistryError, SyncError, TagRaceError
 from ..gate.tags import ReleaseTags, excluded, merge_releases, needs_lookup, plan_tags
 from ..gate.verdicts import CurrentTag
 from ..net.tls import TlsContexts
@@ -210,7 +210,17 @@ def read_registries(
 def read_tag(client: RegistryClient, repository: str, tag: str) -> CurrentTag | None:
     """What ``tag`` holds, as the gate sees it (None: no such tag)."""
     found = client.manifest_get(repository, tag)
-    return None if found is None else _current(client, repository, found)
+    if found is None:
+        return None
+    try:
+        return _current(client, repository, found)
+    except RegistryError as error:
+        # What the manifest itself lacks names only its digest: say where it was read.
+        text = str(error)
+        name = f"{client.registry.host}/{client.registry.repository_path(repository)}:{tag}"
+        if text.startswith(name) or text.startswith(client.registry.host):
+            raise
+        raise RegistryError(f"{name}: {text}") from None
 
 
 def holds_after_write(
