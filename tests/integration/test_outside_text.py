@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_performance import recording_skopeo
 
 from fedora_container_sync.compose.bodhi import clear_cache
 from support.harness import REPOS, Harness
@@ -223,3 +224,30 @@ def test_a_manifest_error_names_the_registry_and_the_tag(harness, registry, tag,
     lines = [line for line in result.err.splitlines() if ": ERROR: " in line and problem in line]
     assert lines, result.err
     assert all(f"{name}: " in line for line in lines), lines
+
+
+def test_byte_identical_images_at_different_paths_do_not_collide(harness):
+    """Two subvariants whose x86_64 files are the same bytes (a compose may well list one
+    build twice): each is downloaded, converted and pushed on its own."""
+    subvariants = ("Container_Toolbox", "Container_Base")
+    body = harness.compose(COMPOSE, arches=("x86_64", "aarch64"), subvariants=subvariants)
+    compose_dir = harness.compose_dir(body)
+    images = compose_dir / "metadata" / "images.json"
+    document = json.loads(images.read_text())
+    for arch in ("x86_64",):
+        entries = {e["subvariant"]: e for e in document["payload"]["images"]["Container"][arch]}
+        toolbox = entries["Container_Toolbox"]
+        for other in ("Container_Base",):
+            copy = entries[other]
+            (compose_dir / copy["path"]).write_bytes((compose_dir / toolbox["path"]).read_bytes())
+            copy["size"], copy["checksums"] = toolbox["size"], dict(toolbox["checksums"])
+    images.write_text(json.dumps(document))
+    recording_skopeo(harness, pause=0.5)  # the two conversions overlap
+    harness.extra_config += "max_parallel = 4\n"
+
+    result = harness.replay(body)
+
+    assert result.code == 0, output(result)
+    for repository in ("fedora", "fedora-toolbox"):
+        assert harness.arches(repository, "41") == {"x86_64", "aarch64"}
+    assert harness.digest("fedora", "41-x86_64") == harness.digest("fedora-toolbox", "41-x86_64")

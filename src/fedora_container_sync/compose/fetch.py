@@ -123,7 +123,7 @@ class ComposeFetcher:
         so far (from 0 again on a retry); for a display, so it must be cheap.
         """
         dest_dir.mkdir(parents=True, exist_ok=True)
-        final = dest_dir / f"{artifact.sha256}.tar"
+        final = dest_dir / f"{artifact.work_name}.tar"
         where = f"{self._compose_id}: {artifact.path}"
         seconds = self._deadline + artifact.size / self._min_download_rate
         deadline = (

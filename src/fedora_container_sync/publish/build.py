@@ -74,11 +74,11 @@ def convert(ctx: RunContext, local: LocalImage) -> PreparedImage:
     """Convert a downloaded image into an OCI layout, annotated with the compose, the arch and
     the checksum of the file it came from; check that it is built for the arch listed."""
     artifact = local.artifact
-    layout = ctx.work / "layouts" / artifact.sha256
+    layout = ctx.work / "layouts" / artifact.work_name
     where = f"{ctx.compose_id}: {artifact.path}"
     # skopeo would extract an OCI archive with its own tar reader; it gets the directory
     # unpacked here instead, where nothing can be written through a link.
-    unpacked = ctx.work / "unpacked" / artifact.sha256
+    unpacked = ctx.work / "unpacked" / artifact.work_name
     source = local.reference
     with _space_for(ctx, artifact, "converting"):
         try:
