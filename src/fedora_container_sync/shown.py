@@ -22,10 +22,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "***"
 
-#: Query parameter names that carry a secret (whole name, or one of its ``-``/``_`` parts).
+#: Query parameter names that carry a secret (whole name, or one of its ``-``/``_`` parts);
+#: ``_state`` is distribution's upload session, a capability to write the upload.
 _SECRET_NAMES = re.compile(
     r"(?i)(^|[-_.])(token|access_token|id_token|refresh_token|sig|signature|secret|password|"
-    r"passwd|pass|pwd|key|apikey|api_key|auth|authorization|credential|credentials|session|"
+    r"passwd|pass|pwd|key|apikey|api_key|auth|authorization|credential|credentials|session|state|"
     r"x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature)($|[-_.])"
 )
 #: A URL in free text: a scheme, ``://``, then anything up to white space or a quote.

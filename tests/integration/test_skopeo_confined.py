@@ -101,3 +101,48 @@ def test_skopeo_s_environment_holds_nothing_of_ours(monkeypatch, tmp_path):
         env=env, capture_output=True, text=True, check=False, timeout=30,
     )  # fmt: skip
     assert shown.returncode != 0 and "not logged into" in shown.stderr.lower()
+
+
+def test_credentials_stay_with_the_registry_an_upload_location_names_another_host(
+    request, basic_registry: Registry, tmp_path, monkeypatch
+):
+    """skopeo sends the registry's credentials to whatever host a blob upload's ``Location``
+    names (measured: ``PATCH`` with ``Authorization: Basic``). It cannot be told not to, so
+    the registry is probed first and refused when its uploads leave it: skopeo never gets its
+    credentials, the other host never hears from us."""
+    from support.proxy import Fault, FaultProxy, ProxyRequest
+    from support.servers import FileServer
+
+    root = tmp_path / "elsewhere"
+    root.mkdir()
+    with FileServer(root) as elsewhere, FaultProxy(basic_registry.url) as proxy:
+
+        def rule(req: ProxyRequest) -> Fault | None:
+            if req.method == "POST" and "/blobs/uploads/" in req.path:
+                target = f"{elsewhere.url}/v2/stolen/blobs/uploads/session"
+                return Fault.lie(headers={"Location": target})
+            return None
+
+        proxy.rule = rule
+        harness = Harness(
+            tmp_path,
+            request.getfixturevalue("served_root"),
+            request.getfixturevalue("compose_server"),
+            [basic_registry],
+            request.getfixturevalue("namespace"),
+            request.getfixturevalue("capsys"),
+        )
+        harness.registry_entries[basic_registry.host] = (
+            f'url = "{proxy.host}/{harness.namespace}"\ntls_verify = false\n'
+            'credential_prefix = "BASIC_"\n'
+        )
+        monkeypatch.setenv("BASIC_USER", USER)
+        monkeypatch.setenv("BASIC_PASSWORD", PASSWORD)
+
+        result = harness.replay(harness.compose(COMPOSE, arches=("x86_64",)))
+
+        assert elsewhere.requests == [], elsewhere.requests
+    assert result.code == 1, result.err
+    errors = [line for line in result.err.splitlines() if ": ERROR: " in line]
+    assert errors and "blob uploads go to another host" in errors[0], result.err
+    assert basic_registry.tags(harness.repo(TOOLBOX)) == []

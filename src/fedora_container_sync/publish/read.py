@@ -34,6 +34,7 @@ from ..oci.platforms import FEDORA_PLATFORMS
 from ..registry import skopeo
 from ..registry.auth import RegistryAuth
 from ..registry.client import RegistryClient
+from ..shown import shown
 from .context import RunContext
 from .outcomes import Record
 from .plan import RegistryState, TagState, Unreadable
@@ -51,6 +52,7 @@ class Registry:
     settings: RegistrySettings
     client: RegistryClient
     authfile: Path | None
+    has_credentials: bool = False
     #: (repository, digest, arch) -> why that index entry is not the image it says (None: it
     #: is), for :func:`contradicted`: an image does not change under its digest.
     checked: dict[tuple[str, str, str], UnknownEntry | None] = field(
@@ -149,7 +151,7 @@ def connect(
             about = f"{ctx.compose_id}: "
             record.fail(work_dir_error(error, ctx.settings.work_dir, doing, about=about))
             continue
-        candidates.append(Registry(settings, client, authfile))
+        candidates.append(Registry(settings, client, authfile, credentials is not None))
     answering: list[Registry] = []
 
     def pinged(registry: Registry, done: Future[None]) -> None:
@@ -165,10 +167,27 @@ def connect(
             return
         answering.append(registry)
 
+    probe = None if ctx.dry_run else next(iter(ctx.settings.repos.values()), None)
     for registry in candidates:
-        pool.submit(registry.client.ping, functools.partial(pinged, registry))
+        check = functools.partial(_usable, registry, probe if registry.has_credentials else None)
+        pool.submit(check, functools.partial(pinged, registry))
     pool.run()
     return [r for r in candidates if r in answering]
+
+
+def _usable(registry: Registry, repository: str | None) -> None:
+    """The registry answers; and, when skopeo will get credentials for it (``repository`` to
+    push to), its blob uploads stay on its own host: skopeo would send the credentials to
+    whatever host an upload's ``Location`` names, so another host fails the registry."""
+    registry.client.ping()
+    if repository is None:
+        return
+    host = registry.client.upload_host(repository)
+    if host != registry.settings.host:
+        raise RegistryError(
+            f"blob uploads go to another host ({shown(host)}); skopeo would send it the "
+            "registry's credentials, so nothing is pushed there"
+        )
 
 
 def read_registries(
