@@ -80,7 +80,7 @@ def needs_work(envelope: Envelope) -> bool:
 #: testing-20241025.0``. Nothing else: it names work dirs and goes into logs and annotations.
 COMPOSE_ID = re.compile(
     r"[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_.+~]+)*?-[0-9]{8}(?:\.(?:n|t|ci|nightly|test))?"
-    r"\.[0-9]{1,4}"
+    r"\.[0-9]{1,6}"
 )
 MAX_COMPOSE_ID = 128
 
