@@ -10,12 +10,14 @@ pushing (with an auth file about to be removed) after we are gone.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -238,6 +240,7 @@ def private_home() -> Path:
             for name in (".config", "run"):
                 (home / name).mkdir(mode=0o700)
             (home / "empty-auth.json").write_text('{"auths": {}}')
+            atexit.register(shutil.rmtree, home, True)
             _home = home
         return _home
 
