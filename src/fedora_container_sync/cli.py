@@ -53,10 +53,11 @@ sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 # exit handlers still run, memory goes back to the system with the process).
 atexit.register(gc.freeze)
 
-from . import __version__, shutdown  # noqa: E402
+from . import __version__, shown_logs, shutdown  # noqa: E402
 from .errors import SyncError, UsageError  # noqa: E402
 from .publish.progress import STEPS  # noqa: E402
 from .publish.report import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, ComposeReport, render  # noqa: E402
+from .shown import shown, shown_lines  # noqa: E402
 
 if TYPE_CHECKING:
     from .bus.notify import BusPublisher
@@ -248,10 +249,10 @@ def _main(argv: Sequence[str] | None) -> int:
                 if terminal is not None:  # gone before the last line is printed
                     terminal.end()
     except UsageError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {shown(error)}", file=sys.stderr)
         return EXIT_USAGE
     except SyncError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {shown(error)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -260,7 +261,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"{PROG}: terminated", file=sys.stderr)
         return EXIT_TERMINATED
     except Exception as error:  # a bug: still one line, never a traceback
-        print(f"{PROG}: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"{PROG}: internal error: {type(error).__name__}: {shown(error)}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         if terminal is not None:  # again: a signal may have cut the first stop short
@@ -367,12 +368,12 @@ def _replay(args: argparse.Namespace, terminal: Terminal | None) -> int:
             envelope, settings, dry_run=args.dry_run, options=options, view=terminal
         )
         if report is None:
-            print(f"ignored {envelope.label}: {ignored_because(envelope)}")
+            print(shown(f"ignored {envelope.label}: {ignored_because(envelope)}"))
             continue
         if publisher is not None:
             _announce(report, publisher, unchanged=args.announce)
         reports.append(report)
-        print(render([report]), flush=True)
+        print(shown_lines(render([report])), flush=True)
     codes = {report.exit_code for report in reports}
     if EXIT_FAILED in codes:
         return EXIT_FAILED
@@ -407,7 +408,7 @@ def _audit(args: argparse.Namespace) -> int:
 
         load_bus_config(path)
     result, states = audit_registries(settings, max_age_hours=args.max_age)
-    print(render_json(result) if args.json else render_table(result), flush=True)
+    print(render_json(result) if args.json else shown_lines(render_table(result)), flush=True)
     sent = deliver(result, states, settings, html=args.html, messages=messages)
     if sent:
         print(
@@ -429,9 +430,13 @@ def _dead_letters(args: argparse.Namespace) -> int:
     rejects = undecodable_path(output)
     for letter in taken:
         if letter.undecodable is None:
-            print(f"took {letter.label}: {letter.reason}")
+            print(shown(f"took {letter.label}: {letter.reason}"))
         else:
-            print(f"took {letter.label}: {letter.reason}; UNDECODABLE, saved as is to {rejects}")
+            print(
+                shown(
+                    f"took {letter.label}: {letter.reason}; UNDECODABLE, saved as is to {rejects}"
+                )
+            )
     if not taken:
         print(f"{queue}: no dead letters")
         return EXIT_OK
@@ -485,6 +490,7 @@ def _setup_logging(*, verbose: bool) -> Terminal | None:
     it."""
     handler: logging.Handler
     terminal = None
+    shown_logs.install()  # every line redacted and escaped
     if sys.stderr.isatty():
         from .publish.terminal import Terminal
 

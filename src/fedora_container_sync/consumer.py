@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, cast
 
 from fedora_messaging.exceptions import Drop, HaltConsumer, Nack
 
-from . import shutdown
+from . import shown_logs, shutdown
 from .bus.answers import (
     Decision,
     Outcome,
@@ -108,6 +108,7 @@ class Consumer:
     """The callback: ``__init__`` reads the config once, ``__call__`` handles one message."""
 
     def __init__(self, settings: Settings | None = None) -> None:
+        shown_logs.install()  # every log line redacted and escaped
         try:
             self.settings = settings if settings is not None else _configured_settings()
             check_credentials(self.settings)

@@ -26,10 +26,20 @@ Faults:
   bytes, ``seconds`` between chunks, 0 for as fast as the client reads), not forwarded;
 * ``Fault.reply(status, headers, body)``: exactly this answer (another registry's own bytes,
   see support.quay), not forwarded.
+* ``Fault.lie(...)``: the lying server. The request is forwarded and the upstream's answer
+  changed by every lie given, each one parameter, all composable: ``status`` (another status
+  line), ``body`` (other bytes; a callable gets the real ones), ``encode`` (the body encoded by
+  each content coding in turn, and ``Content-Encoding`` naming them: ``("gzip", "gzip")``;
+  ``raw-deflate`` is deflate without its zlib wrapper, as some servers send it),
+  ``headers`` (replaced or added, after ``encode``: so a header may lie about the encoding too),
+  ``error`` (a distribution-style error body with this code and message).
+  :func:`inflating_body` builds a body of a few KiB that decodes to hundreds of MiB.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import hashlib
 import http.client
 import json
@@ -37,8 +47,10 @@ import re
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,7 +80,9 @@ class Fault:
     seconds: float = 0.0
     location: str = ""
     headers: tuple[tuple[str, str], ...] = ()
-    body: bytes = b""
+    body: bytes | Callable[[bytes], bytes] | None = None
+    encode: tuple[str, ...] = ()
+    error: tuple[str, str] | None = None
 
     @classmethod
     def reply(cls, status: int, headers: dict[str, str], body: bytes) -> Fault:
@@ -106,9 +120,74 @@ class Fault:
     def endless(cls, seconds: float = 0.0) -> Fault:
         return cls("endless", status=200, seconds=seconds)
 
+    @classmethod
+    def lie(
+        cls,
+        *,
+        status: int = 0,
+        body: bytes | Callable[[bytes], bytes] | None = None,
+        encode: tuple[str, ...] = (),
+        headers: dict[str, str] | list[tuple[str, str]] | None = None,
+        error: tuple[str, str] | None = None,
+    ) -> Fault:
+        pairs = headers.items() if isinstance(headers, dict) else headers or []
+        return cls(
+            "lie",
+            status=status,
+            body=body,
+            encode=encode,
+            headers=tuple(pairs),
+            error=error,
+        )
+
+    def but(self, **changes: Any) -> Fault:
+        """This lie with some parameters changed (or added): lies compose."""
+        return dataclasses.replace(self, **changes)
+
+    def told(
+        self, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The upstream's answer as this lie tells it."""
+        if self.error is not None:
+            code, message = self.error
+            body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
+        if self.body is not None:
+            body = self.body(body) if callable(self.body) else self.body
+        for coding in self.encode:
+            body = _ENCODERS[coding](body)
+        replaced = {name.lower() for name, _ in self.headers} | {"content-length"}
+        if self.encode:
+            replaced.add("content-encoding")
+        headers = [(k, v) for k, v in headers if k.lower() not in replaced]
+        if self.encode:
+            named = (coding.removeprefix("raw-") for coding in self.encode)
+            headers.append(("Content-Encoding", ", ".join(named)))
+        headers += [*self.headers, ("Content-Length", str(len(body)))]
+        return self.status or status, headers, body
+
     @property
     def label(self) -> str:
         return f"{self.kind} {self.status}" if self.kind in ("status", "reply") else self.kind
+
+
+_ENCODERS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": lambda data: gzip.compress(data, mtime=0),
+    "deflate": zlib.compress,
+    "raw-deflate": lambda data: zlib.compress(data, wbits=-zlib.MAX_WBITS),
+    "identity": lambda data: data,
+}
+
+
+@cache
+def inflating_body(decoded_mib: int, layers: int = 2) -> bytes:
+    """A gzip body (``layers`` times gzip, ``Content-Encoding: gzip, gzip`` for 2) that decodes
+    to ``decoded_mib`` MiB of zeros: a few KiB on the wire."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    zeros = bytes(1 << 20)
+    body = b"".join(compressor.compress(zeros) for _ in range(decoded_mib)) + compressor.flush()
+    for _ in range(layers - 1):
+        body = gzip.compress(body, mtime=0)
+    return body
 
 
 @dataclass(frozen=True)
@@ -212,6 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._endless(fault.seconds)
             return
         if fault is not None and fault.kind == "reply":
+            assert isinstance(fault.body, bytes)
             self.send_response(fault.status)
             for name, value in fault.headers:
                 self.send_header(name, value)
@@ -249,7 +329,9 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.record(request, fault, status)
             self._trickle(status, headers, body, fault.seconds)
             return
-        if fault is not None and fault.kind == "rewrite":
+        if fault is not None and fault.kind == "lie":
+            status, headers, body = fault.told(status, headers, body)
+        elif fault is not None and fault.kind == "rewrite":
             replaced = {name.lower() for name, _ in fault.headers}
             headers = [(k, v) for k, v in headers if k.lower() not in replaced]
             headers += list(fault.headers)

@@ -17,6 +17,8 @@ PURE, IO, ORCHESTRATION, ENTRY = "pure", "io", "orchestration", "entry"
 LAYERS = {
     "": PURE,
     "errors": PURE,
+    "shown": PURE,
+    "shown_logs": IO,
     "shutdown": IO,
     "activity": IO,
     # entry points
@@ -29,6 +31,7 @@ LAYERS = {
     "oci.mediatype": PURE,
     "oci.manifest": PURE,
     "oci.index": PURE,
+    "oci.verify": IO,
     # configuration
     "config": PURE,
     "config.settings": PURE,

@@ -98,6 +98,11 @@ def _get_json(
                     f"Bodhi {url}: no complete answer within the {deadline:g} s http_deadline"
                 ) from None
             raise TransientError(f"Bodhi {url}: timed out") from None
+        except httpx.DecodingError:
+            raise ReleaseLookupError(
+                f"Bodhi {url}: answer cannot be decoded (Content-Encoding stacked, unknown or "
+                "corrupt)"
+            ) from None
         except httpx.TransportError as error:
             if limits.too_large:
                 raise ReleaseLookupError(

@@ -123,7 +123,7 @@ class ComposeFetcher:
         so far (from 0 again on a retry); for a display, so it must be cheap.
         """
         dest_dir.mkdir(parents=True, exist_ok=True)
-        final = dest_dir / f"{artifact.sha256}.tar"
+        final = dest_dir / f"{artifact.work_name}.tar"
         where = f"{self._compose_id}: {artifact.path}"
         seconds = self._deadline + artifact.size / self._min_download_rate
         deadline = (
@@ -297,6 +297,11 @@ class ComposeFetcher:
                             f"{self._compose_id}: {_shown(url)}: no complete answer within {limit}"
                         ) from None
                     raise TransientError(f"{self._compose_id}: timed out fetching {path}") from None
+                except httpx.DecodingError:
+                    raise ComposeError(
+                        f"{self._compose_id}: {path}: the answer cannot be decoded "
+                        "(Content-Encoding stacked, unknown or corrupt)"
+                    ) from None
                 except httpx.TransportError as error:
                     raise TransientError(
                         f"{self._compose_id}: could not fetch {path}: {one_line(error)}"

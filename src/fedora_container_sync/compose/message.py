@@ -8,6 +8,7 @@ per line, what ``fedora-messaging record`` writes).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config.settings import describe_validation_error
 from ..errors import MessageError, UsageError
+from ..shown import shown
 from . import urls
 
 TOPIC_SUFFIX = "pungi.compose.status.change"
@@ -79,18 +81,49 @@ def needs_work(envelope: Envelope) -> bool:
     return envelope.is_compose_status and envelope.status in ACTIONABLE_STATUSES
 
 
+#: A compose id as Pungi writes it (productmd's ``Compose.id``): release short name, version and
+#: type parts, the date, an optional type suffix (``.n`` nightly, ``.t`` test, ``.ci``) and the
+#: respin: ``Fedora-41-20241025.0``, ``Fedora-Rawhide-20241025.n.0``, ``Fedora-41-updates-
+#: testing-20241025.0``. Nothing else: it names work dirs and goes into logs and annotations.
+COMPOSE_ID = re.compile(
+    r"[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_.+~]+)*?-[0-9]{8}(?:\.(?:n|t|ci|nightly|test))?"
+    r"\.[0-9]{1,6}"
+)
+MAX_COMPOSE_ID = 128
+
+
+def compose_id_problem(value: object) -> str | None:
+    """Why ``value`` is not a compose id (:data:`COMPOSE_ID`, at most :data:`MAX_COMPOSE_ID`
+    characters), or None when it is one."""
+    if not isinstance(value, str):
+        return "compose_id is not a string"
+    if len(value) > MAX_COMPOSE_ID:
+        return f"compose_id is {len(value)} characters long (at most {MAX_COMPOSE_ID})"
+    if not value.isascii() or not COMPOSE_ID.fullmatch(value):
+        return f"compose_id {shown(value)!r} is not a Pungi compose id"
+    return None
+
+
+def _where(body: Mapping[str, Any]) -> str:
+    """How to name a message in its error: its compose id if it is one, else ``message``."""
+    compose_id = body.get("compose_id")
+    return str(compose_id) if compose_id_problem(compose_id) is None else "message"
+
+
 def parse_compose_message(body: Mapping[str, Any], allowlist: Iterable[str]) -> ComposeMessage:
     """Validate an actionable body and its location; raise :class:`MessageError` if unusable."""
     if not isinstance(body, Mapping):
         raise MessageError("message body is not a JSON object")
     if nesting_exceeds(body, MAX_JSON_DEPTH):
-        where = body.get("compose_id") if isinstance(body.get("compose_id"), str) else "message"
+        where = _where(body)
         raise MessageError(f"{where}: message body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         message = ComposeMessage.model_validate(dict(body))
     except ValidationError as error:
-        where = body.get("compose_id") if isinstance(body.get("compose_id"), str) else "message"
-        raise MessageError(f"{where}: {describe_validation_error(error, 'body')}") from None
+        raise MessageError(f"{_where(body)}: {describe_validation_error(error, 'body')}") from None
+    problem = compose_id_problem(message.compose_id)
+    if problem is not None:
+        raise MessageError(f"message: {problem}")
     check_location(message.location, allowlist, compose_id=message.compose_id)
     return message
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ComposeError, one_line
+from ..shown import shown
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,10 @@ def metadata_of(info: Any, images: Any, *, compose_id: str) -> ComposeMetadata:
     """The compose's metadata, once it is known to describe the compose the message named."""
     described = info.compose.id
     if described != compose_id:
-        raise ComposeError(f"{compose_id}: composeinfo.json describes compose {described}")
+        raise ComposeError(f"{compose_id}: composeinfo.json describes compose {shown(described)}")
+    listed = images.compose.id
+    if listed != compose_id:
+        raise ComposeError(f"{compose_id}: images.json lists the images of compose {shown(listed)}")
     return ComposeMetadata(described, str(info.release.version), info, images)
 
 

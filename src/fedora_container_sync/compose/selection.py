@@ -5,6 +5,7 @@ Works on productmd's parsed ``images.json`` (``images[variant][arch]`` → set o
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,14 @@ class ImageArtifact:
     def name(self) -> str:
         """``repository/arch``: how to name this image in a log line."""
         return f"{self.repository}/{self.arch}"
+
+    @property
+    def work_name(self) -> str:
+        """The name of this image's files in the work dir: its checksum and a digest of its
+        path and repository, so that byte-identical files at different paths (or published
+        to different repositories) never share a download, an unpacked archive or a layout."""
+        where = hashlib.sha256(f"{self.repository}\0{self.path}".encode()).hexdigest()[:16]
+        return f"{self.sha256}-{where}"
 
 
 def select_images(

@@ -12,6 +12,13 @@ round trips included). A request outside such a block is a bug and raises ``Runt
 A request that runs out of time fails as httpx's ``TimeoutException``, one that receives too
 much as its ``ReadError``; the caller asks its :class:`RequestLimits` which limit it was, to
 say so in one line.
+
+A body is decoded here too (:func:`_bounded_decoding`), never by httpx: a ``Content-Encoding``
+of one ``gzip`` or ``deflate`` is decoded at most :data:`READ_SIZE` bytes at a time and the
+decoded bytes count against the cap like the received ones, so 1 KiB that inflates to
+gigabytes costs no memory; stacked (``gzip, gzip``) or unknown encodings are refused as
+httpx's ``DecodingError`` (httpx would inflate a whole read in one piece, and pass an
+encoding it does not know on as if it were plain).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -40,6 +48,8 @@ class RequestLimits:
     max_bytes: int | None
     ends: float
     received: int = field(default=0)
+    #: Bytes after Content-Encoding decoding (0 while answers are not encoded).
+    decoded: int = field(default=0)
 
     @property
     def expired(self) -> bool:
@@ -47,7 +57,7 @@ class RequestLimits:
 
     @property
     def too_large(self) -> bool:
-        return self.max_bytes is not None and self.received > self.max_bytes
+        return self.max_bytes is not None and max(self.received, self.decoded) > self.max_bytes
 
     def remaining(self, timeout: float | None, error: type[Exception]) -> float:
         """``timeout`` (one operation's) shortened to the time left; ``error`` if none is."""
@@ -152,6 +162,94 @@ class _Backend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
+#: The encodings decoded (one at most per answer); what we ask servers for.
+_DECODED = ("gzip", "x-gzip", "deflate")
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+class _Inflate(httpx.SyncByteStream):
+    """``stream`` (a gzip or deflate body) decoded, at most :data:`READ_SIZE` bytes per piece,
+    counting the decoded bytes against ``limits``."""
+
+    def __init__(self, stream: httpx.SyncByteStream, encoding: str, limits: RequestLimits) -> None:
+        self._stream = stream
+        self._gzip = encoding != "deflate"
+        # gzip: members, each with header and trailer; deflate: one zlib stream, or a raw
+        # deflate stream, which some servers send (tried when the first is not).
+        self._window = zlib.MAX_WBITS | 16 if self._gzip else zlib.MAX_WBITS
+        self._limits = limits
+
+    def __iter__(self) -> Iterator[bytes]:
+        inflater: Any = None
+        fresh = False
+        for data in self._stream:
+            while data:
+                if inflater is None or inflater.eof:
+                    # A new gzip member (several may follow each other).
+                    if inflater is not None and (not self._gzip or not data.strip(b"\0")):
+                        if data.strip(b"\0"):
+                            raise httpx.DecodingError("Content-Encoding: bytes after the body")
+                        break
+                    inflater = zlib.decompressobj(self._window)
+                    fresh = True
+                try:
+                    piece = inflater.decompress(data, READ_SIZE)
+                except zlib.error as error:
+                    if not (fresh and self._window == zlib.MAX_WBITS):
+                        raise httpx.DecodingError(f"Content-Encoding: {error}") from None
+                    inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # deflate sent raw
+                    fresh = False
+                    continue
+                fresh = False
+                data = inflater.unconsumed_tail or inflater.unused_data
+                if piece:
+                    yield self._count(piece)
+        while inflater is not None and not inflater.eof:
+            try:  # what zlib held back when a piece was full
+                piece = inflater.decompress(b"", READ_SIZE)
+            except zlib.error as error:
+                raise httpx.DecodingError(f"Content-Encoding: {error}") from None
+            if not piece:
+                raise httpx.DecodingError("Content-Encoding: the encoded body ends early")
+            yield self._count(piece)
+
+    def _count(self, piece: bytes) -> bytes:
+        limits = self._limits
+        limits.decoded += len(piece)
+        if limits.too_large:
+            raise httpx.ReadError(f"more than {limits.max_bytes} bytes after decoding")
+        return piece
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _bounded_decoding(response: httpx.Response) -> None:
+    """Take the body's decoding from httpx (a response hook): one known encoding is decoded by
+    :class:`_Inflate`, anything else refused. The header goes, so httpx passes the bytes on."""
+    encodings = [
+        value.strip().lower()
+        for value in response.headers.get_list("content-encoding", split_commas=True)
+    ]
+    encodings = [value for value in encodings if value not in ("", "identity")]
+    if not encodings:
+        return
+    limits = _current.get()
+    if len(encodings) > 1:
+        raise httpx.DecodingError(
+            f"Content-Encoding of {len(encodings)} stacked encodings refused",
+            request=response.request,
+        )
+    if (
+        encodings[0] not in _DECODED
+        or limits is None
+        or not isinstance(response.stream, httpx.SyncByteStream)
+    ):
+        raise httpx.DecodingError("Content-Encoding not supported", request=response.request)
+    response.stream = _Inflate(response.stream, encodings[0], limits)
+    del response.headers["content-encoding"]
+
+
 def _require_limits(request: httpx.Request) -> None:
     if _current.get() is None:
         raise RuntimeError(f"HTTP request to {request.url.host} outside request_limits()")
@@ -165,9 +263,11 @@ def new_client(*, timeout: float, **options: Any) -> httpx.Client:
     client built (also those for proxies from the environment); a version of httpx without
     them fails here, loudly, rather than running without deadlines.
     """
+    headers = {"Accept-Encoding": ACCEPT_ENCODING, **options.pop("headers", {})}
     client = httpx.Client(
         timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
-        event_hooks={"request": [_require_limits]},
+        event_hooks={"request": [_require_limits], "response": [_bounded_decoding]},
+        headers=headers,
         **options,
     )
     transports = [client._transport, *client._mounts.values()]

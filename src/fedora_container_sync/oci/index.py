@@ -264,26 +264,62 @@ def _short(digest: object) -> str:
 
 
 def image_arch(image: Manifest, config: bytes) -> str | UnknownEntry:
-    """The Fedora arch of a single image at a tag, from its config blob; an image whose
-    platform cannot be read with certainty comes back as an :class:`UnknownEntry`."""
-    compose_id = image.annotations.get(COMPOSE_ID)
+    """The Fedora arch of a single image at a tag, from its config blob (never from what its
+    annotations claim); an image whose platform cannot be read with certainty, or whose
+    ``arch`` annotation names another arch than its config, comes back as an
+    :class:`UnknownEntry`."""
+    what = f"the single image {_short(image.digest)}"
+    arch = config_arch(config, what, image.digest, image.annotations.get(COMPOSE_ID))
+    claimed = image.annotations.get(ARCH)
+    if isinstance(arch, str) and claimed is not None and claimed != arch:
+        problem = f"is annotated {_shown(claimed)} but its config says {arch}"
+        return UnknownEntry(what, problem, image.digest, image.annotations.get(COMPOSE_ID))
+    return arch
+
+
+def config_arch(
+    config: bytes, what: str, digest: str | None = None, compose_id: str | None = None
+) -> str | UnknownEntry:
+    """The Fedora arch an image config blob records (its ``os``, ``architecture`` and
+    ``variant``), or why it has none as an :class:`UnknownEntry` named ``what``."""
     try:
         document = json.loads(config)
     except (UnicodeDecodeError, json.JSONDecodeError):
         document = None
     if not isinstance(document, dict):
-        what = f"the single image {_short(image.digest)}"
-        return UnknownEntry(what, "has an unreadable config", image.digest, compose_id)
-    what = f"the single image {_short(image.digest)} ({_platform_text(document)})"
+        return UnknownEntry(what, "has an unreadable config", digest, compose_id)
+    what = f"{what} ({_platform_text(document)})"
     architecture, os, variant = (document.get(k) for k in ("architecture", "os", "variant"))
     if not isinstance(architecture, str) or not isinstance(os, str) or not architecture or not os:
-        return UnknownEntry(what, "has no os or architecture", image.digest, compose_id)
+        return UnknownEntry(what, "has no os or architecture", digest, compose_id)
     if variant is not None and not isinstance(variant, str):
-        return UnknownEntry(what, "has a malformed variant", image.digest, compose_id)
+        return UnknownEntry(what, "has a malformed variant", digest, compose_id)
     arch = fedora_arch(architecture, os, variant or None)
     if arch not in FEDORA_PLATFORMS:
-        return UnknownEntry(what, "has no Fedora arch", image.digest, compose_id)
+        return UnknownEntry(what, "has no Fedora arch", digest, compose_id)
     return arch
+
+
+def entry_contradiction(
+    entry: IndexEntry, child: Manifest | None, config: bytes | None
+) -> UnknownEntry | None:
+    """Why the image an index entry points at is not what the entry says (its platform is
+    taken from the image's own config), or None when it is. ``child`` is the manifest at the
+    entry's digest (None: the registry does not have it), ``config`` its config blob."""
+    what = f"the {entry.arch} entry {_short(entry.digest)}"
+    if child is None:
+        return UnknownEntry(what, "points at a manifest the registry lacks", entry.digest)
+    if child.is_index:
+        return UnknownEntry(what, "points at an index, not an image", entry.digest)
+    if config is None:
+        return UnknownEntry(what, "has no config blob", entry.digest)
+    arch = config_arch(config, what, entry.digest, entry.compose_id)
+    if isinstance(arch, UnknownEntry):
+        return arch
+    if arch != entry.arch:
+        problem = f"is an image whose config says {arch}"
+        return UnknownEntry(what, problem, entry.digest, entry.compose_id)
+    return None
 
 
 @dataclass(frozen=True)

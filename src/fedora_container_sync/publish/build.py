@@ -21,6 +21,7 @@ from ..errors import PermanentError, SkopeoError, WorkDirFull
 from ..oci.index import IndexEntry
 from ..oci.manifest import ARCH, COMPOSE_ID, IMAGE_SHA256
 from ..oci.platforms import fedora_arch
+from ..oci.verify import verify_layout
 from ..registry import skopeo
 from ..registry.layout import LocalManifest, adopt_unpacked, annotate_layout, read_layout
 from .context import RunContext
@@ -73,11 +74,11 @@ def convert(ctx: RunContext, local: LocalImage) -> PreparedImage:
     """Convert a downloaded image into an OCI layout, annotated with the compose, the arch and
     the checksum of the file it came from; check that it is built for the arch listed."""
     artifact = local.artifact
-    layout = ctx.work / "layouts" / artifact.sha256
+    layout = ctx.work / "layouts" / artifact.work_name
     where = f"{ctx.compose_id}: {artifact.path}"
     # skopeo would extract an OCI archive with its own tar reader; it gets the directory
     # unpacked here instead, where nothing can be written through a link.
-    unpacked = ctx.work / "unpacked" / artifact.sha256
+    unpacked = ctx.work / "unpacked" / artifact.work_name
     source = local.reference
     with _space_for(ctx, artifact, "converting"):
         try:
@@ -88,6 +89,7 @@ def convert(ctx: RunContext, local: LocalImage) -> PreparedImage:
                 unpacked.parent.mkdir(parents=True, exist_ok=True)
                 unpack_oci_archive(local.path, unpacked, where=where, consume=True)
                 local.path.unlink()
+                verify_layout(unpacked, where=where)  # skopeo fetches nothing from elsewhere
                 source = f"oci:{unpacked}"
                 # Compressed OCI layers skopeo would copy unchanged: the unpacked directory
                 # becomes the layout, without a second copy of every blob.
@@ -106,6 +108,7 @@ def convert(ctx: RunContext, local: LocalImage) -> PreparedImage:
                 {COMPOSE_ID: ctx.compose_id, ARCH: artifact.arch, IMAGE_SHA256: artifact.sha256},
                 where=where,
             )
+            verify_layout(layout, where=f"{where}: converted")  # what skopeo will push
         except BaseException:
             # What a failed conversion wrote goes at once: the other images need the space.
             shutil.rmtree(layout, ignore_errors=True)

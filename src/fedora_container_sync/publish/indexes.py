@@ -7,16 +7,18 @@ what the tag holds now. A dry run gates and writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 from ..errors import SyncError
-from ..gate.verdicts import GateDecision, Verdict
+from ..gate.verdicts import CurrentTag, GateDecision, Verdict
 from ..oci import mediatype
+from ..oci.index import UnknownEntry
 from ..oci.manifest import digest_of
 from ..signing.hook import sign_for_tag
 from .context import RunContext
 from .plan import GateInputs, decide_index
-from .read import Registry, holds_after_write, read_tag
+from .read import Registry, contradicted, holds_after_write, read_tag
 from .report import TagAction, TagOutcome
 
 
@@ -72,6 +74,22 @@ def gate_index(
                 sign_for_tag(ctx, client, repository, tag, current.digest, entries)
             if action is not None:
                 return outcome(action, decision, current.digest if current else None), None
+            wrong = contradicted(registry, repository, decision.entries)
+            if wrong:
+                # Every entry of the index about to be written is the image its own config
+                # says (what this run pushed, what a per-arch tag or the index held): the gate
+                # holds the tag over one that is not, as over any entry it cannot read.
+                current = _with_unknown(current, wrong)
+                decision = decide_index(
+                    current,
+                    inputs,
+                    repository=repository,
+                    compose_id=ctx.compose_id,
+                    settings=ctx.settings,
+                    options=ctx.options,
+                )
+                action = action_for(decision, dry_run=ctx.dry_run) or TagAction.HELD
+                return outcome(action, decision, current.digest if current.digest else None), None
             body = decision.index_body(ctx.compose_id)
             entries = [entry.digest for entry in decision.entries]
             sign_for_tag(ctx, client, repository, tag, digest_of(body), entries)  # before it moves
@@ -84,3 +102,12 @@ def gate_index(
         failure = TagOutcome(registry.url, repository, tag, TagAction.FAILED, error=str(error))
         return failure, error
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _with_unknown(current: CurrentTag | None, wrong: list[UnknownEntry]) -> CurrentTag:
+    """``current`` (None: no tag yet) with ``wrong`` among what cannot be read."""
+    digests = {entry.digest for entry in wrong}
+    if current is None:
+        return CurrentTag("", unknown=tuple(wrong))
+    entries = {arch: e for arch, e in current.entries.items() if e.digest not in digests}
+    return dataclasses.replace(current, entries=entries, unknown=(*current.unknown, *wrong))

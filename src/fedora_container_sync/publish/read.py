@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +24,17 @@ from ..compose.metadata import ComposeFacts, compose_facts
 from ..compose.selection import ImageArtifact, select_images
 from ..config.load import registry_credentials
 from ..config.settings import RegistrySettings, Releases
-from ..errors import SyncError, TagRaceError
+from ..errors import RegistryError, SyncError, TagRaceError
 from ..gate.tags import ReleaseTags, excluded, merge_releases, needs_lookup, plan_tags
 from ..gate.verdicts import CurrentTag
 from ..net.tls import TlsContexts
-from ..oci.index import UnknownEntry, image_arch
+from ..oci.index import IndexEntry, UnknownEntry, entry_contradiction, image_arch
 from ..oci.manifest import ARCH, Manifest
 from ..oci.platforms import FEDORA_PLATFORMS
 from ..registry import skopeo
 from ..registry.auth import RegistryAuth
 from ..registry.client import RegistryClient
+from ..shown import shown
 from .context import RunContext
 from .mounts import BlobLocations, manifest_blobs
 from .outcomes import Record
@@ -53,6 +54,12 @@ class Registry:
     settings: RegistrySettings
     client: RegistryClient
     authfile: Path | None
+    has_credentials: bool = False
+    #: (repository, digest, arch) -> why that index entry is not the image it says (None: it
+    #: is), for :func:`contradicted`: an image does not change under its digest.
+    checked: dict[tuple[str, str, str], UnknownEntry | None] = field(
+        default_factory=dict, compare=False, hash=False
+    )
     blobs: BlobLocations = field(default_factory=BlobLocations, compare=False)
 
     @property
@@ -153,7 +160,7 @@ def connect(
             about = f"{ctx.compose_id}: "
             record.fail(work_dir_error(error, ctx.settings.work_dir, doing, about=about))
             continue
-        candidates.append(Registry(settings, client, authfile))
+        candidates.append(Registry(settings, client, authfile, credentials is not None))
     answering: list[Registry] = []
 
     def pinged(registry: Registry, done: Future[None]) -> None:
@@ -169,10 +176,27 @@ def connect(
             return
         answering.append(registry)
 
+    probe = None if ctx.dry_run else next(iter(ctx.settings.repos.values()), None)
     for registry in candidates:
-        pool.submit(registry.client.ping, functools.partial(pinged, registry))
+        check = functools.partial(_usable, registry, probe if registry.has_credentials else None)
+        pool.submit(check, functools.partial(pinged, registry))
     pool.run()
     return [r for r in candidates if r in answering]
+
+
+def _usable(registry: Registry, repository: str | None) -> None:
+    """The registry answers; and, when skopeo will get credentials for it (``repository`` to
+    push to), its blob uploads stay on its own host: skopeo would send the credentials to
+    whatever host an upload's ``Location`` names, so another host fails the registry."""
+    registry.client.ping()
+    if repository is None:
+        return
+    host = registry.client.upload_host(repository)
+    if host != registry.settings.host:
+        raise RegistryError(
+            f"blob uploads go to another host ({shown(host)}); skopeo would send it the "
+            "registry's credentials, so nothing is pushed there"
+        )
 
 
 def read_registries(
@@ -214,7 +238,22 @@ def read_registries(
 def read_tag(client: RegistryClient, repository: str, tag: str) -> CurrentTag | None:
     """What ``tag`` holds, as the gate sees it (None: no such tag)."""
     found = client.manifest_get(repository, tag)
-    return None if found is None else _current(client, repository, found)
+    return None if found is None else _named_current(client, repository, tag, found)
+
+
+def _named_current(
+    client: RegistryClient, repository: str, tag: str, found: Manifest
+) -> CurrentTag:
+    """:func:`_current`, its errors naming the registry, repository and tag."""
+    try:
+        return _current(client, repository, found)
+    except RegistryError as error:
+        # What the manifest itself lacks names only its digest: say where it was read.
+        text = str(error)
+        name = f"{client.registry.host}/{client.registry.repository_path(repository)}:{tag}"
+        if text.startswith(name) or text.startswith(client.registry.host):
+            raise
+        raise RegistryError(f"{name}: {text}") from None
 
 
 def _read_arch_tag(registry: Registry, repository: str, tag: str) -> CurrentTag | None:
@@ -224,7 +263,7 @@ def _read_arch_tag(registry: Registry, repository: str, tag: str) -> CurrentTag 
         return None
     if found.is_image:
         registry.blobs.add(repository, manifest_blobs(found.body))
-    return _current(registry.client, repository, found)
+    return _named_current(registry.client, repository, tag, found)
 
 
 def holds_after_write(
@@ -265,10 +304,33 @@ def holds_after_write(
 def _current(client: RegistryClient, repository: str, found: Manifest) -> CurrentTag:
     """What a tag holds, as the gate sees it: its arches, the composes it names, and what
     cannot be read. A single image's arch is its annotation (this project's), else its
-    config's."""
+    config's; before an index is written, :func:`contradicted` checks every entry against
+    its image's config."""
     arch: str | UnknownEntry | None = None
     if not found.is_index:
         arch = found.annotations.get(ARCH)
         if arch not in FEDORA_PLATFORMS:
             arch = image_arch(found, client.blob_get(repository, found.config_digest()))
     return CurrentTag.of(found, arch)
+
+
+def contradicted(
+    registry: Registry, repository: str, entries: Iterable[IndexEntry]
+) -> list[UnknownEntry]:
+    """The index ``entries`` whose image is not what the entry says: each image's manifest and
+    config are read (once per run and registry), its platform taken from the config
+    (:func:`entry_contradiction`)."""
+    found: list[UnknownEntry] = []
+    for entry in entries:
+        key = (repository, entry.digest, entry.arch)
+        if key not in registry.checked:
+            client = registry.client
+            child = client.manifest_get(repository, entry.digest)
+            config = None
+            if child is not None and not child.is_index:
+                config = client.blob_get(repository, child.config_digest())
+            registry.checked[key] = entry_contradiction(entry, child, config)
+        problem = registry.checked[key]
+        if problem is not None:
+            found.append(problem)
+    return found

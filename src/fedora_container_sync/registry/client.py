@@ -259,6 +259,30 @@ class RegistryClient:
         with contextlib.suppress(RegistryError, RegistryUnavailable):
             self._request("DELETE", path, what=f"cancelling the upload after the {what}")
 
+    # -- blob uploads ------------------------------------------------------------------------
+
+    def upload_host(self, repository: str) -> str:
+        """The host a blob upload to ``repository`` goes to: a session is started (``POST``),
+        its ``Location`` read, and the session cancelled. skopeo sends the registry's
+        credentials to whatever host that names."""
+        path = self._path(repository, "blobs/uploads/")
+        what = f"{self._name(repository)} blob upload"
+
+        def once() -> str:
+            response = self._request("POST", path, what=what)
+            self._raise_for_status(response, what)
+            location = response.headers.get("location", "")
+            try:
+                url = httpx.URL(self._base() + path).join(location)
+            except httpx.InvalidURL:
+                raise RegistryError(f"{what}: the upload Location is not a URL") from None
+            netloc = url.host if url.port is None else f"{url.host}:{url.port}"
+            if netloc == self.registry.host:
+                self._request("DELETE", url.raw_path.decode("ascii"), what=what)
+            return netloc
+
+        return call_with_retry(once, what=f"{self._log_prefix}check of {what}", policy=self._retry)
+
     # -- tags --------------------------------------------------------------------------------
 
     def tags_list(self, repository: str, *, page_size: int = _TAGS_PAGE) -> list[str]:

@@ -12,6 +12,7 @@ dies (``PR_SET_PDEATHSIG``, :func:`_die_with_parent`).
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import ctypes
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -265,19 +267,66 @@ def _last_message(stderr: str) -> str:
     return lines[-1] if lines else "skopeo failed without a message"
 
 
-def _environment(hide: Iterable[str]) -> dict[str, str]:
-    # No ambient auth and no credentials: only the auth file we pass explicitly.
-    env = dict(os.environ)
-    for name in ("REGISTRY_AUTH_FILE", *hide):
+#: What skopeo inherits from our environment: where programs are, the language, and the
+#: proxies an operator set for the network. Nothing else (no credentials, no configuration).
+_INHERITED = (
+    "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
+    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+)  # fmt: skip
+_home_lock = threading.Lock()
+_home: Path | None = None
+
+
+def private_home() -> Path:
+    """skopeo's own home (made once per process, 0700): empty ``registries.conf`` and
+    ``containers.conf``, no ``.docker/config.json``, no ``containers/auth.json``, and
+    ``empty-auth.json``, the auth file of a registry configured anonymous."""
+    global _home
+    with _home_lock:
+        if _home is None or not _home.is_dir():
+            home = Path(tempfile.mkdtemp(prefix="fedora-container-sync-skopeo-"))
+            for name in ("registries.conf", "containers.conf"):
+                (home / name).write_text("")
+            for name in (".config", "run"):
+                (home / name).mkdir(mode=0o700)
+            (home / "empty-auth.json").write_text('{"auths": {}}')
+            atexit.register(shutil.rmtree, home, True)
+            _home = home
+        return _home
+
+
+def environment(hide: Iterable[str] = ()) -> dict[str, str]:
+    """The hermetic environment every skopeo runs in: only :data:`_INHERITED` from ours, and a
+    private home (:func:`private_home`) for everything skopeo would read from the user's: no
+    ``$DOCKER_CONFIG``, ``$REGISTRY_AUTH_FILE``, ``~/.docker/config.json``,
+    ``$XDG_RUNTIME_DIR/containers/auth.json`` (an operator's ``podman login``) and no
+    ``registries.conf`` of the user's. ``hide`` (credential variables) never passes."""
+    home = private_home()
+    env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_RUNTIME_DIR=str(home / "run"),
+        DOCKER_CONFIG=str(home / ".docker"),
+        CONTAINERS_REGISTRIES_CONF=str(home / "registries.conf"),
+        CONTAINERS_CONF=str(home / "containers.conf"),
+    )
+    for name in hide:
         env.pop(name, None)
     return env
 
 
+def _environment(hide: Iterable[str]) -> dict[str, str]:
+    return environment(hide)
+
+
 @contextlib.contextmanager
 def auth_file(host: str, credentials: Credentials | None, directory: Path) -> Iterator[Path | None]:
-    """A 0600 containers-auth.json for ``host`` that exists only inside the ``with`` block."""
+    """A 0600 containers-auth.json for ``host`` that exists only inside the ``with`` block;
+    for a registry configured anonymous, an empty one: skopeo always gets its own auth file,
+    and never looks for credentials elsewhere."""
     if credentials is None:
-        yield None
+        yield private_home() / "empty-auth.json"
         return
     directory.mkdir(parents=True, exist_ok=True)
     token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
