@@ -48,11 +48,11 @@ deploy-check: system-deps deploy-check-deps venv
 	$(BIN)/python deploy/check/deploy_check.py --cache $(DEPLOY_CHECK_CACHE) $(DEPLOY_CHECK_ARGS)
 
 deploy-check-deps:
-	@if command -v podman >/dev/null && command -v buildah >/dev/null && command -v mmdebstrap >/dev/null && command -v systemd-nspawn >/dev/null && command -v newuidmap >/dev/null && command -v kubectl >/dev/null; then \
+	@if command -v podman >/dev/null && command -v buildah >/dev/null && command -v mmdebstrap >/dev/null && command -v systemd-nspawn >/dev/null && command -v newuidmap >/dev/null && command -v runc >/dev/null && command -v kubectl >/dev/null; then \
 		exit 0; \
 	elif command -v apt-get >/dev/null; then \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq podman buildah mmdebstrap systemd-container uidmap crun debian-archive-keyring; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq podman buildah mmdebstrap systemd-container uidmap runc debian-archive-keyring; \
 		command -v kubectl >/dev/null || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubernetes-client; \
 	else \
 		echo "install podman, buildah, mmdebstrap, systemd-container (systemd-nspawn), uidmap and kubectl first" >&2; \
