@@ -52,7 +52,7 @@ from .bus.answers import (
     previous_deliveries,
     requeue_delay,
 )
-from .bus.health import ProgressWatch, serve
+from .bus.health import BrokerWatch, ProgressWatch, broker_address, serve, watch_broker
 from .bus.notify import BusPublisher, announce
 from .compose.message import Envelope
 from .config.bus import check_bus_document
@@ -98,10 +98,12 @@ class Consumer:
             if shutil.which(self.settings.skopeo) is None:
                 raise ConfigError(f"skopeo not found ({self.settings.skopeo}); install skopeo")
             self._progress: ProgressWatch | None = None
+            broker = BrokerWatch(broker_address(_amqp_url()))
             if self.settings.health is not None:
                 self._progress = ProgressWatch()
-                serve(self.settings.health, self._progress, self.settings.stuck_after)
+                serve(self.settings.health, self._progress, self.settings.stuck_after, broker)
                 self._progress.install()
+            watch_broker(broker)
         except SyncError as error:
             reason = f"fedora-container-sync cannot start: {error}"
             _log.error("%s", reason)
@@ -202,9 +204,20 @@ def _configured_settings() -> Settings:
     rest of it (the keys fedora-messaging reads, as :func:`settings.load_settings` checks them)."""
     from fedora_messaging import config
 
-    settings = settings_from_document(config.conf, source="fedora-messaging config")
+    from .config.cgroups import allowed_cpus
+
+    settings = settings_from_document(
+        config.conf, source="fedora-messaging config", cpus=allowed_cpus()
+    )
     check_bus_document(dict(config.conf), source="fedora-messaging config")
     return settings
+
+
+def _amqp_url() -> str:
+    """The broker URL ``fedora-messaging consume`` connects to (for naming it in logs)."""
+    from fedora_messaging import config
+
+    return str(config.conf["amqp_url"])
 
 
 def _on_shutdown(callback: Callable[[], object]) -> None:

@@ -5,6 +5,7 @@ idle or making progress, not live when a publish makes no progress for ``stuck_a
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 
 import httpx
@@ -42,41 +43,74 @@ def test_ready_follows_the_broker(harness, tmp_path):
     harness.extra_config = f"\n[consumer_config.container.health]\nport = {port}\n"
     queue = f"fedora-container-sync-test-health-{uuid.uuid4().hex[:8]}"
     monitoring = free_port()
-    with PrivateBroker() as rabbit:
-        config = tmp_path / "consumer.toml"
-        config.write_text(
-            consumer_config(
-                queue=queue,
-                routing_keys=["org.fedoraproject.test.pungi.compose.status.change"],
-                topic_prefix="org.fedoraproject.test",
-                monitoring_port=monitoring,
-                container_table=harness.config().read_text(),
-                amqp_url=rabbit.url,
-            )
+    rabbit = PrivateBroker()
+    config = tmp_path / "consumer.toml"
+    config.write_text(
+        consumer_config(
+            queue=queue,
+            routing_keys=["org.fedoraproject.test.pungi.compose.status.change"],
+            topic_prefix="org.fedoraproject.test",
+            monitoring_port=monitoring,
+            container_table=harness.config().read_text(),
+            amqp_url=rabbit.url,
         )
-        consumer = ConsumerProcess(
-            config, tmp_path / "consumer.log", monitoring_port=monitoring
-        ).start()
-        try:
-            ready = wait_status(port, "/ready", 200)
-            assert ready == {"ready": True, "queues": [queue]}
-            assert get(port, "/live") == (200, {"live": True, "busy": None})
+    )
+    # Started while the broker is down: /ready and the log say so (not only "no consumer").
+    consumer = ConsumerProcess(config, tmp_path / "consumer.log", monitoring_port=monitoring)
+    consumer.start()
+    where = f"broker 127.0.0.1:{rabbit.port}"
+    started = False
+    try:
+        wait_until(
+            lambda: get(port, "/ready")[1].get("broker") == "unreachable",
+            timeout=30,
+            what="/ready to name the broker",
+            interval=0.3,
+        )
+        status, body = get(port, "/ready")
+        assert status == 503 and body["reason"].startswith(f"{where} unreachable for ")
+        (line,) = consumer.wait_log(rf"{where} unreachable: no connection for \d+s", timeout=60)
+        assert line.startswith("WARNING ")
+        # One line per interval (30 s; tests/unit/test_health_decisions.py), not one per
+        # reconnection attempt.
+        time.sleep(5)
+        assert len(consumer.lines(rf"{where} unreachable")) == 1
+        assert get(port, "/live")[0] == 200  # idle, not stuck: no reason to restart it
 
-            rabbit.stop_app()  # as an operator stops RabbitMQ: connections closed, port shut
-            down = wait_status(port, "/ready", 503, timeout=30)
-            assert down["ready"] is False
-            assert down["reason"] == f"not consuming from {queue}: no open channel to the broker"
-            assert get(port, "/live")[0] == 200  # idle, not stuck: no reason to restart it
-            # fedora-messaging's own /ready still answers 200, "consuming": why we serve ours.
-            assert consumer.stats()["consuming"] is True
-            assert consumer.proc.poll() is None
+        rabbit.start()
+        started = True
+        ready = wait_status(port, "/ready", 200, timeout=90)
+        assert ready == {"ready": True, "queues": [queue]}
+        assert get(port, "/live") == (200, {"live": True, "busy": None})
+        consumer.wait_log(rf"{where} reachable again after \d+s")
 
-            rabbit.start_app()
-            assert wait_status(port, "/ready", 200, timeout=90)["ready"] is True
-            assert consumer.proc.poll() is None
-            assert consumer.stop() == 0
-        finally:
-            consumer.cleanup()
+        rabbit.stop_app()  # as an operator stops RabbitMQ: connections closed, port shut
+        down = wait_status(port, "/ready", 503, timeout=30)
+        assert down["ready"] is False
+        assert down["reason"] in (
+            f"not consuming from {queue}: no open channel to the broker",  # the first second
+            *(f"{where} unreachable for {n}s" for n in range(3)),
+        )
+        wait_until(
+            lambda: get(port, "/ready")[1].get("broker") == "unreachable",
+            timeout=10,
+            what="/ready to say the broker is unreachable",
+            interval=0.3,
+        )
+        assert get(port, "/ready")[1]["queues"] == [queue]
+        assert get(port, "/live")[0] == 200
+        # fedora-messaging's own /ready still answers 200, "consuming": why we serve ours.
+        assert consumer.stats()["consuming"] is True
+        assert consumer.proc.poll() is None
+
+        rabbit.start_app()
+        assert wait_status(port, "/ready", 200, timeout=90)["ready"] is True
+        assert consumer.proc.poll() is None
+        assert consumer.stop() == 0
+    finally:
+        consumer.cleanup()
+        if started:
+            rabbit.stop()
 
 
 def hanging_skopeo(tmp_path):

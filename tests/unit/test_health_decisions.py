@@ -7,7 +7,14 @@ import logging
 import pytest
 from pydantic import ValidationError
 
-from fedora_container_sync.bus.health import Channel, ProgressWatch, liveness, readiness
+from fedora_container_sync.bus.health import (
+    BrokerWatch,
+    Channel,
+    ProgressWatch,
+    broker_address,
+    liveness,
+    readiness,
+)
 from fedora_container_sync.config.settings import HealthSettings, Settings
 from fedora_container_sync.errors import about_compose
 from fedora_container_sync.publish.progress import STEPS
@@ -129,3 +136,72 @@ def test_health_settings():
 )
 def test_a_line_names_its_compose_once(text, line):
     assert about_compose(CID, text) == line
+
+
+# -- the broker: /ready and the log while it is unreachable -----------------------------------
+
+
+def test_ready_says_the_broker_is_unreachable():
+    reason = "broker rabbit.example:5671 unreachable for 42s"
+    for channels in (None, [], [Channel("fedora-container-sync", registered=False)]):
+        ok, body = readiness(channels, unreachable=reason)
+        assert ok is False
+        assert (body["broker"], body["reason"]) == ("unreachable", reason)
+    ok, body = readiness([Channel("q", registered=False)], unreachable=reason)
+    assert body["queues"] == ["q"]
+    # Connected (or not known to be down): the consumers decide, as before.
+    assert readiness([Channel("q", registered=True)], unreachable=None)[0] is True
+    assert readiness([], unreachable=None)[1]["reason"] == "no consumer registered"
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        (
+            "amqps://fedora-container-sync:@rabbitmq.fedoraproject.org/%2Fpubsub",
+            "rabbitmq.fedoraproject.org:5671",
+        ),
+        ("amqp://guest:secret@127.0.0.1:5673/%2F", "127.0.0.1:5673"),
+        ("amqp://localhost", "localhost:5672"),
+        ("amqp://[::1]:5672/", "[::1]:5672"),
+        ("amqp://host:notaport/", "the broker"),
+    ],
+)
+def test_broker_address_never_shows_credentials(url, address):
+    assert broker_address(url) == address
+
+
+def test_broker_watch_logs_once_per_interval_and_once_when_back():
+    now = [0.0]
+    watch = BrokerWatch("rabbit:5672", clock=lambda: now[0], interval=30.0)
+    assert watch.unreachable() is None  # nothing known yet: the consumers decide
+    lines = []
+    for second in range(0, 95):  # polled every second, the broker down from 0 s to 94 s
+        now[0] = float(second)
+        line = watch.poll(False if second < 94 else True)
+        if line is not None:
+            lines.append((second, line))
+        if second == 50:
+            assert watch.unreachable() == "broker rabbit:5672 unreachable for 50s"
+    down = (
+        "broker rabbit:5672 unreachable: no connection for {}s; consuming resumes when it is back"
+    )
+    assert lines == [
+        (30, down.format(30)),
+        (60, down.format(60)),
+        (90, down.format(90)),
+        (94, "broker rabbit:5672 reachable again after 94s"),
+    ]
+    assert watch.unreachable() is None
+
+
+def test_broker_watch_says_nothing_of_a_short_reconnect():
+    now = [0.0]
+    watch = BrokerWatch("rabbit:5672", clock=lambda: now[0], interval=30.0)
+    assert watch.poll(None) is None  # not started yet: unknown counts as down, quietly
+    now[0] = 5.0
+    assert watch.unreachable() == "broker rabbit:5672 unreachable for 5s"
+    assert watch.poll(True) is None  # connected within the interval: no line either way
+    now[0] = 100.0
+    assert watch.poll(True) is None
+    assert watch.unreachable() is None

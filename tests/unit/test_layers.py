@@ -33,6 +33,8 @@ LAYERS = {
     "config.settings": PURE,
     "config.bus": PURE,
     "config.load": IO,
+    "config.cpus": PURE,
+    "config.cgroups": IO,
     # a compose
     "compose": PURE,
     "compose.message": PURE,

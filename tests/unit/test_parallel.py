@@ -1,6 +1,9 @@
 """The work pool: bounded, follow-ups on the caller's thread in submission order; and the
 ``max_parallel`` setting that sizes it."""
 
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -68,20 +71,55 @@ def test_a_bug_in_a_follow_up_ends_the_run():
             pool.run()
 
 
-def _settings(**extra):
-    table = {
+def _table(**extra):
+    return {
         "repos": {"Container_Base": "fedora"},
         "registries": [{"url": "registry.example"}],
         "compose_url_allowlist": ["https://kojipkgs.fedoraproject.org/compose/"],
         **extra,
     }
-    return settings_from_document({"consumer_config": {"container": table}})
 
 
-def test_max_parallel_defaults_to_the_cpu_count(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 7)
-    assert _settings().max_parallel == 7
+def _settings(**extra):
+    return settings_from_document({"consumer_config": {"container": _table(**extra)}})
+
+
+def test_max_parallel_defaults_to_the_cpus_the_process_may_use():
+    document = {"consumer_config": {"container": _table()}}
+    assert settings_from_document(document, cpus=7).max_parallel == 7
+    assert settings_from_document(document, cpus=1000).max_parallel == 256  # its own bound
     assert _settings(max_parallel=3).max_parallel == 3
+    with_setting = {"consumer_config": {"container": _table(max_parallel=3)}}
+    assert settings_from_document(with_setting, cpus=7).max_parallel == 3
+
+
+def test_max_parallel_default_follows_the_cpu_affinity_not_the_machine(tmp_path):
+    """A process allowed one CPU (taskset, CPUAffinity=, a cpuset) defaults to 1, whatever
+    os.cpu_count() says: the config file as the command line and the consumer load it."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[consumer_config.container]\n"
+        'repos = { Container_Base = "fedora" }\n'
+        'registries = [{ url = "registry.example" }]\n'
+        'compose_url_allowlist = ["https://kojipkgs.fedoraproject.org/compose/"]\n'
+    )
+    code = (
+        "import os, sys\n"
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "from fedora_container_sync.config.load import load_settings\n"
+        "print(load_settings(__import__('pathlib').Path(sys.argv[1])).max_parallel)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["1"]
 
 
 @pytest.mark.parametrize("value", [0, -1, "4", 2.5])

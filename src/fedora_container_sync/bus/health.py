@@ -7,15 +7,21 @@ never takes a broken pod out. These endpoints answer 503 when the answer is no:
 * ``/ready``: this process has a consumer registered with the broker on an open channel -
   consuming, or standing by on a single-active-consumer queue (RabbitMQ tells a standby
   nothing over AMQP 0-9-1; it is registered and gets no deliveries, and that is healthy).
+  Without a connection to the broker it says so (``"broker": "unreachable"``, its address and
+  for how long).
 * ``/live``: the process is not stuck - no compose in progress, or the one in progress
   finished a step (a line on the :data:`~fedora_container_sync.publish.progress.STEPS` logger) less
   than ``stuck_after`` seconds ago (default: twice ``skopeo_timeout``).
 
-The decisions (:func:`readiness`, :func:`liveness`) are pure. The facts come from
-fedora-messaging's running service (:func:`consumer_channels`, which reads its internals and
-fails closed when they are not what it expects) and from :class:`ProgressWatch`, a filter
-on the step logger. The server is Twisted's, in the reactor ``fedora-messaging consume``
-runs: a reactor too blocked to answer fails the probe as well.
+While the broker is unreachable the consumer also logs it, one line every
+:data:`BROKER_LOG_INTERVAL` seconds (fedora-messaging's reconnection attempts log nothing), and
+one line when it is back (:class:`BrokerWatch`, polled by :func:`watch_broker`).
+
+The decisions (:func:`readiness`, :func:`liveness`, :class:`BrokerWatch`) are pure. The facts
+come from fedora-messaging's running service (:func:`consumer_channels`, which reads its
+internals and fails closed when they are not what it expects) and from
+:class:`ProgressWatch`, a filter on the step logger. The server is Twisted's, in the reactor
+``fedora-messaging consume`` runs: a reactor too blocked to answer fails the probe as well.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..publish.progress import STEPS
@@ -48,21 +55,97 @@ class Channel:
     registered: bool
 
 
-def readiness(channels: list[Channel] | None) -> Answer:
+def readiness(channels: list[Channel] | None, unreachable: str | None = None) -> Answer:
     """Ready when every consumer is registered on an open channel. Pure.
 
     ``channels`` is None when fedora-messaging's state could not be read (not started yet,
-    or internals this module does not understand): not ready.
+    or internals this module does not understand): not ready. ``unreachable`` says how the
+    broker cannot be reached (:meth:`BrokerWatch.unreachable`), None when it can.
     """
+    if unreachable is not None:
+        body: dict[str, Any] = {"ready": False, "broker": "unreachable"}
+        if channels:
+            body["queues"] = [channel.queue for channel in channels]
+        body["reason"] = unreachable
+        return False, body
     if channels is None:
         return False, {"ready": False, "reason": "not connected to the broker yet"}
     if not channels:
         return False, {"ready": False, "reason": "no consumer registered"}
     down = [channel.queue for channel in channels if not channel.registered]
-    body: dict[str, Any] = {"ready": not down, "queues": [channel.queue for channel in channels]}
+    body = {"ready": not down, "queues": [channel.queue for channel in channels]}
     if down:
         body["reason"] = f"not consuming from {', '.join(down)}: no open channel to the broker"
     return not down, body
+
+
+#: Seconds between two "broker unreachable" lines (the first after this long without one).
+BROKER_LOG_INTERVAL = 30.0
+
+
+def broker_address(amqp_url: str) -> str:
+    """``host:port`` of an AMQP URL, never its user or password. Pure."""
+    try:
+        parts = urlsplit(amqp_url)
+        port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+        host = parts.hostname or "localhost"
+    except ValueError:
+        return "the broker"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class BrokerWatch:
+    """Whether the connection to the broker is up, since when it is not, and which line to
+    log about it. Its clock is injected; :meth:`poll` is fed what :func:`broker_connected`
+    reads."""
+
+    def __init__(
+        self,
+        address: str,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = BROKER_LOG_INTERVAL,
+    ) -> None:
+        self.address = address
+        self._clock = clock
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._connected = False
+        self._told: float | None = None
+
+    def poll(self, connected: bool | None) -> str | None:
+        """Record the connection's state (None: unknown, e.g. not started yet); return the
+        line to log now, if any: while down, one each time the connection has been down for
+        ``interval`` since the last one; once back, one if the outage was told."""
+        now = self._clock()
+        with self._lock:
+            if connected:
+                was_down, told = self._down_since, self._told
+                self._connected, self._down_since, self._told = True, None, None
+                if told is not None and was_down is not None:
+                    return f"broker {self.address} reachable again after {now - was_down:.0f}s"
+                return None
+            self._connected = False
+            if self._down_since is None:
+                self._down_since = now
+            down = now - self._down_since
+            since = now - (self._told if self._told is not None else self._down_since)
+            if since + 1e-9 < self._interval:
+                return None
+            self._told = now
+            return (
+                f"broker {self.address} unreachable: no connection for {down:.0f}s; "
+                "consuming resumes when it is back"
+            )
+
+    def unreachable(self) -> str | None:
+        """Why /ready says no because of the broker, or None (connected, or not known to be
+        down yet)."""
+        now = self._clock()
+        with self._lock:
+            if self._connected or self._down_since is None:
+                return None
+            return f"broker {self.address} unreachable for {now - self._down_since:.0f}s"
 
 
 def liveness(
@@ -153,7 +236,45 @@ def consumer_channels() -> list[Channel] | None:
     return channels
 
 
-def serve(settings: HealthSettings, watch: ProgressWatch, stuck_after: float) -> None:
+def broker_connected() -> bool | None:
+    """Whether the running ``fedora-messaging consume`` has a connection to the broker (its
+    factory keeps the protocol of the connection it finished the AMQP handshake on); None when
+    that cannot be read (not started yet, another fedora-messaging)."""
+    try:
+        from fedora_messaging import api
+
+        service = getattr(api, "_twisted_service", None)
+        if service is None:
+            return None
+        client = service.factory._client
+        return client is not None and not bool(client.is_closed)
+    except Exception:
+        return None
+
+
+def watch_broker(watch: BrokerWatch) -> None:
+    """Poll :func:`broker_connected` into ``watch`` every few seconds in the Twisted reactor
+    (from when ``fedora-messaging consume`` runs it), logging what :meth:`BrokerWatch.poll`
+    says."""
+    from twisted.internet import reactor, task
+
+    def poll() -> None:
+        line = watch.poll(broker_connected())
+        if line is not None:
+            (_log.warning if "unreachable" in line else _log.info)("%s", line)
+
+    loop = task.LoopingCall(poll)
+    loop.clock = reactor
+    core: Any = reactor
+    core.callWhenRunning(loop.start, 1.0, now=True)
+
+
+def serve(
+    settings: HealthSettings,
+    watch: ProgressWatch,
+    stuck_after: float,
+    broker: BrokerWatch | None = None,
+) -> None:
     """Listen on ``settings.address``:``settings.port`` in the Twisted reactor (it serves once
     ``fedora-messaging consume`` runs it). Raises :class:`ConfigError` if it cannot listen."""
     from twisted.internet import error, reactor
@@ -182,7 +303,14 @@ def serve(settings: HealthSettings, watch: ProgressWatch, stuck_after: float) ->
     # Twisted's zope interfaces defeat mypy here: the reactor and resources go untyped.
     root: Any = resource.Resource()  # type: ignore[no-untyped-call]
     root.putChild(b"live", Endpoint(lambda: watch.check(stuck_after)))
-    root.putChild(b"ready", Endpoint(lambda: readiness(consumer_channels())))
+    root.putChild(
+        b"ready",
+        Endpoint(
+            lambda: readiness(
+                consumer_channels(), broker.unreachable() if broker is not None else None
+            )
+        ),
+    )
     site: Any = Site(root)  # type: ignore[no-untyped-call]
     tcp: Any = reactor
     try:

@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, PermanentError, TransientError, one_line
 from ..publish.report import ComposeReport
@@ -103,6 +103,7 @@ class BusPublisher:
                 config.conf.load_config(config_path=str(self._config_path))
             except fm.ConfigurationException as error:
                 raise ConfigError(f"config file {self._config_path}: {_clean(error)}") from None
+            _no_monitoring(config.conf)
         _use_running_reactor()
         self._ready = True
 
@@ -158,6 +159,15 @@ def load_bus_config(path: Path) -> None:
         config.conf.load_config(str(path))
     except exceptions.ConfigurationException as error:
         raise ConfigError(f"config file {path}: {one_line(error)}") from None
+    _no_monitoring(config.conf)
+
+
+def _no_monitoring(conf: Any) -> None:
+    """The command line sends with the consumer's own config: leave its ``[monitoring]``
+    server to the consumer. ``api.publish`` would start one on the same port (fedora-messaging
+    serves it from every process that starts its Twisted service), and beside a running
+    consumer that ends the run with "Address already in use" before anything is sent."""
+    conf["monitoring"] = {}
 
 
 def publish_findings(findings: Sequence[Finding], *, timeout: int = 30) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .bus import check_bus_document
+from .cgroups import allowed_cpus
 from .settings import Credentials, RegistrySettings, Settings, settings_from_document
 
 DEFAULT_CONFIG_PATH = Path("/etc/fedora-messaging/config.toml")
@@ -128,7 +129,7 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(f"config file {path}: is a directory") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path}: invalid TOML: {error}") from None
-    settings = settings_from_document(document, source=str(path))
+    settings = settings_from_document(document, source=str(path), cpus=allowed_cpus())
     check_bus_document(document, source=str(path))
     if any(key.lower() != "consumer_config" for key in document):
         _check_with_fedora_messaging(path)

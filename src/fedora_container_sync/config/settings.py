@@ -211,7 +211,9 @@ class Settings(_Model):
     #: plus its size at this rate.
     min_download_rate: int = Field(default=DEFAULT_MIN_DOWNLOAD_RATE, gt=0)
     skopeo_timeout: float = Field(default=3600.0, gt=0)
-    #: How many downloads, conversions, pushes and registry reads run at once.
+    #: How many downloads, conversions, pushes and registry reads run at once (default: the
+    #: CPUs this process may use, as :func:`settings_from_document` is told them; else the
+    #: machine's count).
     max_parallel: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     #: An image file may decompress to this many times its size (and always to 1 MiB) ...
     max_decompressed_ratio: float = Field(default=DEFAULT_MAX_RATIO, ge=1)
@@ -295,12 +297,19 @@ class Settings(_Model):
         return self
 
 
-def settings_from_document(document: Mapping[str, Any], *, source: str = "config") -> Settings:
-    """Validate the ``consumer_config.container`` table of an already-parsed config."""
+def settings_from_document(
+    document: Mapping[str, Any], *, source: str = "config", cpus: int | None = None
+) -> Settings:
+    """Validate the ``consumer_config.container`` table of an already-parsed config.
+
+    ``cpus``: the CPUs this process may use (:mod:`.cgroups` reads them), the default of
+    ``max_parallel`` (at most 256)."""
     consumer_config = document.get("consumer_config")
     table = consumer_config.get("container") if isinstance(consumer_config, dict) else None
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: no [{SECTION}] table")
+    if cpus is not None and "max_parallel" not in table:
+        table = {**table, "max_parallel": max(1, min(256, cpus))}
     try:
         return Settings.model_validate(table)
     except ValidationError as error:
