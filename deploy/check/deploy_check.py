@@ -753,7 +753,8 @@ def _check_container(world: World, podman: Podman, tmp: Path) -> None:
     shutil.copy(replayed[1], work / "replay.jsonl")
     os.chmod(work / "replay.jsonl", 0o644)
     replay = podman(
-        "exec", name, "fedora-container-sync", "replay", "/var/lib/fedora-container-sync/replay.jsonl",
+        "exec", name, "fedora-container-sync", "replay",
+        "/var/lib/fedora-container-sync/replay.jsonl",
         check=False, timeout=300,
     )  # fmt: skip
     output = replay.stdout + replay.stderr
@@ -768,6 +769,30 @@ def _check_container(world: World, podman: Podman, tmp: Path) -> None:
         "consumer died",
     )
     step("container: audit and replay ran beside the consumer")
+
+
+# --- 3. manifests --------------------------------------------------------------------------
+
+
+def check_manifests(tmp: Path) -> None:
+    step("manifests: kubectl kustomize deploy/openshift")
+    built = run(["kubectl", "kustomize", str(ROOT / "deploy" / "openshift")]).stdout
+    path = tmp / "openshift.yaml"
+    path.write_text(built)
+    step("manifests: kubernetes-validate --strict against the bundled Kubernetes schemas")
+    validator = Path(sys.executable).parent / "kubernetes-validate"
+    result = run([str(validator), "--strict", str(path)], check=False)
+    lines = (result.stdout + result.stderr).splitlines()
+    passed = [line for line in lines if " passed for resource " in line]
+    # The Route is OpenShift's: no schema among Kubernetes' own.
+    others = [
+        line
+        for line in lines
+        if line.strip() and " passed for resource " not in line and "kind Route " not in line
+    ]
+    expect(result.returncode == 0 and not others, "manifests do not validate:\n" + "\n".join(lines))
+    expect(len(passed) >= 5, f"too few resources validated:\n{result.stdout}")
+    step(f"manifests: {len(passed)} resources valid (the Route has no Kubernetes schema)")
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -798,6 +823,8 @@ def main(argv: list[str] | None = None) -> int:
                 check_systemd(world, tar, tmp, args.cache)
             if "container" in parts:
                 check_container(world, tar, tmp, args.cache)
+            if "manifests" in parts:
+                check_manifests(tmp)
         except CheckFailed as error:
             print(f"deploy-check: FAILED: {error}", file=sys.stderr)
             return 1
