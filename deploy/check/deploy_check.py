@@ -597,14 +597,27 @@ class Podman:
         self.argv += ["/run/fcs-deploy-check-podman", "--cgroup-manager=cgroupfs"]
         # crun refuses this machine's hybrid cgroups ("drop all controllers from cgroupv2")
         self.argv += ["--events-backend=file", "--runtime", shutil.which("runc") or "runc"]
+        # podman asks for more open files and processes than this machine's hard limits
+        # allow (runc: "error setting rlimit type 7", 6): the host's file limit, fewer
+        # processes, for `run` and `kube play` alike.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        conf = cache / "containers.conf"
+        cache.mkdir(parents=True, exist_ok=True)
+        conf.write_text(
+            f'[containers]\ndefault_ulimits = ["nofile={soft}:{hard}", "nproc=4096:4096"]\n'
+        )
+        self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
         self.containers: list[str] = []
+        self.pods: list[str] = []
 
     def __call__(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        return run([*self.argv, *args], **kwargs)
+        return run([*self.argv, *args], env=self.env, **kwargs)
 
     def remove_all(self) -> None:
         for name in self.containers:
             self("rm", "-f", "-t", "5", name, check=False, timeout=120)
+        for name in self.pods:
+            self("pod", "rm", "-f", "-t", "5", name, check=False, timeout=120)
 
 
 def stand_in_base(podman: Podman, tar: Path) -> str:
@@ -687,10 +700,6 @@ def _check_container(world: World, podman: Podman, tmp: Path) -> None:
     # dir (no tmpfs either: Kubernetes' readOnlyRootFilesystem gives none).
     sandbox = ["--user", UID, "--read-only", "--read-only-tmpfs=false", "--network", "host"]
     sandbox += ["--cap-drop", "all", "--security-opt", "no-new-privileges"]
-    # podman asks for more open files than this machine's hard limit allows (runc: "error
-    # setting rlimit type 7", 6): the host's own file limit, fewer processes.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    sandbox += ["--ulimit", f"nofile={soft}:{hard}", "--ulimit", "nproc=4096:4096"]
     name = f"fcs-{world.env}-consumer"
     podman.containers.append(name)
 
@@ -774,7 +783,7 @@ def _check_container(world: World, podman: Podman, tmp: Path) -> None:
 # --- 3. manifests --------------------------------------------------------------------------
 
 
-def check_manifests(tmp: Path) -> None:
+def check_manifests(world: World, cache: Path, tmp: Path) -> None:
     step("manifests: kubectl kustomize deploy/openshift")
     built = run(["kubectl", "kustomize", str(ROOT / "deploy" / "openshift")]).stdout
     path = tmp / "openshift.yaml"
@@ -793,6 +802,110 @@ def check_manifests(tmp: Path) -> None:
     expect(result.returncode == 0 and not others, "manifests do not validate:\n" + "\n".join(lines))
     expect(len(passed) >= 5, f"too few resources validated:\n{result.stdout}")
     step(f"manifests: {len(passed)} resources valid (the Route has no Kubernetes schema)")
+    podman = Podman(cache)
+    try:
+        check_kube_play(world, podman, built, tmp / "kube")
+    finally:
+        podman.remove_all()
+
+
+def played_deployment(built: str, replica: str, image: str, dirs: dict[str, Path]) -> str:
+    """The shipped Deployment as ``podman kube play`` can run it here, one replica per play
+    (podman plays one pod per Deployment): the image built above; the host's network (the
+    registry, compose server and broker are on its loopback; each replica its own ports);
+    ConfigMap, Secret and emptyDir as host directories; probes asked from outside (podman
+    would run them with curl inside, which the image has not); an arbitrary UID in group 0
+    with a read-only root, as OpenShift runs it. Everything else as shipped."""
+    import yaml
+
+    (deployment,) = [
+        doc
+        for doc in yaml.safe_load_all(built)
+        if doc
+        and doc["kind"] == "Deployment"
+        and doc["metadata"]["name"] == "fedora-container-sync"
+    ]
+    deployment["metadata"]["name"] = f"fcs-{replica}"
+    deployment["spec"]["replicas"] = 1
+    pod = deployment["spec"]["template"]["spec"]
+    pod["hostNetwork"] = True
+    pod.pop("topologySpreadConstraints", None)
+    pod.pop("affinity", None)
+    (container,) = pod["containers"]
+    container["image"] = image
+    container.pop("ports", None)
+    container.pop("livenessProbe", None)
+    container.pop("readinessProbe", None)
+    container["securityContext"].update(runAsUser=100998, runAsGroup=0, readOnlyRootFilesystem=True)
+    pod["volumes"] = [
+        {"name": name, "hostPath": {"path": str(path), "type": "Directory"}}
+        for name, path in dirs.items()
+    ]
+    return yaml.safe_dump(deployment)
+
+
+def check_kube_play(world: World, podman: Podman, built: str, tmp: Path) -> None:
+    tmp.mkdir()
+    credentials = tmp / "credentials"
+    write_credentials(credentials)
+    for path in [credentials, *credentials.iterdir()]:
+        os.chmod(path, 0o750 if path.is_dir() else 0o640)
+    replicas: dict[str, tuple[int, Path]] = {}
+    pods: dict[str, str] = {}
+    for replica in ("a", "b"):
+        config = tmp / f"config-{replica}"
+        config.mkdir()
+        os.chmod(config, 0o755)  # noqa: S103 (a ConfigMap is world-readable)
+        health = free_port()
+        (config / "fedora-container-sync.toml").write_text(
+            world.config(
+                work_dir="/var/lib/fedora-container-sync",
+                health_port=health,
+                monitoring_port=free_port(),
+            )
+        )
+        os.chmod(config / "fedora-container-sync.toml", 0o644)
+        work = group_dir(tmp / f"work-{replica}")
+        dirs = {"config": config, "credentials": credentials, "work": work}
+        played = tmp / f"deployment-{replica}.yaml"
+        played.write_text(played_deployment(built, f"{world.env[-8:]}-{replica}", IMAGE, dirs))
+        step(f"manifests: podman kube play of the Deployment, replica {replica}")
+        output = podman("kube", "play", str(played), timeout=300).stdout.split()
+        # It prints "Pod:" and the pod's ID (then "Container:" and theirs).
+        pods[replica] = output[output.index("Pod:") + 1]
+        podman.pods.append(pods[replica])
+        replicas[replica] = (health, work)
+    for replica, (health, _) in replicas.items():
+        wait_for(
+            lambda health=health: http_status(f"http://127.0.0.1:{health}/ready") == 200,
+            timeout=90,
+            what=f"/ready of replica {replica}",
+        )
+    step("manifests: both replicas ready (one consumes, one stands by); a publish")
+    world.gate.close()
+    compose = world.publish_compose()
+    wait_for(world.gate.held.is_set, timeout=120, what="the first image download")
+    active = wait_for(
+        lambda: [r for r, (_, work) in replicas.items() if list(work.rglob("*.run"))],
+        timeout=30,
+        what="a run directory in one replica",
+    )
+    expect(len(active) == 1, f"both replicas at work: {active}")
+    (stopped,) = active
+    pod = pods[stopped]
+    step(f"manifests: stopping the active pod ({pod}) mid-publish")
+    began = time.monotonic()
+    release_gate_soon(world.gate)
+    podman("pod", "stop", "-t", "60", pod, timeout=120)
+    took = time.monotonic() - began
+    expect(took < STOP_WITHIN, f"the pod took {took:.0f}s to stop")
+    wait_for(
+        lambda: world.published(compose), timeout=180, what=f"{compose} published by the standby"
+    )
+    wait_for(lambda: world.ready_messages() == 0, timeout=30, what="the queue to drain")
+    (standby,) = set(replicas) - {stopped}
+    expect(not list(replicas[stopped][1].rglob("*.run")), "the stopped pod left a run directory")
+    step(f"manifests: pod stopped in {took:.1f}s; the standby ({standby}) published {compose}")
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -824,7 +937,7 @@ def main(argv: list[str] | None = None) -> int:
             if "container" in parts:
                 check_container(world, tar, tmp, args.cache)
             if "manifests" in parts:
-                check_manifests(tmp)
+                check_manifests(world, args.cache, tmp)
         except CheckFailed as error:
             print(f"deploy-check: FAILED: {error}", file=sys.stderr)
             return 1
