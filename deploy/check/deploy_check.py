@@ -581,6 +581,28 @@ def _check_systemd(world: World, machine: Machine, root: Path) -> None:
     )
     step("systemd: audit ran beside the consumer, page written, timer scheduled")
 
+    step("systemd: the unit tests on the rootfs' Python (Fedora 42's 3.13)")
+    tests = machine.sh(
+        """
+python3 -m venv /root/tests-venv
+/root/tests-venv/bin/pip install -q --require-hashes --no-deps -r /root/src/requirements.lock
+/root/tests-venv/bin/pip install -q --no-build-isolation -e '/root/src[test]'
+cd /root/src
+/root/tests-venv/bin/python -m pytest tests/unit -q -x -p no:cacheprovider >/root/unit.log 2>&1 \
+    && rc=0 || rc=$?
+tail -15 /root/unit.log
+exit $rc
+""",
+        timeout=900,
+        check=False,
+    )
+    summary = tests.stdout.strip().splitlines()[-1] if tests.stdout.strip() else ""
+    expect(
+        tests.returncode == 0 and " passed" in summary and "failed" not in summary,
+        f"unit tests on the rootfs' Python:\n{tests.stdout}{tests.stderr[-3000:]}",
+    )
+    step(f"systemd: unit tests on {version[0]}: {summary}")
+
 
 # --- 2. container --------------------------------------------------------------------------
 
