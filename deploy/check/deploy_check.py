@@ -581,6 +581,8 @@ def _check_systemd(world: World, machine: Machine, root: Path) -> None:
     )
     step("systemd: audit ran beside the consumer, page written, timer scheduled")
 
+    # All but the smoke test of tests/support, which starts a registry (docker-registry is not
+    # in the rootfs).
     step("systemd: the unit tests on the rootfs' Python (Fedora 42's 3.13)")
     tests = machine.sh(
         """
