@@ -590,8 +590,8 @@ python3 -m venv /root/tests-venv
 /root/tests-venv/bin/pip install -q --require-hashes --no-deps -r /root/src/requirements.lock
 /root/tests-venv/bin/pip install -q --no-build-isolation -e '/root/src[test]'
 cd /root/src
-/root/tests-venv/bin/python -m pytest tests/unit -q -x -p no:cacheprovider >/root/unit.log 2>&1 \
-    && rc=0 || rc=$?
+/root/tests-venv/bin/python -m pytest tests/unit -q -x -p no:cacheprovider \\
+    --ignore=tests/unit/test_support_smoke.py >/root/unit.log 2>&1 && rc=0 || rc=$?
 tail -15 /root/unit.log
 exit $rc
 """,
