@@ -28,6 +28,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -951,6 +952,8 @@ def main(argv: list[str] | None = None) -> int:
         print("deploy-check: needs root (systemd-nspawn, podman)", file=sys.stderr)
         return 2
     parts = args.only or ["systemd", "container", "manifests"]
+    # A CI timeout's SIGTERM still stops the machine, the containers and the servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="fcs-deploy-check-", dir="/var/tmp") as name:
         tmp = Path(name)
         world = World(tmp)
