@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -168,21 +168,37 @@ class World:
         self.topic_prefix = f"org.fedoraproject.{self.env}"
         self.queue = f"fedora-container-sync-{self.env}"
         self.dead_letters = f"{self.queue}.dead-letter"
-        self.broker = Broker()
-        self.broker.declare_dead_letters(self.dead_letters)
-        self.arguments = production_queue(delivery_limit=20, dead_letters=self.dead_letters)
-        self.broker.declare(
-            self.queue,
-            [f"{self.topic_prefix}.pungi.compose.status.change"],
-            arguments=self.arguments,
-        )
+        # A connection per use: a long step (mmdebstrap, a build) would leave a held one
+        # without heartbeats, and the broker closes it.
+        with self._broker() as broker:
+            broker.declare_dead_letters(self.dead_letters)
+            self.arguments = production_queue(delivery_limit=20, dead_letters=self.dead_letters)
+            broker.declare(
+                self.queue,
+                [f"{self.topic_prefix}.pungi.compose.status.change"],
+                arguments=self.arguments,
+            )
         self.namespace = self.env
         self._day = 0
+
+    @contextlib.contextmanager
+    def _broker(self) -> Iterator[Broker]:
+        """A fresh connection, closed after use; nothing declared through it is deleted."""
+        broker = Broker()
+        try:
+            yield broker
+        finally:
+            broker._queues.clear()
+            broker._exchanges.clear()
+            broker.close()
 
     def close(self) -> None:
         self.gate.open.set()
         with contextlib.suppress(Exception):
-            self.broker.close()
+            broker = Broker()
+            broker._queues[:] = [self.queue, self.dead_letters]
+            broker._exchanges[:] = [self.dead_letters]
+            broker.close()
         self.server.shutdown()
         self.registry.stop()
 
@@ -217,7 +233,8 @@ class World:
         return index.get("annotations", {}).get(COMPOSE_ID) == compose_id and arches == set(ARCHES)
 
     def ready_messages(self) -> int:
-        return self.broker.count(self.queue)
+        with self._broker() as broker:
+            return broker.count(self.queue)
 
     def config(
         self, *, work_dir: str, health_port: int, monitoring_port: int, address: str = "127.0.0.1"
