@@ -7,7 +7,9 @@
 #                            other jobs sharing them.
 #                            BENCH_ARGS="--rounds 5" to change it, "--scale-rounds 0" to skip
 #                            the scaling grid; bench/bench.py --help lists the rest)
-# All three install what is missing: skopeo, the registry server, htpasswd, chromium and curl
+#               make deploy-check  (root: the systemd units in a booted systemd, the image with
+#                            podman, the manifests with podman kube play; docs/running.md)
+# All of them install what is missing: skopeo, the registry server, htpasswd, chromium and curl
 # (apt-get or dnf), and a virtualenv with this package in $(VENV).
 
 PYTHON ?= python3

@@ -366,18 +366,13 @@ def rootfs_tar(cache: Path) -> Path:
     step(f"rootfs: mmdebstrap {SUITE} ({', '.join(PACKAGES)}) from {MIRROR}")
     cache.mkdir(parents=True, exist_ok=True)
     partial_tar = tar.with_suffix(".partial")
-    run(
-        [
-            "mmdebstrap",
-            "--variant=apt",
-            "--format=tar",
-            f"--include={','.join(PACKAGES)}",
-            SUITE,
-            str(partial_tar),
-            MIRROR,
-        ],
-        timeout=900,
-    )
+    argv = ["mmdebstrap", "--variant=apt", "--format=tar", f"--include={','.join(PACKAGES)}"]
+    argv += [SUITE, str(partial_tar), MIRROR]
+    for attempt in (1, 2):  # the archive's mirror may stumble once
+        result = run(argv, timeout=900, check=attempt == 2)
+        if result.returncode == 0:
+            break
+        step(f"rootfs: mmdebstrap failed ({result.stderr.strip()[-200:]}); once more")
     partial_tar.rename(tar)
     return tar
 
@@ -692,6 +687,8 @@ def build_image(podman: Podman, base: str, tmp: Path) -> None:
         str(context),
         timeout=900,
     )
+    # The previous builds' layers: the cache keeps only what the next build can reuse.
+    podman("image", "prune", "-f", check=False, timeout=300)
 
 
 def group_dir(path: Path) -> Path:
