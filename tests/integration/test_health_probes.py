@@ -5,6 +5,7 @@ idle or making progress, not live when a publish makes no progress for ``stuck_a
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 import uuid
 
@@ -153,3 +154,49 @@ def test_live_until_a_publish_stops_making_progress(bus, tmp_path):
     consumer.kill9()
     # What a liveness restart leads to: the message is still queued for the next consumer.
     wait_until(lambda: bus.broker.count(bus.queue) == 1, timeout=30, what="the requeue")
+
+
+TRICKLING_SKOPEO = """#!{python}
+# The real skopeo, except that a push (the copy with --digestfile) first moves bytes slowly,
+# without finishing anything, for longer than stuck_after: a slow upload.
+import os, sys, time
+if "--digestfile" in sys.argv:
+    open("{marker}", "w").close()
+    with open(os.devnull, "wb") as sink:
+        for _ in range(32):
+            sink.write(b"x" * 65536)
+            sink.flush()
+            time.sleep(0.25)
+os.execv("{skopeo}", ["{skopeo}", *sys.argv[1:]])
+"""
+
+
+def test_live_while_a_slow_push_moves_bytes(bus, tmp_path):
+    """A push that takes longer than stuck_after without finishing a step, but moves bytes all
+    along, is alive: the probe does not restart it, and it completes."""
+    port = free_port()
+    marker = tmp_path / "pushing"
+    skopeo = tmp_path / "skopeo-trickling"
+    skopeo.write_text(
+        TRICKLING_SKOPEO.format(python=sys.executable, marker=marker, skopeo=shutil.which("skopeo"))
+    )
+    skopeo.chmod(0o755)
+    settings = (
+        f'skopeo = "{skopeo}"\nmax_parallel = 1\n'
+        f"\n[consumer_config.container.health]\nport = {port}\nstuck_after = 3\n"
+    )
+    consumer = bus.consumer(bus.config(settings=settings))
+    assert wait_status(port, "/ready", 200) == {"ready": True, "queues": [bus.queue]}
+    compose_id = "Fedora-41-20241025.0"
+    bus.publish(bus.pungi(bus.harness.compose(compose_id, arches=("x86_64",))))
+    wait_until(marker.exists, timeout=90, what="the push to start")
+    answers = []
+    deadline = time.monotonic() + 7  # the trickle lasts 8 s, more than twice stuck_after
+    while time.monotonic() < deadline:
+        answers.append(get(port, "/live"))
+        time.sleep(0.5)
+    assert all(status == 200 for status, _ in answers), answers
+    assert answers[-1][1]["busy"] == compose_id
+    consumer.wait_stats(processed=1)
+    assert bus.harness.arches("fedora-toolbox", "41") == {"x86_64"}
+    assert consumer.stop() == 0

@@ -7,11 +7,14 @@ import logging
 import pytest
 from pydantic import ValidationError
 
+from fedora_container_sync import activity
 from fedora_container_sync.bus.health import (
+    DOWNLOADS,
     BrokerWatch,
     Channel,
     ProgressWatch,
     broker_address,
+    io_moved,
     liveness,
     readiness,
 )
@@ -165,6 +168,7 @@ def test_ready_says_the_broker_is_unreachable():
         ("amqp://localhost", "localhost:5672"),
         ("amqp://[::1]:5672/", "[::1]:5672"),
         ("amqp://host:notaport/", "the broker"),
+        ("", "the broker"),  # not known
     ],
 )
 def test_broker_address_never_shows_credentials(url, address):
@@ -205,3 +209,83 @@ def test_broker_watch_says_nothing_of_a_short_reconnect():
     now[0] = 100.0
     assert watch.poll(True) is None
     assert watch.unreachable() is None
+
+
+# -- bytes on the move count as progress ------------------------------------------------------
+
+
+def test_a_long_download_or_push_that_moves_bytes_is_alive():
+    """2 GiB at 256 KiB/s is about 8500 s without a finished step: alive while bytes move,
+    stuck once they stop for stuck_after."""
+    clock = Clock()
+    counters = {DOWNLOADS: 0}
+    watch = ProgressWatch(clock, counters=lambda: dict(counters))
+    watch.begin(CID)
+    for second in range(0, 8600, 30):  # the probe asks every 30 s
+        clock.now = float(second)
+        counters[DOWNLOADS] += 7  # chunks arrived since the last probe
+        ok, body = watch.check(stuck_after=600.0)
+        assert ok, body
+    clock.now = 8580.0 + 600.0  # the download stalls: no chunk since 8580 s
+    assert watch.check(stuck_after=600.0)[0] is True
+    clock.now = 8580.0 + 601.0
+    ok, body = watch.check(stuck_after=600.0)
+    assert not ok and body["reason"].startswith(f"compose {CID}: no progress for ")
+
+
+def test_a_skopeo_run_counts_by_its_io_counters():
+    clock = Clock()
+    counters: dict[int, int] = {DOWNLOADS: 5}
+    watch = ProgressWatch(clock, counters=lambda: dict(counters))
+    watch.begin(CID)
+    assert watch.check(stuck_after=600.0)[0] is True  # the first reading: a baseline
+    clock.now = 500.0
+    counters[4242] = 1000  # a push starts
+    watch.check(stuck_after=600.0)
+    for second in (900.0, 1300.0, 1700.0):
+        clock.now = second
+        counters[4242] += 65536  # it writes to the registry
+        assert watch.check(stuck_after=600.0)[0] is True
+    clock.now = 2400.0  # it hangs: its counters stay
+    ok, body = watch.check(stuck_after=600.0)
+    assert not ok and body["seconds_since_progress"] == 700
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "moved"),
+    [
+        ({}, {}, False),
+        ({-1: 3}, {-1: 3}, False),
+        ({-1: 3}, {-1: 4}, True),
+        ({-1: 3, 10: 100}, {-1: 3, 10: 100}, False),
+        ({-1: 3, 10: 100}, {-1: 3, 10: 101}, True),
+        ({-1: 3}, {-1: 3, 11: 0}, True),  # a new skopeo run
+        ({-1: 3, 10: 100}, {-1: 3}, False),  # one ended (its step's line says so)
+    ],
+)
+def test_io_moved(before, after, moved):
+    assert io_moved(before, after) is moved
+
+
+def test_io_of_reads_a_running_process(tmp_path):
+    import subprocess
+    import sys
+
+    with subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.readline())"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        assert child.stdin is not None and child.stdout is not None
+        first = activity.io_of([child.pid])
+        assert set(first) == {child.pid}
+        child.stdin.write("x" * 100000 + "\n")
+        child.stdin.flush()
+        assert len(child.stdout.readline()) == 100001
+        assert activity.io_of([child.pid])[child.pid] >= first[child.pid] + 200000
+        child.kill()
+    assert activity.io_of([child.pid]) == {}  # gone: left out
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "io").write_text("rchar: 10\nwchar: 5\nsyscr: 1\n")
+    assert activity.io_of([7, 8], proc=tmp_path) == {7: 15}

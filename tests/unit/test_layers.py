@@ -18,6 +18,7 @@ LAYERS = {
     "": PURE,
     "errors": PURE,
     "shutdown": IO,
+    "activity": IO,
     # entry points
     "__main__": ENTRY,
     "cli": ENTRY,

@@ -9,9 +9,11 @@ never takes a broken pod out. These endpoints answer 503 when the answer is no:
   nothing over AMQP 0-9-1; it is registered and gets no deliveries, and that is healthy).
   Without a connection to the broker it says so (``"broker": "unreachable"``, its address and
   for how long).
-* ``/live``: the process is not stuck - no compose in progress, or the one in progress
-  finished a step (a line on the :data:`~fedora_container_sync.publish.progress.STEPS` logger) less
-  than ``stuck_after`` seconds ago (default: twice ``skopeo_timeout``).
+* ``/live``: the process is not stuck - no compose in progress, or the one in progress made
+  progress less than ``stuck_after`` seconds ago (default: twice ``skopeo_timeout``):
+  finished a step (a line on the :data:`~fedora_container_sync.publish.progress.STEPS`
+  logger), received bytes of a download, or a skopeo run read or wrote bytes
+  (:mod:`..activity`). A download or push that moves bytes is alive however long it takes.
 
 While the broker is unreachable the consumer also logs it, one line every
 :data:`BROKER_LOG_INTERVAL` seconds (fedora-messaging's reconnection attempts log nothing), and
@@ -30,11 +32,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from .. import activity
 from ..errors import ConfigError
 from ..publish.progress import STEPS
 
@@ -85,6 +88,8 @@ BROKER_LOG_INTERVAL = 30.0
 
 def broker_address(amqp_url: str) -> str:
     """``host:port`` of an AMQP URL, never its user or password. Pure."""
+    if not amqp_url:
+        return "the broker"
     try:
         parts = urlsplit(amqp_url)
         port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
@@ -152,8 +157,8 @@ def liveness(
     now: float, busy: str | None, since: float, last_step: float | None, stuck_after: float
 ) -> Answer:
     """Live unless the compose in progress made no progress for longer than ``stuck_after``
-    seconds. ``since`` is when it started, ``last_step`` when it last finished a step (times
-    from one monotonic clock). Pure."""
+    seconds. ``since`` is when it started, ``last_step`` when it last made progress (finished
+    a step, or moved bytes; times from one monotonic clock). Pure."""
     if busy is None:
         return True, {"live": True, "busy": None}
     progress = max(since, last_step) if last_step is not None else since
@@ -167,21 +172,48 @@ def liveness(
     return bool(body["live"]), body
 
 
+def io_moved(before: Mapping[int, int], after: Mapping[int, int]) -> bool:
+    """Whether any counter moved, or a new one appeared, between two readings (keys: a
+    skopeo's pid, its bytes read and written; :data:`DOWNLOADS`, the chunks downloads
+    received). Pure."""
+    return any(before.get(key) != count for key, count in after.items())
+
+
+#: The key of the downloads' chunk count among the counters :func:`signs_of_life` reads.
+DOWNLOADS = -1
+
+
+def signs_of_life() -> dict[int, int]:
+    """The counters of bytes on the move: each running skopeo's I/O, and downloads' chunks."""
+    from ..registry.skopeo import running_pids
+
+    return {**activity.io_of(running_pids()), DOWNLOADS: activity.moves()}
+
+
 class ProgressWatch(logging.Filter):
-    """Which compose is in progress, since when, and when it last finished a step.
+    """Which compose is in progress, since when, and when it last made progress: finished a
+    step, or moved bytes (``counters``, read at each check: :func:`signs_of_life`).
 
     A filter on the step logger sees every step line, also when the log config shows only
     warnings: :meth:`install` then lets INFO records reach the filter, which drops those
     below the level that was configured, so the log shows exactly what it showed before.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        counters: Callable[[], dict[int, int]] = signs_of_life,
+    ) -> None:
         super().__init__()
         self._clock = clock
+        self._counters = counters
         self._lock = threading.Lock()
         self._busy: str | None = None
         self._since = 0.0
         self._last_step: float | None = None
+        self._io_seen: dict[int, int] | None = None  # None: no reading yet, no baseline
+        self._last_io: float | None = None
         self._shown = logging.NOTSET
 
     def install(self) -> None:
@@ -205,9 +237,15 @@ class ProgressWatch(logging.Filter):
             self._busy = None
 
     def check(self, stuck_after: float) -> Answer:
+        counters = self._counters()
+        now = self._clock()
         with self._lock:
-            busy, since, last_step = self._busy, self._since, self._last_step
-        return liveness(self._clock(), busy, since, last_step, stuck_after)
+            if self._io_seen is not None and io_moved(self._io_seen, counters):
+                self._last_io = now
+            self._io_seen = counters
+            busy, since = self._busy, self._since
+            signs = [sign for sign in (self._last_step, self._last_io) if sign is not None]
+        return liveness(now, busy, since, max(signs) if signs else None, stuck_after)
 
 
 def consumer_channels() -> list[Channel] | None:

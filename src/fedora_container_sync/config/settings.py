@@ -223,6 +223,16 @@ class Settings(_Model):
     requeue: RequeueSettings = RequeueSettings()
     health: HealthSettings | None = None
 
+    def transfer_deadline(self, size: int) -> float:
+        """Seconds moving ``size`` bytes over the network may take: ``http_deadline`` plus the
+        size at ``min_download_rate`` (a download's deadline; 2 GiB: 8492 s by default)."""
+        return self.http_deadline + size / self.min_download_rate
+
+    def push_deadline(self, size: int) -> float:
+        """Seconds one skopeo push of ``size`` bytes may take: ``skopeo_timeout``, or longer
+        for an image that needs it at ``min_download_rate``, as a download is allowed."""
+        return max(self.skopeo_timeout, self.transfer_deadline(size))
+
     @property
     def stuck_after(self) -> float:
         """Seconds without a finished step after which a compose in progress is stuck."""

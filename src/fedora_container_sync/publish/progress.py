@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..activity import moved
 from ..compose.selection import ImageArtifact
 from ..errors import SyncError, about_compose
 from .outcomes import ArchOutcome, ImageStep, Stage
@@ -71,6 +72,10 @@ class View(Protocol):
         """The run is over (also when it failed)."""
 
 
+def _alive(_received: int) -> None:
+    moved()
+
+
 class Progress:
     """Shows one run: its first line, each finished step, each error and note, its result; to
     a view, also what the workers are doing."""
@@ -96,15 +101,21 @@ class Progress:
     # -- what the workers are doing (shown on a terminal only) --------------------------------
 
     @contextlib.contextmanager
-    def downloading(self, artifact: ImageArtifact) -> Iterator[OnBytes | None]:
+    def downloading(self, artifact: ImageArtifact) -> Iterator[OnBytes]:
         """While ``artifact`` is downloaded: yields what to call with the bytes received so
-        far, or None when nothing shows them."""
+        far. Each call is a sign of life for ``/live`` (:mod:`..activity`), and shown on a
+        view."""
         if self._view is None:
-            yield None
+            yield _alive
             return
         activity = Activity("downloading", "downloaded", "download failed", artifact.size)
         with self._view.working(artifact.name, activity) as on_bytes:
-            yield on_bytes
+
+            def shown_and_alive(received: int) -> None:
+                moved()
+                on_bytes(received)
+
+            yield shown_and_alive
 
     def converting(self, artifact: ImageArtifact) -> contextlib.AbstractContextManager[object]:
         return self._working(artifact, Activity("converting", "converted", "conversion failed"))

@@ -10,6 +10,7 @@ turned out to hold a newer compose is not moved: the guard's decision comes back
 from __future__ import annotations
 
 import itertools
+import json
 
 from ..errors import SkopeoError
 from ..gate.verdicts import GateDecision, Verdict, decide_arch_tag
@@ -37,6 +38,7 @@ def push_image(
     except OSError as error:
         about = f"{ctx.compose_id}: {name}: "
         raise work_dir_error(error, ctx.settings.work_dir, "pushing", about=about) from None
+    body = manifest_blob(layout, manifest.digest, where=name)
     path = registry.settings.repository_path(repository)
     destination = skopeo.Destination(
         f"docker://{registry.settings.host}/{path}@{manifest.digest}",
@@ -54,7 +56,7 @@ def push_image(
                 tmpdir=ctx.work / "tmp",
                 preserve_digests=True,
             ),
-            timeout=ctx.settings.skopeo_timeout,
+            timeout=ctx.settings.push_deadline(upload_size(body)),
             what=f"push of {name}",
             hide_env=ctx.secret_env,
         ),
@@ -64,10 +66,20 @@ def push_image(
     landed = skopeo.read_digest(digest_file, what=f"push of {name}")
     if landed != manifest.digest:
         raise SkopeoError(f"push of {name}: landed as {landed}, expected {manifest.digest}")
-    body = manifest_blob(layout, manifest.digest, where=name)
     return move_arch_tag(
         ctx, registry.client, repository, tag, image.artifact.arch, manifest.media_type, body
     )
+
+
+def upload_size(manifest: bytes) -> int:
+    """The bytes a push of an image uploads at most: its config and layers, as its manifest
+    lists them (0 for what it cannot read: the deadline is then ``skopeo_timeout``). Pure."""
+    try:
+        document = json.loads(manifest)
+        blobs = [document["config"], *document["layers"]]
+        return sum(int(blob["size"]) for blob in blobs)
+    except (ValueError, TypeError, KeyError):
+        return 0
 
 
 def move_arch_tag(

@@ -132,6 +132,10 @@ class _Children:
         with self._lock:
             self._running.discard(process)
 
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [process.pid for process in self._running]
+
     def stop(self, grace: float) -> None:
         """SIGTERM the running ones, SIGKILL any still there after ``grace`` seconds."""
         with self._lock:  # a start() either finished (its child is listed) or will refuse
@@ -167,6 +171,11 @@ def stop_children(grace: float = 5.0) -> None:
 
 
 shutdown.on_request(stop_children)
+
+
+def running_pids() -> list[int]:
+    """The process IDs of the skopeo runs in progress (for ``/live``: :mod:`..activity`)."""
+    return _children.pids()
 
 
 def run(argv: Sequence[str], *, timeout: float, what: str, hide_env: Iterable[str] = ()) -> str:
