@@ -225,7 +225,13 @@ class World:
 
     def published(self, compose_id: str) -> bool:
         """The index tag 41 names ``compose_id`` with both arches."""
-        found = self.registry.get_manifest(f"{self.namespace}/{REPOSITORY}", "41")
+        import httpx
+
+        try:
+            found = self.registry.get_manifest(f"{self.namespace}/{REPOSITORY}", "41")
+        except httpx.HTTPError:
+            # distribution may answer 500 while the tag is being written: not there yet
+            return False
         if found is None:
             return False
         index = json.loads(found[2])
