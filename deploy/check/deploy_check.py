@@ -332,6 +332,16 @@ def release_gate_soon(gate: Gate) -> None:
     threading.Timer(2.0, gate.open.set).start()
 
 
+def run_dirs(work: Path) -> list[str]:
+    """The run directories under a work dir (os.walk: one vanishing meanwhile is no error)."""
+    return [
+        os.path.join(parent, name)
+        for parent, dirs, files in os.walk(work)
+        for name in [*dirs, *files]
+        if name.endswith(".run")
+    ]
+
+
 def write_credentials(directory: Path) -> None:
     """Dummy values: the test registry has no auth; the config names no cert_dir or [tls]."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -536,7 +546,7 @@ def _check_systemd(world: World, machine: Machine, root: Path) -> None:
     world.gate.close()
     compose = world.publish_compose()
     wait_for(world.gate.held.is_set, timeout=120, what="the first image download")
-    wait_for(lambda: list(work.rglob("*.run")), timeout=30, what="a run directory")
+    wait_for(lambda: run_dirs(work), timeout=30, what="a run directory")
     began = time.monotonic()
     machine.sh("systemctl stop --no-block fedora-container-sync.service")
     release_gate_soon(world.gate)
@@ -552,7 +562,7 @@ def _check_systemd(world: World, machine: Machine, root: Path) -> None:
     )
     took = time.monotonic() - began
     journal = machine.sh("journalctl --no-pager -o cat -u fedora-container-sync.service").stdout
-    expect(not list(work.rglob("*.run")), f"run directory left: {list(work.rglob('*.run'))}")
+    expect(not run_dirs(work), f"run directory left: {run_dirs(work)}")
     expect("without a message" not in journal, f"skopeo signalled directly:\n{journal[-2000:]}")
     wait_for(lambda: world.ready_messages() == 1, timeout=30, what="the message back in the queue")
     step(f"systemd: stopped in {took:.1f}s, run directory removed, message requeued")
@@ -768,13 +778,13 @@ def _check_container(world: World, podman: Podman, tmp: Path) -> None:
     world.gate.close()
     compose = world.publish_compose()
     wait_for(world.gate.held.is_set, timeout=120, what="the first image download")
-    wait_for(lambda: list(work.rglob("*.run")), timeout=30, what="a run directory")
+    wait_for(lambda: run_dirs(work), timeout=30, what="a run directory")
     began = time.monotonic()
     release_gate_soon(world.gate)
     podman("stop", "-t", "60", name, timeout=120)
     took = time.monotonic() - began
     expect(took < STOP_WITHIN, f"the container took {took:.0f}s to stop")
-    expect(not list(work.rglob("*.run")), f"run directory left: {list(work.rglob('*.run'))}")
+    expect(not run_dirs(work), f"run directory left: {run_dirs(work)}")
     wait_for(lambda: world.ready_messages() == 1, timeout=30, what="the message back in the queue")
     exited = podman("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip()
     step(f"container: stopped in {took:.1f}s (exit {exited}), run dir removed, message requeued")
@@ -931,7 +941,7 @@ def check_kube_play(world: World, podman: Podman, built: str, tmp: Path) -> None
     compose = world.publish_compose()
     wait_for(world.gate.held.is_set, timeout=120, what="the first image download")
     active = wait_for(
-        lambda: [r for r, (_, work) in replicas.items() if list(work.rglob("*.run"))],
+        lambda: [r for r, (_, work) in replicas.items() if run_dirs(work)],
         timeout=30,
         what="a run directory in one replica",
     )
@@ -949,7 +959,7 @@ def check_kube_play(world: World, podman: Podman, built: str, tmp: Path) -> None
     )
     wait_for(lambda: world.ready_messages() == 0, timeout=30, what="the queue to drain")
     (standby,) = set(replicas) - {stopped}
-    expect(not list(replicas[stopped][1].rglob("*.run")), "the stopped pod left a run directory")
+    expect(not run_dirs(replicas[stopped][1]), "the stopped pod left a run directory")
     step(f"manifests: pod stopped in {took:.1f}s; the standby ({standby}) published {compose}")
 
 
