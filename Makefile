@@ -43,8 +43,9 @@ check: lint test
 # The production shape run for real: the systemd units in a booted systemd (systemd-nspawn of a
 # Debian rootfs), the image built from deploy/openshift/Containerfile and run with podman, the
 # manifests built, validated and played with `podman kube play` (deploy/check/deploy_check.py;
-# docs/running.md). Root only; installs podman, buildah, mmdebstrap, systemd-container where
-# missing; caches the rootfs under $(DEPLOY_CHECK_CACHE). About 6-10 minutes on 2 cores.
+# docs/running.md). Root only; installs podman, buildah, mmdebstrap, systemd-container, runc
+# where missing; caches the rootfs and the image layers under $(DEPLOY_CHECK_CACHE). On 2 cores
+# about 4 minutes with that cache, 8-11 cold.
 DEPLOY_CHECK_CACHE ?= /var/cache/fedora-container-sync-deploy-check
 deploy-check: system-deps deploy-check-deps venv
 	$(BIN)/python deploy/check/deploy_check.py --cache $(DEPLOY_CHECK_CACHE) $(DEPLOY_CHECK_ARGS)
