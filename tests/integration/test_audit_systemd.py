@@ -31,7 +31,8 @@ def test_service_runs_the_audit_once_with_max_age_48():
     service = unit(SERVICE)["Service"]
     assert service["Type"] == "oneshot"
     argv = shlex.split(service["ExecStart"])
-    assert argv[0] == "/usr/bin/fedora-container-sync"
+    # A bare command: systemd finds it in /usr/local/bin (venv route, pip) or /usr/bin (RPM).
+    assert argv[0] == "fedora-container-sync"
     args = build_parser().parse_args(argv[1:])
     assert (args.command, args.max_age, args.json) == ("audit", 48.0, False)
     # The consumer's config file and credentials (test_running_the_daemon checks they agree).
@@ -79,7 +80,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     script = Path(sys.executable).parent / "fedora-container-sync"
     assert script.exists()
     for path in (SERVICE, TIMER):
-        text = path.read_text().replace("/usr/bin/fedora-container-sync", str(script))
+        text = path.read_text().replace("ExecStart=fedora-container-sync", f"ExecStart={script}")
         (tmp_path / path.name).write_text(text)
     result = subprocess.run(
         [analyze, "verify", str(tmp_path / TIMER.name), str(tmp_path / SERVICE.name)],

@@ -82,7 +82,7 @@ def unit_settings(text: str) -> list[tuple[str, str]]:
 def test_systemd_units_pass_systemd_analyze(tmp_path, service):
     # verify checks that ExecStart's binary exists: point it at this venv's scripts.
     unit = tmp_path / service.name
-    unit.write_text(service.read_text().replace("/usr/bin/", f"{BIN}/"))
+    unit.write_text(service.read_text().replace("ExecStart=fedora-", f"ExecStart={BIN}/fedora-"))
     verify = subprocess.run(
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
     )
