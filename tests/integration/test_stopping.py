@@ -76,6 +76,10 @@ def metadata(request: ProxyRequest) -> bool:
     return request.path.endswith("/metadata/images.json")
 
 
+def image_download(request: ProxyRequest) -> bool:
+    return "/images/" in request.path and request.method == "GET"
+
+
 def tag_read(request: ProxyRequest) -> bool:
     return request.method in ("GET", "HEAD") and "/manifests/41-" in request.path
 
@@ -118,7 +122,13 @@ def leftovers(work_dir: Path) -> list[Path]:
 
 @pytest.mark.parametrize(
     ("moment", "holds"),
-    [("mid-push", blob_upload), ("reading the compose", metadata), ("reading tags", tag_read)],
+    [
+        ("mid-push", blob_upload),
+        ("reading the compose", metadata),
+        # a worker thread blocked on a silent compose server (no signal reaches its read)
+        ("downloading an image", image_download),
+        ("reading tags", tag_read),
+    ],
 )
 @pytest.mark.parametrize(
     ("number", "code", "line"),
@@ -133,7 +143,7 @@ def test_replay_stopped_by_a_signal_ends_its_children_and_leaves_nothing(
 ):
     harness, compose, registry, pids = stoppable
     holding = Holding(holds)
-    (registry if holds is not metadata else compose).rule = holding
+    (compose if holds in (metadata, image_download) else registry).rule = holding
     body = harness.compose(COMPOSE, arches=("x86_64", "aarch64"))
     process = start_replay(harness, body)
     try:
@@ -274,3 +284,28 @@ def test_the_consumer_drops_a_body_nested_too_deep_and_goes_on(bus: Bus):
     assert stats["failed"] == 0
     assert harness.arches(TOOLBOX, "41") == {"x86_64"}
     assert "Traceback" not in consumer.output()
+
+
+def test_a_consumer_stopped_while_a_download_waits_on_a_silent_server_stops_at_once(
+    bus: Bus, compose_server
+):
+    """The download runs in a worker thread, blocked in a read that no signal interrupts: the
+    stop must not wait out the read timeout (nor the grace period after which systemd and
+    OpenShift kill the pod)."""
+    harness = bus.harness
+    with FaultProxy(compose_server.url) as proxy:
+        harness.server = proxy  # type: ignore[assignment]
+        holding = Holding(image_download)
+        proxy.rule = holding
+        bus.publish(bus.pungi(harness.compose(COMPOSE, arches=("x86_64",))))
+        consumer = bus.consumer(bus.config(name="stopped"))
+        try:
+            wait_until(holding.held.is_set, timeout=120, what="the consumer to start a download")
+            # The hold lasts 120 s; a stop that waited for the read would take that long.
+            assert consumer.stop(timeout=30) == 0
+        finally:
+            holding.release.set()
+        (handed_back,) = consumer.lines(r"the consumer is stopping, the message goes back")
+        assert COMPOSE in handed_back
+        assert leftovers(harness.tmp / "work") == []
+        wait_until(lambda: bus.broker.count(bus.queue) == 1, timeout=30, what="the requeue")

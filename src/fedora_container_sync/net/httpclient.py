@@ -35,6 +35,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from .. import shutdown
+
 #: What one answer from a registry or Bodhi may weigh, headers included: manifests and config
 #: blobs are refused above 4 MiB anyway, a tag-list page or a Bodhi page is a few hundred KiB.
 MAX_API_ANSWER_BYTES = 16 << 20
@@ -89,6 +91,10 @@ def request_limits(seconds: float, *, max_bytes: int | None = None) -> Iterator[
 READ_SIZE = 1 << 20
 
 
+#: How long a read waits at a time before it looks whether the process is stopping.
+STOP_CHECK = 0.5
+
+
 class _Stream(httpcore.NetworkStream):
     def __init__(self, stream: httpcore.NetworkStream) -> None:
         self._stream = stream
@@ -98,11 +104,28 @@ class _Stream(httpcore.NetworkStream):
         if limits is None:
             return self._stream.read(max_bytes, timeout)
         timeout = limits.remaining(timeout, httpcore.ReadTimeout)
-        data = self._stream.read(max(max_bytes, READ_SIZE), timeout)
+        data = self._read_until_stopped(max(max_bytes, READ_SIZE), timeout)
         limits.received += len(data)
         if limits.too_large:
             raise httpcore.ReadError(f"more than {limits.max_bytes} bytes received")
         return data
+
+    def _read_until_stopped(self, max_bytes: int, timeout: float) -> bytes:
+        """One read of up to ``timeout`` seconds, waited for in slices of :data:`STOP_CHECK`:
+        a stop of the process (:mod:`..shutdown`) ends it within one slice. No signal
+        interrupts a read in a worker thread, and a silent server would otherwise hold the stop
+        until the read's timeout, past the grace period of systemd or OpenShift."""
+        ends = time.monotonic() + timeout
+        while True:
+            if shutdown.requested():
+                raise httpcore.ReadError("the process is stopping")
+            try:
+                return self._stream.read(
+                    max_bytes, max(0.0, min(ends - time.monotonic(), STOP_CHECK))
+                )
+            except httpcore.ReadTimeout:
+                if time.monotonic() >= ends:
+                    raise
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         limits = _current.get()
