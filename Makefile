@@ -15,7 +15,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo screenshot test bench lint check system-deps venv clean
+.PHONY: demo screenshot test soak bench lint check system-deps venv clean
 
 demo: system-deps venv
 	$(BIN)/python demo/demo.py
@@ -27,6 +27,12 @@ screenshot: system-deps venv
 
 test: system-deps venv
 	$(BIN)/pytest
+
+# Three consumer replicas on a RabbitMQ node of its own, a stream of composes and faults, then
+# the invariants (docs/running.md#the-soak-make-soak); a few minutes. Not part of `make test`:
+# its file is not named test_*.py. Needs rabbitmq-server (.ci/run installs it).
+soak: system-deps venv
+	$(BIN)/pytest tests/soak/soak.py
 
 bench: system-deps venv
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
