@@ -357,22 +357,34 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
-    from .bus.deadletters import queue_name, read_bus_config, take
+    from .bus.deadletters import queue_name, read_bus_config, take, undecodable_path
     from .config.load import config_path
 
     document = read_bus_config(config_path(args.config))
     queue = args.queue or queue_name(document)
     output = Path(args.output)
     taken = take(document, queue, output, limit=args.limit)
+    rejects = undecodable_path(output)
     for letter in taken:
-        print(f"took {letter.label}: {letter.reason}")
+        if letter.undecodable is None:
+            print(f"took {letter.label}: {letter.reason}")
+        else:
+            print(f"took {letter.label}: {letter.reason}; UNDECODABLE, saved as is to {rejects}")
     if not taken:
         print(f"{queue}: no dead letters")
         return EXIT_OK
-    print(
-        f"{len(taken)} message{'s' if len(taken) != 1 else ''} from {queue} written to "
-        f"{output}; replay with: {PROG} replay {output}"
-    )
+    good = sum(1 for letter in taken if letter.undecodable is None)
+    if good:
+        print(
+            f"{good} message{'s' if good != 1 else ''} from {queue} written to "
+            f"{output}; replay with: {PROG} replay {output}"
+        )
+    if len(taken) > good:
+        bad = len(taken) - good
+        print(
+            f"{bad} undecodable message{'s' if bad != 1 else ''} from {queue} written to "
+            f"{rejects} (body in base64; not replayable)"
+        )
     return EXIT_OK
 
 

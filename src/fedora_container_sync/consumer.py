@@ -14,13 +14,16 @@ the result messages were sent; a consumer killed on the way leaves it on the que
 redelivered message completes idempotently (pushes of unchanged digests and writes of an
 identical index are skipped).
 
-``ContainerPublishedV1`` goes out for the repositories whose index tags a run moved (see
-:mod:`.bus.results`), so a redelivery after the work was done announces nothing again - with one
-exception (:func:`announce_unchanged`): when an earlier delivery of the message ended without
-this consumer's answer (a kill, a crash, a lost connection, another replica that died), it may
-have moved the tags and died before announcing them, so the repositories that already serve
-the compose are announced too. Only quorum queues count deliveries (``x-delivery-count``);
-on a classic queue that case is not seen, and ``replay --announce`` sends what was missed.
+``ContainerPublishedV1`` goes out for the index tags a run moved (see :mod:`.bus.results`),
+also when the run then failed and its message is requeued: the moves are announced before the
+``Nack`` (what it held, the delivery that ends the message announces). So a redelivery, which
+finds those tags already serving the compose, announces nothing again - with one exception
+(:func:`announce_unchanged`): when an earlier delivery of the message ended without this
+consumer having announced its moves (a kill, a crash, a lost connection, another replica that
+died, a failed send), it may have moved tags and died before announcing them, so every tag
+that already serves the compose is announced too. Only quorum queues count deliveries
+(``x-delivery-count``); on a classic queue that case is not seen, and ``replay --announce``
+sends what was missed.
 
 With ``[consumer_config.container.health]``, ``__init__`` also starts the ``/live`` and
 ``/ready`` endpoints of :mod:`.bus.health`.
@@ -108,6 +111,9 @@ class Consumer:
             raise ConsumerHalt(EXIT_USAGE, reason) from None
         self._publisher = BusPublisher()
         self._failures: OrderedDict[str, int] = OrderedDict()
+        #: per message: how many of its deliveries this consumer answered with every move
+        #: announced (compared with ``x-delivery-count`` to see an unannounced delivery)
+        self._announced: OrderedDict[str, int] = OrderedDict()
         self._stopping = threading.Event()
         _on_shutdown(self._stop)
         _log.info(
@@ -120,27 +126,30 @@ class Consumer:
         envelope = Envelope(topic=message.topic, body=message.body, id=message.id)
         # fedora-messaging keeps the AMQP headers in Message._headers (internal, but stable).
         previous = previous_deliveries(getattr(message, "_headers", None))
-        unchanged = announce_unchanged(
-            previous, self._failures.get(envelope.id or envelope.label, 0)
-        )
+        key = envelope.id or envelope.label
+        unchanged = announce_unchanged(previous, self._announced.get(key, 0))
         if self._progress is not None:
             self._progress.begin(envelope.label)
         try:
             report = handle_envelope(envelope, self.settings)
             decision = decide_report(report)
-            if (
-                report is not None
-                and decision.outcome is not Outcome.REQUEUE
-                and self.settings.publish_amqp_messages
-            ):
+            if report is not None and self.settings.publish_amqp_messages:
+                requeued = decision.outcome is Outcome.REQUEUE
                 if unchanged:
                     _log.info(
                         "compose %s: delivery %s, and an earlier one ended unanswered: "
-                        "announcing repositories that already serve it too",
+                        "announcing tags that already serve it too",
                         envelope.label,
                         "?" if previous is None else previous + 1,
                     )
-                announce(report, self._publisher, unchanged=unchanged)
+                if requeued and self._stopping.is_set():
+                    pass  # stopping: the next delivery, seen as unanswered, announces them
+                else:
+                    # A requeued run announces its moves now: the redelivery finds those
+                    # tags already serving the compose and would never announce them.
+                    announce(report, self._publisher, unchanged=unchanged, held=not requeued)
+                    if requeued and previous is not None:
+                        self._remember_announced(key, previous + 1)
         except Exception as error:
             decision = decide_error(error)
             if not isinstance(error, SyncError):
@@ -150,6 +159,12 @@ class Consumer:
                 self._progress.end()
         self._answer(decision, envelope)
 
+    def _remember_announced(self, key: str, deliveries: int) -> None:
+        self._announced.pop(key, None)
+        self._announced[key] = deliveries
+        while len(self._announced) > _REMEMBERED_FAILURES:
+            self._announced.popitem(last=False)
+
     def _stop(self) -> None:
         """fedora-messaging is shutting down: end the run in progress now (see the module)."""
         self._stopping.set()
@@ -158,6 +173,8 @@ class Consumer:
     def _answer(self, decision: Decision, envelope: Envelope) -> None:
         key = envelope.id or envelope.label
         reason = about_compose(envelope.label, decision.reason)
+        if decision.outcome is not Outcome.REQUEUE:
+            self._announced.pop(key, None)
         if decision.outcome is Outcome.ACK:
             self._failures.pop(key, None)
             if decision.reason != "nothing to do":

@@ -85,3 +85,20 @@ def test_the_queue_is_named_like_the_dead_letter_exchange():
     assert queue_name(document) == "fedora-container-sync.dead-letter"
     with pytest.raises(UsageError, match="pass --queue"):
         queue_name({"queues": {"q": {"arguments": {}}}})
+
+
+def test_a_dead_letter_that_is_not_a_message_is_kept_byte_for_byte():
+    import base64
+
+    from fedora_container_sync.bus.deadletters import undecodable
+
+    body = b"\xff\xfe not json"
+    letter = undecodable(TOPIC, HEADERS, "d5ad", body, "dead letter d5ad: body is not UTF-8 JSON")
+    line = json.loads(letter.line)
+    assert base64.b64decode(line["body_base64"]) == body
+    assert line["undecodable"] == "dead letter d5ad: body is not UTF-8 JSON"
+    assert line["headers"] == {
+        "fedora_messaging_schema": "base.message",
+        "fedora_messaging_severity": 20,
+    }
+    assert (letter.label, letter.undecodable) == ("d5ad", line["undecodable"])

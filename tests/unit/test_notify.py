@@ -48,7 +48,7 @@ def test_one_message_per_repository_for_every_registry_and_tag():
         outcome(FEDORA, "fedora", "41", TagAction.PUBLISHED),
         outcome(FEDORA, "fedora", "latest", TagAction.PUBLISHED),
         outcome(QUAY, "fedora", "41", TagAction.PUBLISHED),
-        outcome(QUAY, "fedora", "latest", TagAction.UNCHANGED),  # an earlier delivery did it
+        outcome(QUAY, "fedora", "latest", TagAction.PUBLISHED),
         outcome(FEDORA, "fedora-toolbox", "41", TagAction.PUBLISHED, compose={"x86_64"}),
         outcome(QUAY, "fedora-toolbox", "41", TagAction.PUBLISHED, compose={"x86_64"}),
     )
@@ -113,15 +113,37 @@ def test_a_run_that_moved_nothing_announces_nothing_unless_asked():
     assert (again.registries, again.tags) == ((FEDORA,), ("41", "latest"))
 
 
-def test_one_moved_tag_announces_every_registry_that_serves_the_compose():
-    # An earlier delivery moved fedora's tags, then quay failed; this one moved quay's.
+def test_tags_an_earlier_delivery_moved_are_not_announced_again():
+    # An earlier delivery moved fedora's tags and announced them before quay's failure
+    # requeued it; this one moved quay's and latest on fedora.
     report = run(
         outcome(FEDORA, "fedora", "41", TagAction.UNCHANGED),
+        outcome(FEDORA, "fedora", "latest", TagAction.PUBLISHED),
         outcome(QUAY, "fedora", "41", TagAction.PUBLISHED),
+        outcome(QUAY, "fedora", "latest", TagAction.PUBLISHED),
         outcome(FEDORA, "fedora-toolbox", "41", TagAction.UNCHANGED),
     )
-    (entry,) = published_repositories(report)
-    assert (entry.repository, entry.registries, entry.tags) == ("fedora", (FEDORA, QUAY), ("41",))
+    assert [(e.repository, e.registries, e.tags) for e in published_repositories(report)] == [
+        ("fedora", (FEDORA,), ("latest",)),
+        ("fedora", (QUAY,), ("41", "latest")),
+    ]
+    # A redelivery after one that died unanswered announces what already served it, too.
+    assert [
+        (e.repository, e.registries, e.tags) for e in published_repositories(report, unchanged=True)
+    ] == [
+        ("fedora", (FEDORA, QUAY), ("41", "latest")),
+        ("fedora-toolbox", (FEDORA,), ("41",)),
+    ]
+
+
+def test_a_requeued_run_announces_its_moves_not_what_it_held():
+    report = run(
+        outcome(FEDORA, "fedora", "41", TagAction.PUBLISHED),
+        outcome(QUAY, "fedora", "41", TagAction.HELD, current=ALL, compose={"x86_64"}),
+    )
+    (moved,) = result_messages(report, held=False)
+    assert isinstance(moved, ContainerPublishedV1)
+    assert [type(m) for m in result_messages(report)] == [ContainerPublishedV1, TagHeldV1]
 
 
 def test_messages_validate_against_their_schemas():

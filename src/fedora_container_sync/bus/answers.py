@@ -75,10 +75,11 @@ def previous_deliveries(headers: object) -> int | None:
 
 
 def announce_unchanged(previous: int | None, own_requeues: int) -> bool:
-    """Announce the repositories whose tags already served the compose, too? Yes when an
-    earlier delivery ended without this consumer handing the message back: that delivery may
-    have moved the tags and died before announcing them. An unreadable count is taken as
-    yes: a message sent twice is better than one never sent. Pure."""
+    """Announce the tags that already served the compose, too? Yes when an earlier delivery
+    ended without this consumer handing the message back with its moves announced
+    (``own_requeues`` counts those): that delivery may have moved tags and died before
+    announcing them. An unreadable count is taken as yes: a message sent twice is better than
+    one never sent. Pure."""
     return previous is None or previous > own_requeues
 
 

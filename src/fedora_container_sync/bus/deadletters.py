@@ -11,12 +11,20 @@ serialized format (its original topic, body, id and ``fedora_messaging_*`` heade
 file, and acknowledges the messages only once the file is on disk - a failure on the way
 leaves them all in the queue.
 
+A dead letter whose body is not a message (not UTF-8, not JSON, not a JSON object, larger than
+:data:`MAX_BODY_BYTES`) is exactly the kind of message that ends there, so it is drained too:
+it goes, bytes preserved, to a second new file ``OUTPUT.undecodable``, one JSON line each with
+the marker ``"undecodable"`` (why), its topic, id, ``fedora_messaging_*`` headers and
+``"body_base64"`` (the body exactly as the broker delivered it). ``OUTPUT`` keeps only what
+``replay`` can read, so a bad letter never makes the good ones unreplayable.
+
 :func:`serialized` and :func:`death` are pure; :func:`take` talks to the broker with pika,
 using the same fedora-messaging config file (``amqp_url``, ``[tls]``) as the consumer.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import ssl
@@ -40,6 +48,8 @@ class DeadLetter:
     line: str
     label: str
     reason: str
+    #: why the body is not a message (the line then goes to ``OUTPUT.undecodable``), or None
+    undecodable: str | None = None
 
 
 def death(headers: Mapping[str, Any]) -> str:
@@ -77,15 +87,48 @@ def serialized(
         raise MessageError(f"{where}: body is not UTF-8 JSON: {one_line(error)}") from None
     if not isinstance(document, dict):
         raise MessageError(f"{where}: body is not a JSON object")
-    kept = {
+    line = {
+        "topic": routing_key,
+        "body": document,
+        "headers": _fm_headers(headers),
+        "id": message_id,
+    }
+    compose_id = document.get("compose_id")
+    label = compose_id if isinstance(compose_id, str) else (message_id or routing_key)
+    return DeadLetter(json.dumps(line, ensure_ascii=False, sort_keys=True), label, death(headers))
+
+
+def undecodable(
+    routing_key: str, headers: Mapping[str, Any], message_id: str | None, body: bytes, why: str
+) -> DeadLetter:
+    """One line of ``OUTPUT.undecodable`` for a dead letter :func:`serialized` refused (``why``
+    names what was wrong): the body in base64, exactly as delivered. Pure."""
+    line = {
+        "undecodable": why,
+        "topic": routing_key,
+        "headers": _fm_headers(headers),
+        "id": message_id,
+        "body_base64": base64.b64encode(body).decode("ascii"),
+    }
+    return DeadLetter(
+        json.dumps(line, ensure_ascii=False, sort_keys=True),
+        message_id or routing_key,
+        death(headers),
+        undecodable=why,
+    )
+
+
+def undecodable_path(output: Path) -> Path:
+    """Where ``take`` saves the dead letters that are not messages."""
+    return output.with_name(output.name + ".undecodable")
+
+
+def _fm_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    return {
         key: value
         for key, value in headers.items()
         if key.startswith(_FM_HEADER) and isinstance(value, (str, int, bool))
     }
-    line = {"topic": routing_key, "body": document, "headers": kept, "id": message_id}
-    compose_id = document.get("compose_id")
-    label = compose_id if isinstance(compose_id, str) else (message_id or routing_key)
-    return DeadLetter(json.dumps(line, ensure_ascii=False, sort_keys=True), label, death(headers))
 
 
 def queue_name(document: Mapping[str, Any]) -> str:
@@ -118,12 +161,15 @@ def read_bus_config(path: Path) -> dict[str, Any]:
 
 
 def take(document: Mapping[str, Any], queue: str, output: Path, *, limit: int) -> list[DeadLetter]:
-    """Move up to ``limit`` messages from ``queue`` into the new file ``output``."""
+    """Move up to ``limit`` messages from ``queue`` into the new file ``output`` (and the ones
+    that are not messages into the new file :func:`undecodable_path`)."""
     import pika
     import pika.exceptions
 
-    if output.exists():
-        raise UsageError(f"{output}: exists; name a new file")
+    rejects = undecodable_path(output)
+    for path in (output, rejects):
+        if path.exists():
+            raise UsageError(f"{path}: exists; name a new file")
     try:
         connection = pika.BlockingConnection(_parameters(document))
     except pika.exceptions.AMQPError as error:
@@ -136,14 +182,22 @@ def take(document: Mapping[str, Any], queue: str, output: Path, *, limit: int) -
             method, properties, body = channel.basic_get(queue, auto_ack=False)
             if method is None:
                 break
-            taken.append(
-                serialized(
-                    method.routing_key, properties.headers or {}, properties.message_id, body
+            headers = properties.headers or {}
+            try:
+                letter = serialized(method.routing_key, headers, properties.message_id, body)
+            except MessageError as error:
+                letter = undecodable(
+                    method.routing_key, headers, properties.message_id, body, str(error)
                 )
-            )
+            taken.append(letter)
             last_tag = method.delivery_tag
+        good = "".join(letter.line + "\n" for letter in taken if letter.undecodable is None)
+        bad = "".join(letter.line + "\n" for letter in taken if letter.undecodable is not None)
+        if good:
+            _write_new(output, good)
+        if bad:
+            _write_new(rejects, bad)
         if taken:
-            _write_new(output, "".join(letter.line + "\n" for letter in taken))
             channel.basic_ack(last_tag, multiple=True)
         return taken
     except pika.exceptions.ChannelClosedByBroker as error:

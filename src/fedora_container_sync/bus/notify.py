@@ -30,12 +30,16 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 
-def result_messages(report: ComposeReport, *, unchanged: bool = False) -> list[Message]:
+def result_messages(
+    report: ComposeReport, *, unchanged: bool = False, held: bool = True
+) -> list[Message]:
     """The messages a finished run announces: published repositories, then held and stale
-    tags (see the module docstring for ``unchanged``)."""
+    tags (see :mod:`.results` for ``unchanged``). ``held=False``: the moves only (a run that
+    is requeued announces its moves now; what it held, the delivery that ends it does)."""
     published = published_repositories(report, unchanged=unchanged)
-    held = [] if report.dry_run or report.release is None else held_tags(report)
-    if not published and not held:
+    kept = report.dry_run or report.release is None or not held
+    held_outcomes = [] if kept else held_tags(report)
+    if not published and not held_outcomes:
         return []
     from fedora_image_uploader_messages import ContainerPublishedV1
     from fedora_messaging.message import INFO
@@ -43,20 +47,23 @@ def result_messages(report: ComposeReport, *, unchanged: bool = False) -> list[M
     from .schemas import TagHeldV1
 
     messages: list[Message] = [ContainerPublishedV1(body=entry.body()) for entry in published]
-    for outcome in held:
+    for outcome in held_outcomes:
         # A stale tag is the normal end of a late older compose: news, not a warning.
         severity = INFO if outcome.stale else None
         messages.append(TagHeldV1(body=held_body(report, outcome), severity=severity))
     return messages
 
 
-def announce(report: ComposeReport, publisher: BusPublisher, *, unchanged: bool = False) -> int:
-    """Send the result messages of ``report``; return how many were sent.
+def announce(
+    report: ComposeReport, publisher: BusPublisher, *, unchanged: bool = False, held: bool = True
+) -> int:
+    """Send the result messages of ``report`` (see :func:`result_messages`); return how many
+    were sent.
 
     Raises :class:`TransientError` (broker unreachable, timeout) or :class:`PermanentError`
     (the broker forbids the topic, or a message does not match its schema).
     """
-    messages = result_messages(report, unchanged=unchanged)
+    messages = result_messages(report, unchanged=unchanged, held=held)
     for message in messages:
         publisher.send(message, compose_id=report.compose_id)
     return len(messages)

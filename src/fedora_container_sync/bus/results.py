@@ -1,13 +1,14 @@
 """What a finished run announces on the bus, decided from its report. Pure.
 
 * For every repository of which this run moved an index tag: one ``ContainerPublishedV1`` body
-  (:class:`PublishedRepository`) listing every registry and tag that now serves the compose
-  (moved now, or by an earlier delivery); registries where the same tags and arches serve it
-  share one message. A run that moved nothing (a redelivery after the work was done, a no-op
-  replay) announces nothing, so downstream acts once per move - unless ``unchanged`` asks for
-  the repositories whose tags already served the compose too (``replay --announce``, or a
-  redelivery whose earlier delivery died between moving the tags and announcing them; see the
-  consumer).
+  (:class:`PublishedRepository`) listing the registries and tags this run moved; registries
+  where the same tags and arches moved share one message. Every move is announced by the run
+  that made it - also a run that then failed and is requeued (the consumer) - and a tag an
+  earlier delivery moved is not listed again, so downstream acts once per move. A run that
+  moved nothing (a redelivery after the work was done, a no-op replay) announces nothing -
+  unless ``unchanged`` asks for every tag that already serves the compose too (``replay
+  --announce``, or a redelivery whose earlier delivery died between moving the tags and
+  announcing them; see the consumer).
 * For every index tag a guard did not move: a ``TagHeldV1`` body, ``verdict`` "held" (the
   gate: an arch would have been lost, or failed in this run) or "stale" (the rollback guard:
   the tag serves a newer compose).
@@ -56,16 +57,14 @@ def published_repositories(
     report: ComposeReport, *, unchanged: bool = False
 ) -> list[PublishedRepository]:
     """One entry per repository and distinct (tags, arches) set, in the order of the run:
-    the repositories of which this run moved an index tag (``unchanged``: also those whose
-    index tags already served the compose)."""
+    the index tags this run moved (``unchanged``: also those that already served the
+    compose)."""
     if report.dry_run or report.release is None:
         return []
-    moved = {o.repository for o in report.tags if o.action is TagAction.PUBLISHED}
+    announced = _SERVES_COMPOSE if unchanged else frozenset({TagAction.PUBLISHED})
     served: dict[tuple[str, str], tuple[list[str], set[str]]] = {}
     for outcome in report.tags:
-        if outcome.action not in _SERVES_COMPOSE or outcome.decision is None:
-            continue
-        if outcome.repository not in moved and not unchanged:
+        if outcome.action not in announced or outcome.decision is None:
             continue
         tags, arches = served.setdefault((outcome.repository, outcome.registry), ([], set()))
         tags.append(outcome.tag)
