@@ -81,7 +81,7 @@ ARCHES = ("x86_64", "aarch64", "ppc64le", "s390x")
 SUBVARIANTS = {"Container_Base": "fedora", "Container_Toolbox": "fedora-toolbox"}
 #: release -> its index tags ([releases] latest = 41)
 RELEASES = {41: ("41", "latest"), 42: ("42",)}
-COMPOSES_PER_RELEASE = 6
+COMPOSES_PER_RELEASE = 8
 REPLICAS = ("r1", "r2", "r3")
 NAMESPACE = "soak"
 PREFIX = "org.fedoraproject.soak"
@@ -111,13 +111,13 @@ class PlannedCompose:
 
 def plan_composes(rng: random.Random) -> dict[int, list[PlannedCompose]]:
     """Per release, its composes oldest first; the first of each is complete (it creates the
-    tags), later ones lose one arch of one image now and then."""
+    tags), and the one before the last; the others lose one arch of one image now and then."""
     planned: dict[int, list[PlannedCompose]] = {}
     for release in RELEASES:
         planned[release] = []
         for number in range(COMPOSES_PER_RELEASE):
             arches = {subvariant: ARCHES for subvariant in SUBVARIANTS}
-            if number > 0 and rng.random() < 0.4:
+            if number not in (0, COMPOSES_PER_RELEASE - 2) and rng.random() < 0.4:
                 failed = rng.choice(ARCHES)
                 subvariant = rng.choice(sorted(SUBVARIANTS))
                 arches[subvariant] = tuple(a for a in ARCHES if a != failed)
@@ -359,9 +359,9 @@ class RssSampler(threading.Thread):
         while not self._halt.is_set():
             for name, pid in self.replicas().items():
                 with contextlib.suppress(OSError, ValueError):
-                    status = Path(f"/proc/{pid}/status").read_text()
-                    kib = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
-                    self.samples.setdefault(name, []).append(int(kib.split()[1]) * 1024)
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmRSS:"):  # a zombie has none
+                            self.samples.setdefault(name, []).append(int(line.split()[1]) * 1024)
             self._halt.wait(0.5)
 
     def stop(self) -> None:
@@ -629,6 +629,14 @@ def soak(tmp_path: Path) -> None:
         def broken(body: dict[str, Any]) -> Outgoing:
             return outgoing(fm_message.Message(topic=PUNGI_TOPIC, body=body), bad=True)
 
+        def acknowledged() -> Counter[str]:
+            count: Counter[str] = Counter()
+            for replica in replicas:
+                for _, process in replica.processes:
+                    for line in process.lines(r"Successfully consumed message"):
+                        count[line.rsplit("message id ", 1)[1].rstrip(")")] += 1
+            return count
+
         faults: list[str] = []
         body = dict(messages[planned[41][0].compose_id].body)
         send(compose(41, 0), compose(42, 0), compose(41, 1), not_json(f"soak-{uuid.uuid4()}"))
@@ -636,6 +644,7 @@ def soak(tmp_path: Path) -> None:
         # kill -9 of the active replica mid-publish; the supervisor restarts it
         victim = wait_busy(replicas)
         if victim is not None:
+            time.sleep(1.5)  # into its pushes
             victim.killed_at[victim.processes[-1][0]] = time.time()
             victim.current.kill9()
             faults.append(f"kill -9 {victim.processes[-1][0]}")
@@ -672,17 +681,23 @@ def soak(tmp_path: Path) -> None:
             time.sleep(6)
         faults.append(f"registry connections dropped ({sum(switch.injected.values()) - injected})")
         print("faults:", *faults, sep="\n  ")
+        # The newest composes come after the faults, and each release's last one only once the
+        # one before it (complete) is acknowledged: a requeued message may come back behind
+        # later ones, and the rollback guard then keeps a tag on what came first. So the tags
+        # end on the newest complete compose whatever the faults did.
+        before_last = [compose(41, COMPOSES_PER_RELEASE - 2), compose(42, COMPOSES_PER_RELEASE - 2)]
+        send(*before_last, again(41, COMPOSES_PER_RELEASE - 2))
+        wait_until(
+            lambda: all(acknowledged()[item.message_id] for item in before_last),
+            timeout=SETTLE_TIMEOUT,
+            what="the composes before the last to be acknowledged",
+            interval=1,
+        )
+        last = COMPOSES_PER_RELEASE - 1
+        send(compose(41, last), compose(42, last), compose(42, 3))  # and an old one, late
 
         # -- worked off ---------------------------------------------------------------------
         good = {message_id for message_id in published if message_id not in bad}
-
-        def acknowledged() -> Counter[str]:
-            count: Counter[str] = Counter()
-            for replica in replicas:
-                for _, process in replica.processes:
-                    for line in process.lines(r"Successfully consumed message"):
-                        count[line.rsplit("message id ", 1)[1].rstrip(")")] += 1
-            return count
 
         def settled() -> bool:
             for replica in replicas:  # the supervisor: a replica that died is restarted
