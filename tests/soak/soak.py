@@ -421,6 +421,19 @@ def wait_busy(replicas: list[Replica], timeout: float = 90) -> Replica | None:
     return None
 
 
+def mid_publish(replicas: list[Replica], *, into: float = 1.5) -> Replica | None:
+    """The replica that is still publishing ``into`` seconds after a publish began (a few
+    tries, each bounded); None if no publish lasted that long."""
+    for _ in range(5):
+        busy = wait_busy(replicas, timeout=60)
+        if busy is None:
+            return None
+        time.sleep(into)
+        if busy_replica(replicas) is busy:
+            return busy
+    return None
+
+
 def container_table(server: FileServer, proxy: FaultProxy, work: Path) -> str:
     repos = "".join(f'{k} = "{v}"\n' for k, v in SUBVARIANTS.items())
     return f"""
@@ -642,9 +655,8 @@ def soak(tmp_path: Path) -> None:
         send(compose(41, 0), compose(42, 0), compose(41, 1), not_json(f"soak-{uuid.uuid4()}"))
         send(compose(42, 1))
         # kill -9 of the active replica mid-publish; the supervisor restarts it
-        victim = wait_busy(replicas)
+        victim = mid_publish(replicas)
         if victim is not None:
-            time.sleep(1.5)  # into its pushes
             victim.killed_at[victim.processes[-1][0]] = time.time()
             victim.current.kill9()
             faults.append(f"kill -9 {victim.processes[-1][0]}")
@@ -665,8 +677,7 @@ def soak(tmp_path: Path) -> None:
         send(compose(42, 4), broken({**body, "location": "http://127.0.0.1:9/composes/x"}))
         send(compose(41, 5))
         for _ in range(2):
-            if wait_busy(replicas, timeout=60) is not None:
-                time.sleep(1)
+            if mid_publish(replicas) is not None:
                 rabbit.close_connections("soak: a dropped connection")
                 faults.append("broker connections dropped mid-publish")
         wait_busy(replicas, timeout=60)
@@ -776,12 +787,33 @@ def soak(tmp_path: Path) -> None:
         ]
         # RSS flat.
         problems["rss"] = rss_growth(sampler.samples, factor=1.5, slack=32 * 2**20)
+        print(
+            "soak: RSS (MiB, first and last sample)",
+            {k: (v[0] >> 20, v[-1] >> 20) for k, v in sorted(sampler.samples.items())},
+        )
         # Nothing left behind.
         problems["leftovers"] = [f"work dir: {p.name}" for p in sorted(work.iterdir())] + [
             f"process: {line}"
             for line in sessions_alive(
                 {p.proc.pid for replica in replicas for _, p in replica.processes}
             )
+        ]
+        # ... and the soak did what it says.
+        problems["faults"] = [
+            f"not injected: {fault}"
+            for fault in (
+                "kill -9",
+                "burst",
+                "registry stopped",
+                "dropped mid-publish",
+                "broker stopped",
+                "registry connections dropped",
+            )
+            if not any(fault in done for done in faults)
+        ] + [
+            f"nothing injected by the proxy in a {mode}"
+            for mode in ("status", "drop")
+            if not any(label.startswith(mode) for label in switch.injected)
         ]
         broken_invariants = {k: v for k, v in problems.items() if v}
         assert not broken_invariants, "\n".join(

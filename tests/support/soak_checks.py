@@ -80,6 +80,10 @@ class Run:
     compose: str | None
     start: float
     end: float
+    #: it ended because its process lost its channel
+    lost: bool = False
+    #: when it wrote a tag, sent a result or acknowledged its message
+    writes: tuple[float, ...] = ()
 
 
 _LINE = re.compile(r"^(\d+\.\d+) \S+ \S+: (.*)$")
@@ -96,51 +100,6 @@ _ALL_ANSWERED = re.compile(
 )
 _PUBLISHING = re.compile(r"^compose (\S+): publishing ")
 
-
-def parse_runs(consumer: str, log: str, *, ended_at: float) -> list[Run]:
-    """The deliveries in one consumer process's timed log (format ``%(created).6f
-    %(levelname)s %(name)s: %(message)s``). A delivery still open when the log ends ends at
-    ``ended_at`` (the kill, or the exit); one open when the process loses its channel ends
-    there: the broker hands its message to another (:func:`work_after_channel_loss` checks that
-    the run stopped)."""
-    lost = [re.compile(pattern) for pattern in CHANNEL_LOST]
-    runs = []
-    open_runs: dict[str, tuple[float, str | None]] = {}
-    order: list[str] = []
-
-    def close(message_id: str, at: float) -> None:
-        start, compose = open_runs.pop(message_id)
-        order.remove(message_id)
-        runs.append(Run(consumer, message_id, compose, start, at))
-
-    for line in log.splitlines():
-        parsed = _LINE.match(line)
-        if not parsed:
-            continue
-        at, text = float(parsed[1]), parsed[2]
-        if found := _CONSUMING.match(text):
-            if found[1] in open_runs:  # the same message id again: the earlier one is over
-                close(found[1], at)
-            open_runs[found[1]] = (at, None)
-            order.append(found[1])
-        elif found := _PUBLISHING.match(text):
-            for message_id in reversed(order):
-                start, compose = open_runs[message_id]
-                if compose is None:
-                    open_runs[message_id] = (start, found[1])
-                    break
-        elif found := _ANSWERED.match(text):
-            message_id = next(group for group in found.groups() if group)
-            if message_id in open_runs:
-                close(message_id, at)
-        elif _ALL_ANSWERED.match(text) or any(pattern.search(text) for pattern in lost):
-            for message_id in list(order):
-                close(message_id, at)
-    for message_id in list(order):
-        close(message_id, ended_at)
-    return runs
-
-
 #: pika's and fedora-messaging's lines when a consumer's connection or channel is gone
 CHANNEL_LOST: Final = (
     r"^connection_lost: ",
@@ -154,6 +113,57 @@ _WRITES = re.compile(
     r"^compose (\S+): "
     r"(?:\[\d+/\d+\] (?:tag .*, verdict publish|gate: published)|sent |acknowledged)"
 )
+
+
+def parse_runs(consumer: str, log: str, *, ended_at: float) -> list[Run]:
+    """The deliveries in one consumer process's timed log (format ``%(created).6f
+    %(levelname)s %(name)s: %(message)s``). A delivery still open when the log ends ends at
+    ``ended_at`` (the kill, or the exit); one open when the process loses its channel ends
+    there: the broker hands its message to another (:func:`work_after_channel_loss` checks that
+    the run stopped)."""
+    lost = [re.compile(pattern) for pattern in CHANNEL_LOST]
+    runs = []
+    open_runs: dict[str, tuple[float, str | None, list[float]]] = {}
+    order: list[str] = []
+
+    def close(message_id: str, at: float, *, channel_lost: bool = False) -> None:
+        start, compose, writes = open_runs.pop(message_id)
+        order.remove(message_id)
+        runs.append(Run(consumer, message_id, compose, start, at, channel_lost, tuple(writes)))
+
+    for line in log.splitlines():
+        parsed = _LINE.match(line)
+        if not parsed:
+            continue
+        at, text = float(parsed[1]), parsed[2]
+        if found := _CONSUMING.match(text):
+            if found[1] in open_runs:  # the same message id again: the earlier one is over
+                close(found[1], at)
+            open_runs[found[1]] = (at, None, [])
+            order.append(found[1])
+        elif found := _PUBLISHING.match(text):
+            for message_id in reversed(order):
+                start, compose, writes = open_runs[message_id]
+                if compose is None:
+                    open_runs[message_id] = (start, found[1], writes)
+                    break
+        elif found := _ANSWERED.match(text):
+            message_id = next(group for group in found.groups() if group)
+            if message_id in open_runs:
+                close(message_id, at)
+        elif _ALL_ANSWERED.match(text):
+            for message_id in list(order):
+                close(message_id, at)
+        elif any(pattern.search(text) for pattern in lost):
+            for message_id in list(order):
+                close(message_id, at, channel_lost=True)
+        elif found := _WRITES.match(text):
+            for message_id in order:
+                if open_runs[message_id][1] == found[1]:
+                    open_runs[message_id][2].append(at)
+    for message_id in list(order):
+        close(message_id, ended_at)
+    return runs
 
 
 def work_after_channel_loss(consumer: str, log: str) -> list[str]:
@@ -190,7 +200,8 @@ def work_after_channel_loss(consumer: str, log: str) -> list[str]:
 
 def concurrent_runs(runs: Iterable[Run], *, same_compose: bool) -> list[str]:
     """Every pair of runs that overlapped in time: of one compose (``same_compose``), or of
-    any two messages."""
+    any two messages. A run that ended with its channel counts only with its writes: the
+    broker hands its message on when the channel goes, before its process logs the loss."""
     ordered = sorted(runs, key=lambda run: run.start)
     problems = []
     for index, one in enumerate(ordered):
@@ -198,6 +209,10 @@ def concurrent_runs(runs: Iterable[Run], *, same_compose: bool) -> list[str]:
             if other.start >= one.end:
                 continue
             if same_compose and (one.compose is None or one.compose != other.compose):
+                continue
+            if one.lost and not any(at >= other.start for at in one.writes):
+                # The broker handed the message on as the channel went, a moment before
+                # the process logged it; the run wrote nothing after that.
                 continue
             problems.append(
                 f"{one.consumer} ran {one.compose or one.message_id} "

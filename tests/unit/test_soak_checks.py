@@ -145,3 +145,22 @@ def test_rss_that_keeps_growing_is_reported():
     assert rss_growth({"r1.1": flat, "r2.1": growing[:5]}, factor=1.5, slack=32 * 2**20) == []
     (problem,) = rss_growth({"r1.1": flat, "r2.1": growing}, factor=1.5, slack=32 * 2**20)
     assert problem.startswith("r2.1: RSS grew from ")
+
+
+def test_a_run_that_lost_its_channel_overlaps_only_with_what_it_wrote_after_the_handover():
+    lost = log(
+        (1.0, consuming("m1")),
+        (1.1, f"compose {OLD}: publishing FINISHED from http://x"),
+        (1.5, f"compose {OLD}: [3/9] gate: published r/fedora:41, verdict publish"),
+        (2.01, "Disconnect requested, but AMQP connection already gone"),
+    )
+    (old,) = parse_runs("r1.1", lost, ended_at=9)
+    assert old.lost and old.end == 2.01 and old.writes == (1.5,)
+    handed_over = parse_runs(
+        "r2.1", log((2.0, consuming("m1")), (2.1, f"compose {OLD}: publishing x")), ended_at=9
+    )
+    assert concurrent_runs([old, *handed_over], same_compose=True) == []
+    early = parse_runs(
+        "r2.1", log((1.4, consuming("m1")), (1.45, f"compose {OLD}: publishing x")), ended_at=9
+    )
+    assert len(concurrent_runs([old, *early], same_compose=True)) == 1
