@@ -32,6 +32,15 @@ A stop (SIGTERM: fedora-messaging's shutdown, which waits for the message in pro
 that message's run short: its skopeo children are ended, no more work starts, its auth files and
 run directory are removed, and the message goes back to the queue (``Nack``) for the next
 consumer to redo.
+
+A lost broker channel cuts the run short the same way (the process goes on): once the channel
+the message came on is closed (a dropped connection, the broker closing it), its answer can no
+longer reach the broker, which hands the message out again - to another replica, or to this
+one after it reconnects. So the run stops at once (:class:`~.bus.delivery.DeliveryWatch`),
+announces nothing (the redelivery, seen as unanswered, does), and one process never runs two
+messages at once: a delivery that arrives while a run is in progress (fedora-messaging only
+starts a second one after the first one's channel was lost) stops that run and waits for it
+to end. fedora-messaging is kept to one subscription (:func:`~.bus.delivery.single_subscription`).
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ from .bus.answers import (
     previous_deliveries,
     requeue_delay,
 )
+from .bus.delivery import DeliveryWatch, single_subscription
 from .bus.health import ProgressWatch, serve
 from .bus.notify import BusPublisher, announce
 from .compose.message import Envelope
@@ -115,6 +125,14 @@ class Consumer:
         #: announced (compared with ``x-delivery-count`` to see an unannounced delivery)
         self._announced: OrderedDict[str, int] = OrderedDict()
         self._stopping = threading.Event()
+        #: held while a message runs: one at a time in this process
+        self._running = threading.Lock()
+        #: the run in progress was cut short: its channel is gone, or a newer delivery came
+        self._cut = threading.Event()
+        self._cut_lock = threading.Lock()
+        self._delivery = DeliveryWatch(self, self._channel_lost)
+        self._label = ""
+        single_subscription()
         _on_shutdown(self._stop)
         _log.info(
             "consumer ready: %d repositories, registries %s",
@@ -124,6 +142,30 @@ class Consumer:
 
     def __call__(self, message: Message) -> None:
         envelope = Envelope(topic=message.topic, body=message.body, id=message.id)
+        if not self._running.acquire(blocking=False):
+            # Only a lost channel makes fedora-messaging deliver beside a run in progress.
+            _log.warning(
+                "compose %s: delivered while compose %s runs, whose channel to the broker "
+                "was lost: stopping that run first",
+                envelope.label,
+                self._label,
+            )
+            self._cut_short()
+            self._running.acquire()
+        try:
+            self._clear_cut()
+            self._label = envelope.label
+            if not self._delivery.begin():
+                self._cut_short()
+            try:
+                self._handle(message, envelope)
+            finally:
+                self._delivery.end()
+        finally:
+            self._clear_cut()
+            self._running.release()
+
+    def _handle(self, message: Message, envelope: Envelope) -> None:
         # fedora-messaging keeps the AMQP headers in Message._headers (internal, but stable).
         previous = previous_deliveries(getattr(message, "_headers", None))
         key = envelope.id or envelope.label
@@ -142,8 +184,8 @@ class Consumer:
                         envelope.label,
                         "?" if previous is None else previous + 1,
                     )
-                if requeued and self._stopping.is_set():
-                    pass  # stopping: the next delivery, seen as unanswered, announces them
+                if requeued and (self._stopping.is_set() or self._cut.is_set()):
+                    pass  # stopping or cut off: the next delivery, seen as unanswered, does
                 else:
                     # A requeued run announces its moves now: the redelivery finds those
                     # tags already serving the compose and would never announce them.
@@ -157,6 +199,14 @@ class Consumer:
         finally:
             if self._progress is not None:
                 self._progress.end()
+        if self._cut.is_set() and not self._stopping.is_set():
+            _log.warning(
+                "compose %s: run stopped, its channel to the broker was lost; the broker "
+                "delivers the message again: %s",
+                envelope.label,
+                about_compose(envelope.label, decision.reason),
+            )
+            raise Nack()  # the answer goes nowhere; fedora-messaging needs one
         self._answer(decision, envelope)
 
     def _remember_announced(self, key: str, deliveries: int) -> None:
@@ -167,8 +217,29 @@ class Consumer:
 
     def _stop(self) -> None:
         """fedora-messaging is shutting down: end the run in progress now (see the module)."""
-        self._stopping.set()
+        with self._cut_lock:
+            self._stopping.set()
         shutdown.request()
+
+    def _channel_lost(self) -> None:
+        """The channel of the message in progress closed (reactor thread): stop its run."""
+        _log.warning(
+            "compose %s: the channel to the broker was lost; stopping the run", self._label
+        )
+        self._cut_short()
+
+    def _cut_short(self) -> None:
+        """End the run in progress now, as a stop does, without stopping the process."""
+        with self._cut_lock:
+            self._cut.set()
+        shutdown.request()
+
+    def _clear_cut(self) -> None:
+        """Between runs: a cut is over (a stop of the process is not)."""
+        with self._cut_lock:
+            if self._cut.is_set() and not self._stopping.is_set():
+                shutdown.reset()
+            self._cut.clear()
 
     def _answer(self, decision: Decision, envelope: Envelope) -> None:
         key = envelope.id or envelope.label

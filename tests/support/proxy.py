@@ -23,7 +23,9 @@ Faults:
   and headers included) is passed on one byte every ``seconds``: each read is quick, the whole
   answer takes forever;
 * ``Fault.endless(seconds)``: a 200 whose body never ends (no ``Content-Length``; JSON-looking
-  bytes, ``seconds`` between chunks, 0 for as fast as the client reads), not forwarded.
+  bytes, ``seconds`` between chunks, 0 for as fast as the client reads), not forwarded;
+* ``Fault.reply(status, headers, body)``: exactly this answer (another registry's own bytes,
+  see support.quay), not forwarded.
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ class Fault:
     seconds: float = 0.0
     location: str = ""
     headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+    @classmethod
+    def reply(cls, status: int, headers: dict[str, str], body: bytes) -> Fault:
+        return cls("reply", status=status, headers=tuple(headers.items()), body=body)
 
     @classmethod
     def answer(cls, status: int, retry_after: str | None = None) -> Fault:
@@ -101,7 +108,7 @@ class Fault:
 
     @property
     def label(self) -> str:
-        return f"{self.kind} {self.status}" if self.kind == "status" else self.kind
+        return f"{self.kind} {self.status}" if self.kind in ("status", "reply") else self.kind
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,17 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "endless":
             proxy.record(request, fault, fault.status)
             self._endless(fault.seconds)
+            return
+        if fault is not None and fault.kind == "reply":
+            self.send_response(fault.status)
+            for name, value in fault.headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(fault.body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(fault.body)
+            proxy.record(request, fault, fault.status)
+            proxy.on_response(request, fault.status)
             return
         if fault is not None and fault.kind in ("status", "redirect"):
             body = json.dumps(

@@ -84,6 +84,7 @@ LAYERS = {
     "bus.notify": IO,
     "bus.health": IO,
     "bus.deadletters": IO,
+    "bus.delivery": IO,
     # the audit
     "audit": PURE,
     "audit.state": PURE,

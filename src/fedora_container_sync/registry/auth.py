@@ -244,9 +244,13 @@ class RegistryAuth(httpx.Auth):
             request.headers["Authorization"] = self._basic
             yield request
         elif scheme == "bearer":
+            scope = normalize_scope(params.get("scope", ""))
+            if self._basic is None and not scope:
+                # Anonymous, and nothing to ask for (the ``/v2/`` check): a token without scope
+                # grants an anonymous client nothing, and quay refuses to issue one (401).
+                return
             # One token request per scope, also when parallel requests meet the same challenge:
             # whoever holds the scope's lock fetches; the others then find the token cached.
-            scope = normalize_scope(params.get("scope", ""))
             with self._lock_for(scope):
                 token = self._cached_token([scope])
                 if token is None or request.headers.get("Authorization") == f"Bearer {token}":
@@ -293,6 +297,11 @@ class RegistryAuth(httpx.Auth):
             raise RegistryUnavailable(
                 f"{what}: HTTP {status}",
                 retry_after=retry_after_seconds(response.headers.get("retry-after")),
+            )
+        if status in (401, 403) and self._basic is None:
+            raise RegistryError(
+                f"{what}: refused an anonymous token (HTTP {status}); no credentials are "
+                "configured for this registry"
             )
         if status in (401, 403):
             raise RegistryError(f"{what}: credentials refused (HTTP {status})")

@@ -2,8 +2,13 @@
 
 Every HTTP status and network failure is translated here, in one place, into our errors:
 :class:`RegistryUnavailable` (transient: network, timeouts, 429, 5xx) or
-:class:`RegistryError` (permanent). A manifest read answers ``None`` only for a clean
-``404 MANIFEST_UNKNOWN``; every other answer fails closed. Every request (with its token
+:class:`RegistryError` (permanent). A manifest read answers ``None`` (certain absence) only
+for a ``404`` whose only error code is ``MANIFEST_UNKNOWN`` (no such tag or digest),
+``NAME_UNKNOWN`` (no such repository, so no tag: quay.io before the first push) or
+``TAG_EXPIRED`` (quay: the tag was deleted, within its time-machine window); every other
+answer fails closed. An index PUT answered ``400`` with only ``BLOB_UNKNOWN`` /
+``MANIFEST_BLOB_UNKNOWN`` (Nexus, seconds after the children were pushed) is tried again after
+:data:`CHILDREN_SETTLE_PAUSES`, then fails for good. Every request (with its token
 round trips) ends within ``http_deadline`` (transient when it does not) and may receive at most
 16 MiB (permanent). Authorization headers are never logged or put into an error.
 """
@@ -14,9 +19,11 @@ import json
 import logging
 import re
 import ssl
+import time
 
 import httpx
 
+from .. import shutdown
 from ..config.settings import DEFAULT_HTTP_DEADLINE, RegistrySettings, RetrySettings
 from ..errors import RegistryError, RegistryUnavailable, one_line
 from ..net.httpclient import MAX_API_ANSWER_BYTES, new_client, request_limits
@@ -32,6 +39,13 @@ _MAX_MANIFEST_BYTES = 4 << 20
 _TAGS_PAGE = 1000
 _MAX_TAG_PAGES = 100
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+#: The error codes of a manifest read's ``404`` that mean certain absence (see the module).
+_ABSENT = (frozenset({"MANIFEST_UNKNOWN"}), frozenset({"NAME_UNKNOWN"}), frozenset({"TAG_EXPIRED"}))
+#: The error codes of an index PUT's ``400`` that may mean "children not indexed yet" (Nexus).
+_CHILDREN_UNKNOWN = frozenset({"BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"})
+#: Seconds to wait before each further try of such an index PUT (7 s in all), then permanent.
+CHILDREN_SETTLE_PAUSES = (1.0, 2.0, 4.0)
 
 #: What httpx raises when something the registry sent (a header value, a redirect target, a
 #: content encoding) cannot go into our next request or be decoded: permanent for that
@@ -85,11 +99,19 @@ class RegistryClient:
         self.close()
 
     def ping(self) -> None:
-        """Check that the registry answers the API base (``GET /v2/``)."""
+        """Check that the registry answers the API base (``GET /v2/``). Without credentials,
+        a ``401`` with a Bearer challenge counts as an answer: the registry speaks the API, and
+        anonymous reads get tokens per repository (quay.io refuses a token without scope)."""
         what = f"registry {self.registry.url}"
 
         def once() -> None:
             response = self._request("GET", "/v2/", what=what)
+            if (
+                response.status_code == 401
+                and "authorization" not in response.request.headers
+                and response.headers.get("www-authenticate", "").lower().startswith("bearer ")
+            ):
+                return
             self._raise_for_status(response, what)
 
         call_with_retry(once, what=f"{self._log_prefix}check of {what}", policy=self._retry)
@@ -108,7 +130,7 @@ class RegistryClient:
             response = self._request(
                 "GET", path, what=what, headers={"Accept": mediatype.MANIFEST_ACCEPT}
             )
-            if response.status_code == 404 and _error_codes(response) == {"MANIFEST_UNKNOWN"}:
+            if response.status_code == 404 and _error_codes(response) in _ABSENT:
                 return None
             self._raise_for_status(response, what)
             body = response.content
@@ -137,13 +159,32 @@ class RegistryClient:
             response = self._request(
                 "PUT", path, what=what, headers={"Content-Type": media_type}, content=body
             )
+            codes = _error_codes(response) if response.status_code == 400 else set()
+            if codes and codes <= _CHILDREN_UNKNOWN and media_type in mediatype.INDEX_TYPES:
+                raise _ChildrenUnknown(f"{what}: HTTP 400 ({_codes(response)})")
             self._raise_for_status(response, what)
             landed = _digest_header(response, what)
             if landed and landed != expected:
                 raise RegistryError(f"{what}: registry stored {landed}, expected {expected}")
             return expected
 
-        return call_with_retry(once, what=f"{self._log_prefix}write of {what}", policy=self._retry)
+        for pause in (*CHILDREN_SETTLE_PAUSES, None):
+            try:
+                return call_with_retry(
+                    once, what=f"{self._log_prefix}write of {what}", policy=self._retry
+                )
+            except _ChildrenUnknown as error:
+                if pause is None or shutdown.requested():
+                    unknown = f"{error}: the registry does not know its children"
+                    raise RegistryError(unknown) from None
+                _log.warning(
+                    "%s%s: the registry does not know its children yet; trying again in %gs",
+                    self._log_prefix,
+                    error,
+                    pause,
+                )
+                _pause(pause)
+        raise AssertionError("unreachable")
 
     def blob_get(self, repository: str, digest: str) -> bytes:
         """A small blob (an image config), verified against its digest."""
@@ -272,6 +313,21 @@ class RegistryClient:
         if status in (401, 403):
             raise RegistryError(f"{detail}: not authorized")
         raise RegistryError(detail)
+
+
+class _ChildrenUnknown(RegistryError):
+    """An index PUT refused for children the registry may not have indexed yet."""
+
+
+def _pause(seconds: float) -> None:
+    """Sleep ``seconds``, or less when the process is asked to stop."""
+    deadline = time.monotonic() + seconds
+    while not shutdown.requested() and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
+
+
+def _codes(response: httpx.Response) -> str:
+    return ", ".join(sorted(_error_codes(response))) or "no error code"
 
 
 def _error_codes(response: httpx.Response) -> set[str]:

@@ -1,0 +1,115 @@
+"""A dropped broker connection in the middle of a publish, on the real RabbitMQ: the broker
+closes the consumer's own connection (``rabbitmqctl close_connection``, found by this test's
+``client_properties.app``) while a push is held at the registry.
+
+The run in progress stops (its message comes back), the reconnected consumer redoes it: the
+compose never runs twice at once, the consumer holds one subscription, the message is acked
+once, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+from support.broker import wait_until
+from support.proxy import Fault, FaultProxy, ProxyRequest
+
+pytestmark = pytest.mark.integration
+
+TOOLBOX = "fedora-toolbox"
+OLD = "Fedora-41-20241025.0"
+TIMED = "%(created).6f %(levelname)s %(name)s: %(message)s"
+RUN = re.compile(r"([0-9.]+) \w+ \S+: compose (\S+): (publishing|acknowledged|run stopped|requeu)")
+
+
+def rabbitmqctl(*args: str) -> str:
+    result = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def close_connections_of(app: str) -> int:
+    """Close, from the broker's side, the connections whose client says it is ``app``."""
+    closed = 0
+    for line in rabbitmqctl("list_connections", "pid", "client_properties").splitlines():
+        if f'"{app}"' in line or f'<<"{app}">>' in line:
+            pid = line.split("\t", 1)[0]
+            rabbitmqctl("close_connection", pid, "closed by test_connection_loss")
+            closed += 1
+    return closed
+
+
+def runs(output: str) -> list[tuple[str, float, float]]:
+    """(compose, start, end) of every run in a timed consumer log."""
+    intervals, open_since = [], {}
+    for line in output.splitlines():
+        found = RUN.match(line)
+        if not found:
+            continue
+        at, compose, what = float(found[1]), found[2], found[3]
+        if what == "publishing":
+            assert compose not in open_since, f"{compose} started twice at once:\n{output}"
+            open_since[compose] = at
+        elif compose in open_since:
+            intervals.append((compose, open_since.pop(compose), at))
+    assert not open_since, output[-3000:]
+    return intervals
+
+
+def test_a_dropped_connection_stops_the_run_and_it_runs_once_at_a_time(bus, registry):
+    harness = bus.harness
+    caught, release = threading.Event(), threading.Event()
+
+    def hold_first_push(request: ProxyRequest) -> Fault | None:
+        if request.method == "PUT" and "/manifests/sha256:" in request.path and not caught.is_set():
+            caught.set()
+            release.wait(timeout=120)
+            return Fault.drop()
+        return None
+
+    with FaultProxy(upstream=f"http://{registry.host}", rule=hold_first_push) as proxy:
+        harness.registry_entries[registry.host] = (
+            f'url = "{proxy.host}/{harness.namespace}"\ntls_verify = false\n'
+        )
+        config = bus.config(log_format=TIMED)
+        app = f"fcs-test-{bus.env}"
+        config.write_text(
+            config.read_text().replace('app = "fedora-container-sync tests"', f'app = "{app}"')
+        )
+        consumer = bus.consumer(config)
+        try:
+            consumer.wait_log("Successfully registered AMQP consumer")
+            bus.publish(bus.pungi(harness.compose(OLD)))
+            wait_until(caught.is_set, timeout=90, what="the consumer to push")
+            assert close_connections_of(app) == 1
+            consumer.wait_log("Successfully registered AMQP consumer", count=2, timeout=60)
+            # The broker delivers the message again at once; give a second run time to start
+            # beside the held one, if the consumer lets it.
+            redelivered = rf"compose {OLD}: publishing"
+            wait_until(lambda: len(consumer.lines(redelivered)) >= 2, timeout=30, what="redelivery")
+            time.sleep(2)
+        finally:
+            release.set()
+        consumer.wait_log(rf"compose {OLD}: acknowledged", timeout=120)
+        time.sleep(1)  # a second subscription, if any, is registered by now
+        consumers = bus.broker._channel.queue_declare(bus.queue, passive=True).method
+        assert consumers.consumer_count == 1
+        assert consumer.stop() == 0
+
+    output = consumer.output()
+    intervals = runs(output)
+    assert [compose for compose, _, _ in intervals] == [OLD, OLD]
+    (_, _, first_end), (_, second_start, _) = intervals
+    assert first_end <= second_start, intervals
+    assert len(consumer.lines(rf"compose {OLD}: acknowledged")) == 1
+    assert consumer.lines(rf"compose {OLD}: run stopped, its channel to the broker was lost")
+    assert not consumer.lines("Traceback")
+    assert harness.arches(TOOLBOX, "41") == {"x86_64", "aarch64", "ppc64le", "s390x"}
+    assert bus.broker.count(bus.queue) == 0
