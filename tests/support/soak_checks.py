@@ -100,9 +100,10 @@ _ALL_ANSWERED = re.compile(
 )
 _PUBLISHING = re.compile(r"^compose (\S+): publishing ")
 
-#: pika's and fedora-messaging's lines when a consumer's connection or channel is gone
+#: pika's, fedora-messaging's and the consumer's lines when its connection or channel is gone
 CHANNEL_LOST: Final = (
     r"^connection_lost: ",
+    r"^compose \S+: the channel to the broker was lost",
     r"^Disconnect requested, but AMQP connection already gone",
     r"^Re-registering the ",
     r"^The connection to the broker was lost",
