@@ -22,8 +22,8 @@ finds those tags already serving the compose, announces nothing again - with one
 consumer having announced its moves (a kill, a crash, a lost connection, another replica that
 died, a failed send), it may have moved tags and died before announcing them, so every tag
 that already serves the compose is announced too. Only quorum queues count deliveries
-(``x-delivery-count``); on a classic queue that case is not seen, and ``replay --announce``
-sends what was missed.
+(``x-delivery-count``); on a classic queue only what this process saw is covered (a run cut
+short, a failed send), and ``replay --announce`` sends what a kill left unannounced.
 
 With ``[consumer_config.container.health]``, ``__init__`` also starts the ``/live`` and
 ``/ready`` endpoints of :mod:`.bus.health`.
@@ -124,12 +124,18 @@ class Consumer:
         #: per message: how many of its deliveries this consumer answered with every move
         #: announced (compared with ``x-delivery-count`` to see an unannounced delivery)
         self._announced: OrderedDict[str, int] = OrderedDict()
+        #: messages whose last delivery here may have moved tags it did not announce (cut
+        #: short, or the send failed): their next delivery here announces what serves them,
+        #: also on a classic queue, which counts no deliveries
+        self._owed: OrderedDict[str, None] = OrderedDict()
         self._stopping = threading.Event()
         #: held while a message runs: one at a time in this process
         self._running = threading.Lock()
         #: the run in progress was cut short: its channel is gone, or a newer delivery came
         self._cut = threading.Event()
         self._cut_lock = threading.Lock()
+        #: set by a stop or a cut: a requeue delay ends at once
+        self._wake = threading.Event()
         self._delivery = DeliveryWatch(self, self._channel_lost)
         self._label = ""
         single_subscription()
@@ -169,7 +175,8 @@ class Consumer:
         # fedora-messaging keeps the AMQP headers in Message._headers (internal, but stable).
         previous = previous_deliveries(getattr(message, "_headers", None))
         key = envelope.id or envelope.label
-        unchanged = announce_unchanged(previous, self._announced.get(key, 0))
+        unchanged = announce_unchanged(previous, self._announced.get(key, 0)) or key in self._owed
+        announcing = False
         if self._progress is not None:
             self._progress.begin(envelope.label)
         try:
@@ -185,15 +192,19 @@ class Consumer:
                         "?" if previous is None else previous + 1,
                     )
                 if requeued and (self._stopping.is_set() or self._cut.is_set()):
-                    pass  # stopping or cut off: the next delivery, seen as unanswered, does
+                    self._owe(key)  # stopping or cut off: the next delivery announces them
                 else:
                     # A requeued run announces its moves now: the redelivery finds those
                     # tags already serving the compose and would never announce them.
+                    announcing = True
                     announce(report, self._publisher, unchanged=unchanged, held=not requeued)
+                    self._owed.pop(key, None)
                     if requeued and previous is not None:
                         self._remember_announced(key, previous + 1)
         except Exception as error:
             decision = decide_error(error)
+            if announcing or self._cut.is_set():
+                self._owe(key)  # a failed send, or a run cut short on the way
             if not isinstance(error, SyncError):
                 _log.debug("traceback of the unexpected error", exc_info=True)
         finally:
@@ -209,6 +220,12 @@ class Consumer:
             raise Nack()  # the answer goes nowhere; fedora-messaging needs one
         self._answer(decision, envelope)
 
+    def _owe(self, key: str) -> None:
+        self._owed.pop(key, None)
+        self._owed[key] = None
+        while len(self._owed) > _REMEMBERED_FAILURES:
+            self._owed.popitem(last=False)
+
     def _remember_announced(self, key: str, deliveries: int) -> None:
         self._announced.pop(key, None)
         self._announced[key] = deliveries
@@ -219,6 +236,7 @@ class Consumer:
         """fedora-messaging is shutting down: end the run in progress now (see the module)."""
         with self._cut_lock:
             self._stopping.set()
+            self._wake.set()
         shutdown.request()
 
     def _channel_lost(self) -> None:
@@ -232,6 +250,7 @@ class Consumer:
         """End the run in progress now, as a stop does, without stopping the process."""
         with self._cut_lock:
             self._cut.set()
+            self._wake.set()
         shutdown.request()
 
     def _clear_cut(self) -> None:
@@ -240,12 +259,15 @@ class Consumer:
             if self._cut.is_set() and not self._stopping.is_set():
                 shutdown.reset()
             self._cut.clear()
+            if not self._stopping.is_set():
+                self._wake.clear()
 
     def _answer(self, decision: Decision, envelope: Envelope) -> None:
         key = envelope.id or envelope.label
         reason = about_compose(envelope.label, decision.reason)
         if decision.outcome is not Outcome.REQUEUE:
             self._announced.pop(key, None)
+            self._owed.pop(key, None)
         if decision.outcome is Outcome.ACK:
             self._failures.pop(key, None)
             if decision.reason != "nothing to do":
@@ -281,7 +303,7 @@ class Consumer:
             failures,
             reason,
         )
-        self._stopping.wait(delay)
+        self._wake.wait(delay)
         raise Nack()
 
 

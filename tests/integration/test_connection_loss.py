@@ -4,7 +4,7 @@ closes the consumer's own connection (``rabbitmqctl close_connection``, found by
 
 The run in progress stops (its message comes back), the reconnected consumer redoes it: the
 compose never runs twice at once, the consumer holds one subscription, the message is acked
-once, nothing is lost.
+once, its moves are announced once, nothing is lost.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def test_a_dropped_connection_stops_the_run_and_it_runs_once_at_a_time(bus, regi
         harness.registry_entries[registry.host] = (
             f'url = "{proxy.host}/{harness.namespace}"\ntls_verify = false\n'
         )
-        config = bus.config(log_format=TIMED)
+        config = bus.config(settings="publish_amqp_messages = true\n", log_format=TIMED)
         app = f"fcs-test-{bus.env}"
         config.write_text(
             config.read_text().replace('app = "fedora-container-sync tests"', f'app = "{app}"')
@@ -113,3 +113,6 @@ def test_a_dropped_connection_stops_the_run_and_it_runs_once_at_a_time(bus, regi
     assert not consumer.lines("Traceback")
     assert harness.arches(TOOLBOX, "41") == {"x86_64", "aarch64", "ppc64le", "s390x"}
     assert bus.broker.count(bus.queue) == 0
+    # The cut run moved no index tag; the redelivery moved them and announced them, once.
+    (published,) = bus.results(1)
+    assert (published.body["compose_id"], published.body["tags"]) == (OLD, ["41", "latest"])

@@ -131,3 +131,28 @@ def test_an_anonymous_audit_of_quay_is_no_credentials_refused(harness):
     # quay's scopeless challenge was met without asking it for a token it refuses.
     assert ("GET", "/v2/", 401, "") in quay.answered
     assert not [path for _m, path, status, _c in quay.answered if status == 401 and "auth" in path]
+
+
+def test_first_publish_by_a_creator_robot(harness, monkeypatch):
+    """quay's creator-role robot may not read a repository that does not exist yet (401 with
+    a pull challenge, even with a fresh token); the push-scope token creates it."""
+    registry = harness.registries[0]
+    quay = Quay(upstream=registry.url, anonymous_ping=True, robot=("org+creator", "s3cret"))
+    with FaultProxy(upstream=registry.url, rule=quay.rule) as proxy:
+        quay.base = proxy.url
+        harness.registry_entries[registry.host] = (
+            f'url = "{proxy.host}/{harness.namespace}"\ntls_verify = false\n'
+            'credential_prefix = "QUAY_"\n'
+        )
+        monkeypatch.setenv("QUAY_USER", "org+creator")
+        monkeypatch.setenv("QUAY_PASSWORD", "s3cret")
+        dry = harness.replay(harness.compose(OLD, arches=("x86_64",)), args=["--dry-run"])
+        assert quay.created == set()  # a dry run creates nothing ...
+        assert dry.code == 1 and "HTTP 401 (UNAUTHORIZED)" in dry.err  # ... and cannot read
+        result = harness.replay(harness.compose(OLD, arches=("x86_64",)))
+    assert result.code == 0, result.err
+    assert quay.created == {harness.repo(TOOLBOX)}
+    refused = [path for _m, path, status, code in quay.answered if code == "UNAUTHORIZED"]
+    assert any("/manifests/41" in path for path in refused)
+    assert harness.arches(TOOLBOX, "41") == {"x86_64"}
+    assert "s3cret" not in result.err + result.out

@@ -310,3 +310,27 @@ def test_any_realm_text_gives_a_url_or_a_value_error(realm):
         token_service(realm, allow_http=True)
     except ValueError:
         pass
+
+
+@pytest.mark.parametrize(
+    ("claim_push", "credentials", "scope", "wider"),
+    [
+        (True, True, "repository:org/fedora:pull", "repository:org/fedora:pull,push"),
+        (True, True, "repository:org/fedora:pull,push", None),  # already asked for push
+        (True, True, "repository:a:pull repository:b:pull", None),  # not one repository
+        (True, True, "", None),
+        (True, False, "repository:org/fedora:pull", None),  # anonymous: nothing to claim
+        (False, True, "repository:org/fedora:pull", None),  # a dry run, an audit
+    ],
+)
+def test_a_publish_claims_push_scope_only_for_one_refused_pull(
+    claim_push, credentials, scope, wider
+):
+    from fedora_container_sync.registry.auth import RegistryAuth
+
+    auth = RegistryAuth(
+        Credentials("robot", "secret") if credentials else None,
+        registry="quay.io/org",
+        claim_push=claim_push,
+    )
+    assert auth._claimed_scope(scope) == wider

@@ -122,7 +122,10 @@ def connect(
             record.fail(error)
             continue
         auth = RegistryAuth(
-            credentials, registry=settings.url, allow_http_realm=not settings.tls_verify
+            credentials,
+            registry=settings.url,
+            allow_http_realm=not settings.tls_verify,
+            claim_push=not ctx.dry_run,
         )
         client = stack.enter_context(
             RegistryClient(

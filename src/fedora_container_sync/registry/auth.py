@@ -193,6 +193,9 @@ class RegistryAuth(httpx.Auth):
     ``credentials`` None means anonymous (tokens are still fetched for public scopes).
     ``allow_http_realm`` permits a token realm on plain HTTP (only for registries configured with
     ``tls_verify = false``); otherwise credentials are never sent to an ``http://`` realm.
+    ``claim_push`` (a publish, not a dry run or an audit): a read refused ``401`` even with a
+    fresh pull token is tried once more with a push-scope token for its repository (quay.io
+    creates a repository at that token, for a robot that may create but not yet read it).
     """
 
     requires_response_body = True
@@ -203,9 +206,11 @@ class RegistryAuth(httpx.Auth):
         *,
         registry: str,
         allow_http_realm: bool = False,
+        claim_push: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
+        self._claim_push = claim_push
         self._allow_http_realm = allow_http_realm
         self._clock = clock
         self._basic: str | None = None
@@ -249,18 +254,45 @@ class RegistryAuth(httpx.Auth):
                 # Anonymous, and nothing to ask for (the ``/v2/`` check): a token without scope
                 # grants an anonymous client nothing, and quay refuses to issue one (401).
                 return
-            # One token request per scope, also when parallel requests meet the same challenge:
-            # whoever holds the scope's lock fetches; the others then find the token cached.
-            with self._lock_for(scope):
-                token = self._cached_token([scope])
-                if token is None or request.headers.get("Authorization") == f"Bearer {token}":
-                    token_request, service = self._token_request(params)
-                    if "user-agent" in request.headers:
-                        token_request.headers["User-Agent"] = request.headers["user-agent"]
-                    token_response = yield token_request
-                    token = self._store_token(service, scope, token_response)
+            token = yield from self._token_for(params, scope, request)
             request.headers["Authorization"] = f"Bearer {token}"
-            yield request
+            response = yield request
+            wider = self._claimed_scope(scope)
+            if response.status_code == 401 and wider is not None:
+                # quay: a robot that may create repositories gets no pull on one that does not
+                # exist yet; the push-scope token a publish needs anyway creates it.
+                token = yield from self._token_for({**params, "scope": wider}, wider, request)
+                self._tokens.pop(scope, None)  # later reads use the push-scope token
+                request.headers["Authorization"] = f"Bearer {token}"
+                yield request
+
+    def _token_for(
+        self, params: dict[str, str], scope: str, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, str]:
+        """The token for ``scope``: cached, or asked of the challenge's token service.
+
+        One token request per scope, also when parallel requests meet the same challenge:
+        whoever holds the scope's lock fetches; the others then find the token cached."""
+        with self._lock_for(scope):
+            token = self._cached_token([scope])
+            if token is None or request.headers.get("Authorization") == f"Bearer {token}":
+                token_request, service = self._token_request(params)
+                if "user-agent" in request.headers:
+                    token_request.headers["User-Agent"] = request.headers["user-agent"]
+                token_response = yield token_request
+                token = self._store_token(service, scope, token_response)
+        return token
+
+    def _claimed_scope(self, scope: str) -> str | None:
+        """With ``claim_push`` and credentials, the push scope to ask for when a pull-only
+        ``scope`` (one repository) was refused; otherwise None."""
+        if not self._claim_push or self._basic is None:
+            return None
+        kind, _, rest = scope.partition(":")
+        name, _, actions = rest.rpartition(":")
+        if kind != "repository" or not name or actions != "pull" or " " in scope:
+            return None
+        return f"repository:{name}:pull,push"
 
     # -- tokens ------------------------------------------------------------------------------
 
