@@ -82,7 +82,8 @@ class Run:
     end: float
     #: it ended because its process lost its channel
     lost: bool = False
-    #: when it wrote a tag, sent a result or acknowledged its message
+    #: when it wrote a tag, sent a result or acknowledged its message (after ``end`` too, when
+    #: it lost its channel: writes in flight then, or a run that did not stop)
     writes: tuple[float, ...] = ()
 
 
@@ -123,14 +124,20 @@ def parse_runs(consumer: str, log: str, *, ended_at: float) -> list[Run]:
     there: the broker hands its message to another (:func:`work_after_channel_loss` checks that
     the run stopped)."""
     lost = [re.compile(pattern) for pattern in CHANNEL_LOST]
-    runs = []
     open_runs: dict[str, tuple[float, str | None, list[float]]] = {}
     order: list[str] = []
+
+    #: compose -> (message id, writes) of runs that lost their channel: an index PUT in
+    #: flight then still completes, and a run that did not stop goes on writing
+    orphans: dict[str, tuple[str, list[float]]] = {}
+    closed: list[tuple[str, str | None, float, float, bool, list[float]]] = []
 
     def close(message_id: str, at: float, *, channel_lost: bool = False) -> None:
         start, compose, writes = open_runs.pop(message_id)
         order.remove(message_id)
-        runs.append(Run(consumer, message_id, compose, start, at, channel_lost, tuple(writes)))
+        closed.append((message_id, compose, start, at, channel_lost, writes))
+        if channel_lost and compose is not None:
+            orphans[compose] = (message_id, writes)
 
     for line in log.splitlines():
         parsed = _LINE.match(line)
@@ -140,6 +147,7 @@ def parse_runs(consumer: str, log: str, *, ended_at: float) -> list[Run]:
         if found := _CONSUMING.match(text):
             if found[1] in open_runs:  # the same message id again: the earlier one is over
                 close(found[1], at)
+            orphans = {c: o for c, o in orphans.items() if o[0] != found[1]}
             open_runs[found[1]] = (at, None, [])
             order.append(found[1])
         elif found := _PUBLISHING.match(text):
@@ -159,19 +167,29 @@ def parse_runs(consumer: str, log: str, *, ended_at: float) -> list[Run]:
             for message_id in list(order):
                 close(message_id, at, channel_lost=True)
         elif found := _WRITES.match(text):
-            for message_id in order:
-                if open_runs[message_id][1] == found[1]:
-                    open_runs[message_id][2].append(at)
+            owners = [m for m in order if open_runs[m][1] == found[1]]
+            if owners:
+                open_runs[owners[0]][2].append(at)
+            elif found[1] in orphans:
+                orphans[found[1]][1].append(at)
     for message_id in list(order):
         close(message_id, ended_at)
-    return runs
+    return [
+        Run(consumer, message_id, compose, start, end, channel_lost, tuple(writes))
+        for message_id, compose, start, end, channel_lost, writes in closed
+    ]
+
+
+_DECIDES = re.compile(r"^compose (\S+): (?:sent |acknowledged)")
 
 
 def work_after_channel_loss(consumer: str, log: str) -> list[str]:
-    """Every tag write, result message or acknowledgement of a run after its process lost
-    its channel (its message is back on the queue, another replica may be running it): the
-    run in progress must stop when the channel is lost. Lines of a later delivery of the same
-    message (after the reconnect) are that delivery's, not the lost one's."""
+    """Every result message sent or acknowledgement by a run after its process lost its
+    channel (its message is back on the queue, another replica may be running it): the run in
+    progress must stop when the channel is lost, and leave the announcing to the delivery
+    that finishes the work. (Its tag writes count in :func:`concurrent_runs`: one in flight at
+    the loss may complete.) Lines of a later delivery of the same message (after the
+    reconnect) are that delivery's, not the lost one's."""
     lost = [re.compile(pattern) for pattern in CHANNEL_LOST]
     problems = []
     running: dict[str, str | None] = {}  # message id -> compose, of deliveries not answered
@@ -194,26 +212,29 @@ def work_after_channel_loss(consumer: str, log: str) -> list[str]:
         elif any(pattern.search(text) for pattern in lost):
             orphaned.update({c: m for m, c in running.items() if c is not None})
             running.clear()
-        elif (found := _WRITES.match(text)) and found[1] in orphaned:
+        elif (found := _DECIDES.match(text)) and found[1] in orphaned:
             problems.append(f"{consumer} went on after losing its channel: {line[:160]}")
     return problems
 
 
 def concurrent_runs(runs: Iterable[Run], *, same_compose: bool) -> list[str]:
     """Every pair of runs that overlapped in time: of one compose (``same_compose``), or of
-    any two messages. A run that ended with its channel counts only with its writes: the
-    broker hands its message on when the channel goes, before its process logs the loss."""
+    any two messages. A run that lost its channel counts by its writes: the broker hands its
+    message on when the channel goes, before its process logs the loss, and a write in flight
+    then completes after it."""
     ordered = sorted(runs, key=lambda run: run.start)
     problems = []
     for index, one in enumerate(ordered):
         for other in ordered[index + 1 :]:
-            if other.start >= one.end:
-                continue
             if same_compose and (one.compose is None or one.compose != other.compose):
                 continue
-            if one.lost and not any(at >= other.start for at in one.writes):
-                # The broker handed the message on as the channel went, a moment before
-                # the process logged it; the run wrote nothing after that.
+            if one.lost:
+                # The broker hands the message on as the channel goes, a moment before the
+                # process logs it: the run overlaps another only by what it wrote after that
+                # one began (a write in flight at the loss may complete while nobody runs).
+                if not any(at >= other.start for at in one.writes):
+                    continue
+            elif other.start >= one.end:
                 continue
             problems.append(
                 f"{one.consumer} ran {one.compose or one.message_id} "

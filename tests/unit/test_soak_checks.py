@@ -106,6 +106,9 @@ def test_a_run_that_goes_on_after_its_channel_is_lost_is_reported():
     went_on = log(*before, (2.5, f"compose {OLD}: sent fedora_image_uploader.x"))
     (problem,) = work_after_channel_loss("r1.1", went_on)
     assert problem.startswith("r1.1 went on after losing its channel: 2.500000")
+    # A tag write completing after the loss (in flight) is no decision of the run's.
+    in_flight = log(*before, (2.1, f"compose {OLD}: [4/9] gate: published r/fedora:latest, v"))
+    assert work_after_channel_loss("r1.1", in_flight) == []
 
 
 def test_every_move_announced_exactly_once():
@@ -164,3 +167,18 @@ def test_a_run_that_lost_its_channel_overlaps_only_with_what_it_wrote_after_the_
         "r2.1", log((1.4, consuming("m1")), (1.45, f"compose {OLD}: publishing x")), ended_at=9
     )
     assert len(concurrent_runs([old, *early], same_compose=True)) == 1
+    # Writes after the loss line belong to the lost run (until its message comes back here).
+    went_on = lost + log(
+        (2.1, f"compose {OLD}: [4/9] gate: published r/fedora:latest, verdict publish"),
+        (3.5, f"compose {OLD}: [5/9] tag r/fedora:41-s390x, verdict publish"),
+        (4.0, consuming("m1")),
+        (4.1, f"compose {OLD}: publishing FINISHED from http://x"),
+        (4.5, f"compose {OLD}: [5/9] tag r/fedora:41-s390x, verdict publish"),
+    )
+    old_run, again = parse_runs("r1.1", went_on, ended_at=9)
+    assert old_run.writes == (1.5, 2.1, 3.5) and again.writes == (4.5,)
+    later = parse_runs(
+        "r2.1", log((3.0, consuming("m1")), (3.1, f"compose {OLD}: publishing x")), ended_at=9
+    )
+    assert concurrent_runs([old, *later], same_compose=True) == []
+    assert len(concurrent_runs([old_run, *later], same_compose=True)) == 1
