@@ -1,10 +1,11 @@
 """Every index tag move announced exactly once, however the work is split across deliveries:
 the real RabbitMQ, a real registry behind a fault proxy, ``fedora-messaging consume``.
 
-A first delivery moves one repository's index tags, then the other repository's index PUT
-keeps answering 503 until the message is requeued; the redelivery finds the first
-repository's tags already at the compose. The first delivery announced its moves before the
-requeue, the second announces only its own.
+Two registries; the second one, behind a proxy, answers 503 to one repository's index PUTs
+until the message is requeued. The first delivery moves the other repository's index tags on
+both registries and this repository's on the first, then is requeued; the redelivery finds
+those tags already at the compose. The first delivery announced its moves before the requeue,
+the second announces only its own.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ PUBLISH = "publish_amqp_messages = true\n"
 ARCHES = ("x86_64", "aarch64")
 
 
-def test_moves_of_a_requeued_delivery_are_announced_once(bus):
+def test_moves_of_a_requeued_delivery_are_announced_once(bus, second_registry):
     harness = bus.harness
-    registry = harness.registries[0]
+    harness.registries.append(second_registry)
+    first = f"{harness.registries[0].host}/{harness.namespace}"
+    registry = second_registry
     failing = threading.Event()
     failing.set()
     minimal_index = f"/v2/{harness.namespace}/fedora-minimal/manifests/"
@@ -64,13 +67,18 @@ def test_moves_of_a_requeued_delivery_are_announced_once(bus):
         for tag in m.body["tags"]
     )
     assert moves == {
-        (where, repository, tag): 1
+        (registry_url, repository, tag): 1
+        for registry_url in (first, where)
         for repository in ("fedora-toolbox", "fedora-minimal")
         for tag in ("41", "latest")
     }
-    # The toolbox's move went out with the first delivery, before its requeue.
-    first, second = published
-    assert first.body["repository"] == "fedora-toolbox"
-    assert second.body["repository"] == "fedora-minimal"
-    for repository in ("fedora-toolbox", "fedora-minimal"):
-        assert harness.arches(repository, "41") == set(ARCHES)
+    # What the first delivery moved went out before its requeue; the second, only its own.
+    sent = [(m.body["repository"], sorted(m.body["registries"])) for m in published]
+    assert sorted(sent[:2]) == [
+        ("fedora-minimal", [first]),
+        ("fedora-toolbox", sorted([first, where])),
+    ]
+    assert sent[2:] == [("fedora-minimal", [where])]
+    for one in harness.registries:
+        for repository in ("fedora-toolbox", "fedora-minimal"):
+            assert harness.arches(repository, "41", one) == set(ARCHES)
