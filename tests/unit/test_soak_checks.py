@@ -6,6 +6,7 @@ from __future__ import annotations
 from support.soak_checks import (
     Read,
     concurrent_runs,
+    killed_before_announcing,
     lost_messages,
     move_problems,
     parse_runs,
@@ -103,9 +104,12 @@ def test_a_run_that_goes_on_after_its_channel_is_lost_is_reported():
         *before, (3.0, consuming("m1")), (3.5, f"compose {OLD}: sent fedora_image_uploader.x")
     )
     assert work_after_channel_loss("r1.1", redelivered) == []
-    went_on = log(*before, (2.5, f"compose {OLD}: sent fedora_image_uploader.x"))
+    went_on = log(*before, (2.5, f"compose {OLD}: acknowledged: done"))
     (problem,) = work_after_channel_loss("r1.1", went_on)
     assert problem.startswith("r1.1 went on after losing its channel: 2.500000")
+    # The run cut off announces the moves it made: no decision about the message.
+    announcing = log(*before, (2.5, f"compose {OLD}: sent fedora_image_uploader.x"))
+    assert work_after_channel_loss("r1.1", announcing) == []
     # A tag write completing after the loss (in flight) is no decision of the run's.
     in_flight = log(*before, (2.1, f"compose {OLD}: [4/9] gate: published r/fedora:latest, v"))
     assert work_after_channel_loss("r1.1", in_flight) == []
@@ -119,6 +123,25 @@ def test_every_move_announced_exactly_once():
     assert move_problems([*moves, ("fedora", "42", NEW)], moves) == [
         f"fedora:42 -> {NEW} announced but the tag never served it"
     ]
+
+    # A move by a process killed -9 before it announced it may go unannounced; never twice.
+    assert move_problems(moves[:1], moves, killed=[moves[1]]) == []
+    assert move_problems([*moves, moves[1]], moves, killed=[moves[1]]) == [
+        f"fedora:41 -> {NEW} announced 2 times"
+    ]
+    assert move_problems(moves[1:], moves, killed=[moves[1]]) == [
+        f"fedora:41 -> {OLD} moved but never announced"
+    ]
+
+
+def test_moves_a_killed_process_did_not_announce():
+    text = log(
+        (1.0, f"compose {OLD}: [3/9] gate: published 127.0.0.1:5000/soak/fedora:41, verdict p"),
+        (1.1, f"compose {OLD}: [4/9] gate: published 127.0.0.1:5000/soak/fedora:latest, verdict"),
+        (1.2, f"compose {OLD}: sent fedora_image_uploader.published.v1.container: x"),
+        (2.0, f"compose {NEW}: [3/9] gate: published 127.0.0.1:5000/soak/fedora:41, verdict p"),
+    )
+    assert killed_before_announcing(text) == {("fedora", "41", NEW)}
 
 
 def test_a_message_neither_acknowledged_nor_dead_lettered_is_lost():

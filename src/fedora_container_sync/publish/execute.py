@@ -213,6 +213,7 @@ class _Execution:
             ),
             self._gated,
             priority=_GATE,
+            finish=True,  # a stop waits for it: the run announces what it moved
         )
 
     def _gated(self, done: Future[list[tuple[TagOutcome, SyncError | None]]]) -> None:
