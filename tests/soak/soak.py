@@ -18,10 +18,12 @@ collect it (its file name is not ``test_*.py``). 3.5 to 4.5 minutes on 2 shared 
   the broker stopped and started, connections to the registry dropped.
 * The invariants (assertions on what happened, never on how long it took): no index tag ever
   lost an arch or moved back; the final state is the newest complete compose; every move
-  announced exactly once; no message lost (acknowledged after its work, or dead-lettered with
-  a reason); no two runs at once (of one compose, or at all; a run whose replica lost its
-  channel counts until its last tag write), and no result sent or message acknowledged by such
-  a run after the loss; the replicas' RSS flat; no work files or processes left.
+  announced exactly once (one by a process killed -9 before it sent its message may go
+  unannounced, never twice); no message lost (acknowledged after its work, or dead-lettered
+  with a reason); no two runs at once (of one compose, or at all; a run whose replica lost its
+  channel counts until its last tag write), and no message acknowledged by such a run after
+  the loss (it announces the moves it made); the replicas' RSS flat; no work files or
+  processes left.
 
 Every wait is bounded; everything started is stopped, also when it fails.
 """
