@@ -187,10 +187,12 @@ class Consumer:
                         "announcing tags that already serve it too",
                         envelope.label,
                     )
-                # A requeued run announces its moves now: the redelivery finds those tags
-                # already serving the compose and would never announce them.
+                # A requeued or cut run announces its moves now: the redelivery finds those
+                # tags already serving the compose and would never announce them. What it
+                # held, the delivery that ends the message announces.
+                ends = not requeued and not self._cut.is_set()
                 announcing = True
-                announce(report, self._publisher, unchanged=owed, held=not requeued)
+                announce(report, self._publisher, unchanged=owed, held=ends)
                 self._owed.pop(key, None)
         except Exception as error:
             decision = decide_error(error)

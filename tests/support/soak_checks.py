@@ -21,6 +21,7 @@ __all__ = [
     "compose_order",
     "concurrent_runs",
     "killed_before_announcing",
+    "logged_moves",
     "lost_messages",
     "move_problems",
     "parse_runs",
@@ -254,24 +255,28 @@ def concurrent_runs(runs: Iterable[Run], *, same_compose: bool) -> list[str]:
 _INDEX_MOVED = re.compile(r"^compose (\S+): \[\d+/\d+\] gate: published \S+/([^/\s:]+):(\S+),")
 
 
-def killed_before_announcing(log: str) -> set[tuple[str, str, str]]:
-    """The (repository, tag, compose) index moves in the log of a process killed outright
-    (``kill -9``) that it sent no result message for afterwards: docs/messages.md lets such a
-    move go unannounced (``replay --announce`` sends it)."""
-    moved: set[tuple[str, str, str]] = set()
+def logged_moves(log: str) -> set[tuple[str, str, str]]:
+    """The (repository, tag, compose) index moves a process logged."""
+    moved = set()
     for line in log.splitlines():
         parsed = _LINE.match(line)
-        if not parsed:
-            continue
-        text = parsed[2]
-        if found := _INDEX_MOVED.match(text):
+        if parsed and (found := _INDEX_MOVED.match(parsed[2])):
             moved.add((found[2], found[3], found[1]))
-        elif (found := _DECIDES_SENT.match(text)) is not None:
-            moved = {move for move in moved if move[2] != found[1]}
     return moved
 
 
-_DECIDES_SENT = re.compile(r"^compose (\S+): sent ")
+def killed_before_announcing(
+    moves: Iterable[tuple[str, str, str]],
+    in_flight: Iterable[str],
+    logged_by_survivors: Iterable[tuple[str, str, str]],
+) -> set[tuple[str, str, str]]:
+    """The moves that a process killed outright (``kill -9``) may have made and not announced:
+    of a compose whose run was ``in_flight`` at the kill, and that no surviving process logged
+    making (its own log may end before the move's line). docs/messages.md lets such a move go
+    unannounced (``replay --announce`` sends it)."""
+    composes = set(in_flight)
+    survivors = set(logged_by_survivors)
+    return {move for move in moves if move[2] in composes and move not in survivors}
 
 
 def move_problems(
