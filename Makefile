@@ -38,6 +38,12 @@ test: system-deps venv sigstore-tools
 sigstore-tools:
 	@tests/tools/debian13-sigstore.sh || echo "warning: could not fetch Debian 13's skopeo and cosign; the signing tests will skip" >&2
 
+# Three consumer replicas on a RabbitMQ node of its own, a stream of composes and faults, then
+# the invariants (docs/running.md#the-soak-make-soak); a few minutes. Not part of `make test`:
+# its file is not named test_*.py. Needs rabbitmq-server (.ci/run installs it).
+soak: system-deps venv
+	$(BIN)/pytest tests/soak/soak.py
+
 bench: system-deps venv
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 

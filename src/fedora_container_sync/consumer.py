@@ -15,22 +15,24 @@ redelivered message completes idempotently (pushes of unchanged digests and writ
 identical index are skipped).
 
 ``ContainerPublishedV1`` goes out for the index tags a run moved (see :mod:`.bus.results`),
-also when the run then failed and its message is requeued: the moves are announced before the
-``Nack`` (what it held, the delivery that ends the message announces). So a redelivery, which
-finds those tags already serving the compose, announces nothing again - with one exception
-(:func:`announce_unchanged`): when an earlier delivery of the message ended without this
-consumer having announced its moves (a kill, a crash, a lost connection, another replica that
-died, a failed send), it may have moved tags and died before announcing them, so every tag
-that already serves the compose is announced too. Only quorum queues count deliveries
-(``x-delivery-count``); on a classic queue only what this process saw is covered (a run cut
-short, a failed send), and ``replay --announce`` sends what a kill left unannounced.
+by the run that moved them: also when the run then failed and its message is requeued, and
+when a stop or a lost channel cut it short (the moves are announced before the ``Nack``; what
+it held, the delivery that ends the message announces). So a redelivery, which finds those
+tags already serving the compose, announces nothing again - except in the process that could
+not announce them (a send that failed, a run whose moves are unknown): its next delivery of the
+message announces every tag that already serves the compose too, so a tag may be announced
+twice then. A process killed outright (``kill -9``) between moving a tag and announcing it
+leaves that move unannounced, on any queue: ``replay --announce`` sends it (the broker's
+``x-delivery-count`` cannot tell such a kill from a lost channel, after which the run
+announced its moves itself). See docs/messages.md.
 
 With ``[consumer_config.container.health]``, ``__init__`` also starts the ``/live`` and
 ``/ready`` endpoints of :mod:`.bus.health`.
 
 A stop (SIGTERM: fedora-messaging's shutdown, which waits for the message in progress) cuts
-that message's run short: its skopeo children are ended, no more work starts, its auth files and
-run directory are removed, and the message goes back to the queue (``Nack``) for the next
+that message's run short: its skopeo children are ended, no more work starts (an index write in
+flight completes, and counts as a move), its auth files and run directory are removed, the
+moves it made are announced, and the message goes back to the queue (``Nack``) for the next
 consumer to redo - after a ``basic.cancel``, so that the stop costs one delivery of the quorum
 queue's limit, not two (:func:`_cancel_deliveries`).
 
@@ -38,10 +40,12 @@ A lost broker channel cuts the run short the same way (the process goes on): onc
 the message came on is closed (a dropped connection, the broker closing it), its answer can no
 longer reach the broker, which hands the message out again - to another replica, or to this
 one after it reconnects. So the run stops at once (:class:`~.bus.delivery.DeliveryWatch`),
-announces nothing (the redelivery, seen as unanswered, does), and one process never runs two
-messages at once: a delivery that arrives while a run is in progress (fedora-messaging only
-starts a second one after the first one's channel was lost) stops that run and waits for it
-to end. fedora-messaging is kept to one subscription (:func:`~.bus.delivery.single_subscription`).
+announces the moves it made (the result messages go through fedora-messaging's publisher,
+which waits for the connection to come back, up to its timeout; a send that fails leaves them
+owed here), and acknowledges nothing; one process never runs two messages at once: a delivery
+that arrives while a run is in progress (fedora-messaging only starts a second one after the
+first one's channel was lost) stops that run and waits for it to end. fedora-messaging is kept
+to one subscription (:func:`~.bus.delivery.single_subscription`).
 """
 
 from __future__ import annotations
@@ -58,15 +62,7 @@ from typing import TYPE_CHECKING, cast
 from fedora_messaging.exceptions import Drop, HaltConsumer, Nack
 
 from . import shown_logs, shutdown
-from .bus.answers import (
-    Decision,
-    Outcome,
-    announce_unchanged,
-    decide_error,
-    decide_report,
-    previous_deliveries,
-    requeue_delay,
-)
+from .bus.answers import Decision, Outcome, decide_error, decide_report, requeue_delay
 from .bus.delivery import DeliveryWatch, single_subscription
 from .bus.health import BrokerWatch, ProgressWatch, broker_address, serve, watch_broker
 from .bus.notify import BusPublisher, announce
@@ -75,8 +71,8 @@ from .config.bus import check_bus_document
 from .config.load import check_credentials
 from .config.settings import Settings, settings_from_document
 from .errors import ConfigError, SyncError, about_compose
-from .publish.pipeline import handle_envelope, prepare_work_dir
-from .publish.report import EXIT_USAGE
+from .publish.pipeline import StoppedRun, handle_envelope, prepare_work_dir
+from .publish.report import EXIT_USAGE, ComposeReport
 from .signing.setup import check_signing
 
 if TYPE_CHECKING:
@@ -129,12 +125,9 @@ class Consumer:
             raise ConsumerHalt(EXIT_USAGE, reason) from None
         self._publisher = BusPublisher()
         self._failures: OrderedDict[str, int] = OrderedDict()
-        #: per message: how many of its deliveries this consumer answered with every move
-        #: announced (compared with ``x-delivery-count`` to see an unannounced delivery)
-        self._announced: OrderedDict[str, int] = OrderedDict()
-        #: messages whose last delivery here may have moved tags it did not announce (cut
-        #: short, or the send failed): their next delivery here announces what serves them,
-        #: also on a classic queue, which counts no deliveries
+        #: messages whose last delivery here may have moved tags it did not announce (the
+        #: send failed, or a run ended so that its moves are unknown): their next delivery
+        #: here announces what serves them
         self._owed: OrderedDict[str, None] = OrderedDict()
         self._stopping = threading.Event()
         #: held while a message runs: one at a time in this process
@@ -172,47 +165,47 @@ class Consumer:
             if not self._delivery.begin():
                 self._cut_short()
             try:
-                self._handle(message, envelope)
+                self._handle(envelope)
             finally:
                 self._delivery.end()
         finally:
             self._clear_cut()
             self._running.release()
 
-    def _handle(self, message: Message, envelope: Envelope) -> None:
-        # fedora-messaging keeps the AMQP headers in Message._headers (internal, but stable).
-        previous = previous_deliveries(getattr(message, "_headers", None))
+    def _handle(self, envelope: Envelope) -> None:
         key = envelope.id or envelope.label
-        unchanged = announce_unchanged(previous, self._announced.get(key, 0)) or key in self._owed
+        owed = key in self._owed
         announcing = False
         if self._progress is not None:
             self._progress.begin(envelope.label)
         try:
-            report = handle_envelope(envelope, self.settings)
-            decision = decide_report(report)
+            report: ComposeReport | None
+            try:
+                report = handle_envelope(envelope, self.settings)
+                decision = decide_report(report)
+            except StoppedRun as stopped:
+                # Stopped, or cut off from the broker: what the run moved before is announced
+                # all the same (the publisher does not need the channel the message came on).
+                report, decision = stopped.report, decide_error(stopped)
             if report is not None and self.settings.publish_amqp_messages:
                 requeued = decision.outcome is Outcome.REQUEUE
-                if unchanged:
+                if owed:
                     _log.info(
-                        "compose %s: delivery %s, and an earlier one ended unanswered: "
+                        "compose %s: an earlier delivery here could not announce its moves: "
                         "announcing tags that already serve it too",
                         envelope.label,
-                        "?" if previous is None else previous + 1,
                     )
-                if requeued and (self._stopping.is_set() or self._cut.is_set()):
-                    self._owe(key)  # stopping or cut off: the next delivery announces them
-                else:
-                    # A requeued run announces its moves now: the redelivery finds those
-                    # tags already serving the compose and would never announce them.
-                    announcing = True
-                    announce(report, self._publisher, unchanged=unchanged, held=not requeued)
-                    self._owed.pop(key, None)
-                    if requeued and previous is not None:
-                        self._remember_announced(key, previous + 1)
+                # A requeued or cut run announces its moves now: the redelivery finds those
+                # tags already serving the compose and would never announce them. What it
+                # held, the delivery that ends the message announces.
+                ends = not requeued and not self._cut.is_set()
+                announcing = True
+                announce(report, self._publisher, unchanged=owed, held=ends)
+                self._owed.pop(key, None)
         except Exception as error:
             decision = decide_error(error)
-            if announcing or self._cut.is_set():
-                self._owe(key)  # a failed send, or a run cut short on the way
+            if announcing or self._cut.is_set() or self._stopping.is_set():
+                self._owe(key)  # a failed send, or a run cut short whose moves are unknown
             if not isinstance(error, SyncError):
                 _log.debug("traceback of the unexpected error", exc_info=True)
         finally:
@@ -233,12 +226,6 @@ class Consumer:
         self._owed[key] = None
         while len(self._owed) > _REMEMBERED_FAILURES:
             self._owed.popitem(last=False)
-
-    def _remember_announced(self, key: str, deliveries: int) -> None:
-        self._announced.pop(key, None)
-        self._announced[key] = deliveries
-        while len(self._announced) > _REMEMBERED_FAILURES:
-            self._announced.popitem(last=False)
 
     def _stop(self) -> None:
         """fedora-messaging is shutting down: end the run in progress now (see the module)."""
@@ -275,7 +262,6 @@ class Consumer:
         key = envelope.id or envelope.label
         reason = about_compose(envelope.label, decision.reason)
         if decision.outcome is not Outcome.REQUEUE:
-            self._announced.pop(key, None)
             self._owed.pop(key, None)
         if decision.outcome is Outcome.ACK:
             self._failures.pop(key, None)

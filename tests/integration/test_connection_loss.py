@@ -13,8 +13,10 @@ import re
 import subprocess
 import threading
 import time
+from collections import Counter
 
 import pytest
+from fedora_image_uploader_messages import ContainerPublishedV1
 
 from support.broker import wait_until
 from support.proxy import Fault, FaultProxy, ProxyRequest
@@ -116,3 +118,75 @@ def test_a_dropped_connection_stops_the_run_and_it_runs_once_at_a_time(bus, regi
     # The cut run moved no index tag; the redelivery moved them and announced them, once.
     (published,) = bus.results(1)
     assert (published.body["compose_id"], published.body["tags"]) == (OLD, ["41", "latest"])
+
+
+def test_the_moves_of_a_run_cut_short_by_a_lost_connection_are_announced_once(bus, registry):
+    """The cut run moved fedora-minimal's index tags and is stopped while fedora-toolbox's
+    index PUT hangs. The redelivery cannot read fedora-minimal's tags (the gate holds them, the
+    message is requeued); the delivery after that finds them already at the compose. The cut
+    run announced its own moves: each of them is announced once."""
+    harness = bus.harness
+    minimal = f"/v2/{harness.namespace}/fedora-minimal/manifests/"
+    toolbox = f"/v2/{harness.namespace}/fedora-toolbox/manifests/"
+    caught, release, unreadable = threading.Event(), threading.Event(), threading.Event()
+
+    def rule(request: ProxyRequest) -> Fault | None:
+        path = request.path.split("?", 1)[0]
+        index_tag = path.rsplit("/", 1)[1] in ("41", "latest")
+        if (
+            request.method == "PUT"
+            and path.startswith(toolbox)
+            and index_tag
+            and not caught.is_set()
+        ):
+            caught.set()
+            release.wait(timeout=120)
+            return Fault.drop()
+        if unreadable.is_set() and path.startswith(minimal) and index_tag:
+            return Fault.drop()
+        return None
+
+    with FaultProxy(upstream=f"http://{registry.host}", rule=rule) as proxy:
+        harness.registry_entries[registry.host] = (
+            f'url = "{proxy.host}/{harness.namespace}"\ntls_verify = false\n'
+        )
+        config = bus.config(settings="publish_amqp_messages = true\n", log_format=TIMED)
+        app = f"fcs-test-{bus.env}"
+        config.write_text(
+            config.read_text().replace('app = "fedora-container-sync tests"', f'app = "{app}"')
+        )
+        consumer = bus.consumer(config)
+        try:
+            consumer.wait_log("Successfully registered AMQP consumer")
+            body = harness.compose(
+                OLD,
+                arches=("x86_64", "aarch64"),
+                subvariants=("Container_Toolbox", "Container_Minimal_Base"),
+            )
+            bus.publish(bus.pungi(body))
+            wait_until(caught.is_set, timeout=90, what="fedora-toolbox's index PUT")
+            wait_until(
+                lambda: harness.arches("fedora-minimal", "latest") == {"x86_64", "aarch64"},
+                timeout=90,
+                what="fedora-minimal's index tags to move",
+            )
+            unreadable.set()  # the redelivery cannot read fedora-minimal's tags
+            assert close_connections_of(app) == 1
+            consumer.wait_log(rf"compose {OLD}: the channel to the broker was lost", timeout=60)
+        finally:
+            release.set()
+        consumer.wait_log(rf"compose {OLD}: requeueing the message", timeout=120)
+        unreadable.clear()
+        consumer.wait_log(rf"compose {OLD}: acknowledged", timeout=120)
+        assert consumer.stop() == 0
+
+    assert not consumer.lines("Traceback")
+    published = [
+        m for m in bus.broker.take(bus.results_queue) if isinstance(m, ContainerPublishedV1)
+    ]
+    announced = Counter((m.body["repository"], tag) for m in published for tag in m.body["tags"])
+    assert announced == {
+        (repository, tag): 1
+        for repository in ("fedora-toolbox", "fedora-minimal")
+        for tag in ("41", "latest")
+    }, consumer.output()[-4000:]

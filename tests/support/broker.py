@@ -523,6 +523,11 @@ class PrivateBroker:
         self._ctl("start_app")
         self.wait_listening()
 
+    def close_connections(self, reason: str) -> None:
+        """Close every client connection (``rabbitmqctl close_all_connections``), as a lost
+        network or a broker restart does; the node stays up and clients reconnect."""
+        self._ctl("close_all_connections", reason)
+
     def stop(self) -> None:
         try:
             self._ctl("stop")

@@ -7,10 +7,8 @@ from fedora_messaging.exceptions import HaltConsumer
 
 from fedora_container_sync.bus.answers import (
     Outcome,
-    announce_unchanged,
     decide_error,
     decide_report,
-    previous_deliveries,
     requeue_delay,
 )
 from fedora_container_sync.config.settings import RequeueSettings, Settings
@@ -147,33 +145,3 @@ def test_unusable_config_halts_before_consuming(tmp_path):
     assert isinstance(halt, HaltConsumer) and isinstance(halt, SystemExit)
     assert halt.exit_code == halt.code == 2
     assert str(halt).startswith(f"fedora-container-sync cannot start: work_dir {blocker}/work")
-
-
-@pytest.mark.parametrize(
-    ("headers", "count"),
-    [
-        (None, 0),  # no headers at all
-        ({}, 0),  # a classic queue, or a first delivery
-        ({"x-delivery-count": 0}, 0),
-        ({"x-delivery-count": 3}, 3),
-        ({"x-delivery-count": "3"}, None),  # not a count: unknown
-        ({"x-delivery-count": -1}, None),
-        ({"x-delivery-count": True}, None),
-    ],
-)
-def test_previous_deliveries_reads_the_quorum_queue_count(headers, count):
-    assert previous_deliveries(headers) == count
-
-
-@pytest.mark.parametrize(
-    ("previous", "own_requeues", "again"),
-    [
-        (0, 0, False),  # a first delivery
-        (2, 2, False),  # redelivered twice, both times handed back by this consumer
-        (1, 0, True),  # an earlier delivery died without an answer (kill -9, failover)
-        (3, 2, True),
-        (None, 0, True),  # unknown: better announced twice than never
-    ],
-)
-def test_announce_unchanged_only_after_a_delivery_that_died(previous, own_requeues, again):
-    assert announce_unchanged(previous, own_requeues) is again

@@ -129,6 +129,29 @@ def test_a_stopped_pool_does_not_wait_for_work_blocked_elsewhere():
     release.set()
 
 
+def test_a_stopped_pool_waits_for_work_it_must_finish_and_runs_its_follow_up():
+    """An index tag's gate (``finish=True``) running at the stop completes, and its outcome
+    is recorded: the run knows the tags it moved, to announce them."""
+    release = threading.Event()
+    started = threading.Event()
+    followed: list[str] = []
+
+    def gate() -> str:
+        started.set()
+        release.wait(30)
+        return "moved"
+
+    def stop(done: Future[bool]) -> None:
+        shutdown.request()
+        release.set()  # the write in flight completes after the stop
+
+    with pytest.raises(Interrupted), WorkPool(2) as pool:
+        pool.submit(gate, lambda done: followed.append(done.result()), finish=True)
+        pool.submit(lambda: started.wait(30), stop)
+        pool.run()
+    assert followed == ["moved"]
+
+
 def test_nothing_is_retried_once_the_process_is_stopping():
     calls = []
     policy = RetrySettings(attempts=5, initial_delay=0.5, max_delay=1.0)

@@ -62,27 +62,6 @@ def decide_error(error: Exception) -> Decision:
     return Decision(Outcome.REQUEUE, f"unexpected {type(error).__name__}: {one_line(error)}")
 
 
-def previous_deliveries(headers: object) -> int | None:
-    """How often the broker delivered this message before: quorum queues' ``x-delivery-count``
-    header (0 when absent: a first delivery, or a queue that does not count). None when the
-    header is there but not a count. Pure."""
-    if not isinstance(headers, dict) or "x-delivery-count" not in headers:
-        return 0
-    count = headers["x-delivery-count"]
-    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
-        return count
-    return None
-
-
-def announce_unchanged(previous: int | None, own_requeues: int) -> bool:
-    """Announce the tags that already served the compose, too? Yes when an earlier delivery
-    ended without this consumer handing the message back with its moves announced
-    (``own_requeues`` counts those): that delivery may have moved tags and died before
-    announcing them. An unreadable count is taken as yes: a message sent twice is better than
-    one never sent. Pure."""
-    return previous is None or previous > own_requeues
-
-
 def requeue_delay(failures: int, policy: RequeueSettings) -> float:
     """Seconds to wait before handing a message back after its ``failures``-th failure. Pure."""
     exponent = min(max(failures, 1) - 1, 62)

@@ -3,12 +3,11 @@
 * For every repository of which this run moved an index tag: one ``ContainerPublishedV1`` body
   (:class:`PublishedRepository`) listing the registries and tags this run moved; registries
   where the same tags and arches moved share one message. Every move is announced by the run
-  that made it - also a run that then failed and is requeued (the consumer) - and a tag an
-  earlier delivery moved is not listed again, so downstream acts once per move. A run that
-  moved nothing (a redelivery after the work was done, a no-op replay) announces nothing -
-  unless ``unchanged`` asks for every tag that already serves the compose too (``replay
-  --announce``, or a redelivery whose earlier delivery died between moving the tags and
-  announcing them; see the consumer).
+  that made it - also a run that then failed and is requeued, or was cut short (the consumer) -
+  and a tag an earlier delivery moved is not listed again, so downstream acts once per move.
+  A run that moved nothing (a redelivery after the work was done, a no-op replay) announces
+  nothing - unless ``unchanged`` asks for every tag that already serves the compose too (``replay
+  --announce``, or the next delivery in a consumer whose send failed; see the consumer).
 * For every index tag a guard did not move: a ``TagHeldV1`` body, ``verdict`` "held" (the
   gate: an arch would have been lost, or failed in this run) or "stale" (the rollback guard:
   the tag serves a newer compose).

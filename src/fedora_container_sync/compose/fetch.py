@@ -279,7 +279,7 @@ class ComposeFetcher:
             raise ComposeError(
                 f"{self._compose_id}: {path}: {_shown(url)} lies outside the compose"
             )
-        with request_limits(deadline) as limits:
+        with request_limits(deadline, stoppable=True) as limits:
             for _ in range(_MAX_REDIRECTS + 1):
                 try:
                     with self._client.stream(

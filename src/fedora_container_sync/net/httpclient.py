@@ -52,6 +52,8 @@ class RequestLimits:
     received: int = field(default=0)
     #: Bytes after Content-Encoding decoding (0 while answers are not encoded).
     decoded: int = field(default=0)
+    #: Reads end once the process is stopping (see :meth:`_Stream._read_until_stopped`).
+    stoppable: bool = field(default=False)
 
     @property
     def expired(self) -> bool:
@@ -73,10 +75,14 @@ _current: ContextVar[RequestLimits | None] = ContextVar("request_limits", defaul
 
 
 @contextlib.contextmanager
-def request_limits(seconds: float, *, max_bytes: int | None = None) -> Iterator[RequestLimits]:
+def request_limits(
+    seconds: float, *, max_bytes: int | None = None, stoppable: bool = False
+) -> Iterator[RequestLimits]:
     """Requests made in this block (in this thread) end within ``seconds`` of its start, and
-    fail once more than ``max_bytes`` arrived (status line and headers included)."""
-    limits = RequestLimits(seconds, max_bytes, time.monotonic() + seconds)
+    fail once more than ``max_bytes`` arrived (status line and headers included). With
+    ``stoppable``, a read also ends once the process is stopping (downloads: nothing written
+    depends on their answer; a registry write's answer must still be read)."""
+    limits = RequestLimits(seconds, max_bytes, time.monotonic() + seconds, stoppable=stoppable)
     token = _current.set(limits)
     try:
         yield limits
@@ -104,7 +110,10 @@ class _Stream(httpcore.NetworkStream):
         if limits is None:
             return self._stream.read(max_bytes, timeout)
         timeout = limits.remaining(timeout, httpcore.ReadTimeout)
-        data = self._read_until_stopped(max(max_bytes, READ_SIZE), timeout)
+        if limits.stoppable:
+            data = self._read_until_stopped(max(max_bytes, READ_SIZE), timeout)
+        else:
+            data = self._stream.read(max(max_bytes, READ_SIZE), timeout)
         limits.received += len(data)
         if limits.too_large:
             raise httpcore.ReadError(f"more than {limits.max_bytes} bytes received")

@@ -231,6 +231,7 @@ class _Execution:
             ),
             self._gated,
             priority=_GATE,
+            finish=True,  # a stop waits for it: the run announces what it moved
         )
 
     def _signed(self, done: Future[int]) -> None:

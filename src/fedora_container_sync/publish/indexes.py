@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
+from .. import shutdown
 from ..errors import SyncError
 from ..gate.verdicts import CurrentTag, GateDecision, Verdict
 from ..oci import mediatype
@@ -29,8 +30,14 @@ def gate_indexes(
     tags: tuple[str, ...],
     inputs: GateInputs,
 ) -> list[tuple[TagOutcome, SyncError | None]]:
-    """Gate every index tag of ``repository`` in ``registry``, in order (a worker)."""
-    return [gate_index(ctx, registry, repository, tag, inputs) for tag in tags]
+    """Gate every index tag of ``repository`` in ``registry``, in order (a worker); a stop
+    of the process ends it before the next tag (a write in flight completes)."""
+    gated = []
+    for tag in tags:
+        if shutdown.requested():
+            break
+        gated.append(gate_index(ctx, registry, repository, tag, inputs))
+    return gated
 
 
 def action_for(decision: GateDecision, *, dry_run: bool) -> TagAction | None:

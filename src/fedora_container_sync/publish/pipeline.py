@@ -29,7 +29,7 @@ import httpx
 from ..compose.fetch import ComposeFetcher
 from ..compose.message import ComposeMessage, Envelope, needs_work, parse_compose_message
 from ..config.settings import Settings
-from ..errors import ConfigError
+from ..errors import ConfigError, Interrupted
 from ..net.httpclient import new_client
 from ..net.tls import TlsContexts
 from .composelock import compose_lock
@@ -43,6 +43,15 @@ from .report import ComposeReport
 from .verify import verify_moved_tags
 from .workdir import run_directory, sweep_stale_runs
 from .workpool import WorkPool
+
+
+class StoppedRun(Interrupted):
+    """A stop cut the run short (:class:`Interrupted`); ``report`` says what it did before,
+    the index tags it moved included (the consumer announces them)."""
+
+    def __init__(self, message: str, report: ComposeReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def handle_envelope(
@@ -103,6 +112,10 @@ def publish_compose(
             options = options or PublishOptions()
             ctx = RunContext(message.compose_id, settings, options, dry_run, work)
             _publish(ctx, message.location, record, progress)
+    except Interrupted as stopped:
+        registries = [registry.url for registry in settings.registries]
+        partial = record.report(registries=registries, seconds=time.monotonic() - started)
+        raise StoppedRun(str(stopped), partial) from None
     finally:
         progress.ended()
     report = record.report(

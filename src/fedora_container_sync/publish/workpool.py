@@ -13,7 +13,9 @@ after every other image has been downloaded.
 
 A stop of the process (:mod:`..shutdown`: SIGTERM, the consumer's shutdown) stops every pool:
 no more work starts, and :meth:`WorkPool.run` raises :class:`Interrupted` once the follow-ups
-of the work that finished have run.
+of the work that finished have run - and of the work submitted with ``finish=True`` that was
+running (an index tag's gate: a write in flight completes, and the run must know it moved
+the tag, to announce it).
 """
 
 from __future__ import annotations
@@ -38,15 +40,23 @@ class WorkPool:
             raise ValueError("a work pool needs at least one worker")
         self._workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="worker")
-        self._queued: list[tuple[int, int, Callable[[], Any], _FollowUp]] = []
+        self._queued: list[tuple[int, int, Callable[[], Any], _FollowUp, bool]] = []
         self._running: dict[Future[Any], tuple[int, _FollowUp]] = {}
         self._sequence = itertools.count()
+        #: running work that a stop waits for (``finish=True``)
+        self._finishing: set[Future[Any]] = set()
 
     def submit(
-        self, work: Callable[[], T], then: Callable[[Future[T]], None], *, priority: int = 0
+        self,
+        work: Callable[[], T],
+        then: Callable[[Future[T]], None],
+        *,
+        priority: int = 0,
+        finish: bool = False,
     ) -> None:
-        """Queue ``work`` for a worker; :meth:`run` later calls ``then`` with its future."""
-        heapq.heappush(self._queued, (-priority, next(self._sequence), work, then))
+        """Queue ``work`` for a worker; :meth:`run` later calls ``then`` with its future.
+        ``finish``: once started, a stop waits for it and runs ``then`` (see the module)."""
+        heapq.heappush(self._queued, (-priority, next(self._sequence), work, then, finish))
         self._start()
 
     def run(self) -> None:
@@ -61,17 +71,27 @@ class WorkPool:
             done, _ = wait(self._running, return_when=FIRST_COMPLETED)
             for future in sorted(done, key=lambda f: self._running[f][0]):
                 _, then = self._running.pop(future)
+                self._finishing.discard(future)
                 then(future)
             self._start()
             if shutdown.requested():
                 break
         if shutdown.requested():
+            finishing = [f for f in self._running if f in self._finishing]
+            wait(finishing)
+            for future in sorted(finishing, key=lambda f: self._running[f][0]):
+                _, then = self._running.pop(future)
+                self._finishing.discard(future)
+                then(future)
             raise Interrupted("stopped before its work was done: the process is stopping")
 
     def _start(self) -> None:
         while self._queued and len(self._running) < self._workers and not shutdown.requested():
-            _, sequence, work, then = heapq.heappop(self._queued)
-            self._running[self._executor.submit(work)] = (sequence, then)
+            _, sequence, work, then, finish = heapq.heappop(self._queued)
+            future = self._executor.submit(work)
+            self._running[future] = (sequence, then)
+            if finish:
+                self._finishing.add(future)
 
     def close(self) -> None:
         """Drop the work not started; wait for the running work, unless the process is
@@ -80,6 +100,7 @@ class WorkPool:
         self._queued.clear()
         self._executor.shutdown(wait=not shutdown.requested(), cancel_futures=True)
         self._running.clear()
+        self._finishing.clear()
 
     def __enter__(self) -> WorkPool:
         return self
