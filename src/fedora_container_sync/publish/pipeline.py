@@ -145,7 +145,8 @@ def _publish(ctx: RunContext, location: str, record: Record, progress: Progress)
         if compose is None:
             return
         artifacts, tags = compose
-        registries = connect(ctx, pool, stack, record, tls)
+        repositories = list(dict.fromkeys(artifact.repository for artifact in artifacts))
+        registries = connect(ctx, pool, stack, record, tls, repositories)
         states = read_registries(pool, registries, artifacts, tags, record)
         # 2. Decide, purely, what every image, per-arch tag and index tag gets.
         record.plan = make_plan(

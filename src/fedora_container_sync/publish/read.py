@@ -121,9 +121,12 @@ def connect(
     stack: contextlib.ExitStack,
     record: Record,
     tls: TlsContexts,
+    repositories: Sequence[str] = (),
 ) -> list[Registry]:
     """A client and an auth file per registry that answers; the others are skipped. The
-    clients share ``tls``: one context per TLS setting."""
+    clients share ``tls``: one context per TLS setting. ``repositories``: those this run
+    publishes to; the first is where a registry's upload host is checked (a push-scope token
+    there creates the repository on quay.io, so never one the run does not publish to)."""
     candidates: list[Registry] = []
     for settings in ctx.settings.registries:
         try:
@@ -176,7 +179,7 @@ def connect(
             return
         answering.append(registry)
 
-    probe = None if ctx.dry_run else next(iter(ctx.settings.repos.values()), None)
+    probe = None if ctx.dry_run else next(iter(repositories), None)
     for registry in candidates:
         check = functools.partial(_usable, registry, probe if registry.has_credentials else None)
         pool.submit(check, functools.partial(pinged, registry))
