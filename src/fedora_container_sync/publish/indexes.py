@@ -62,17 +62,20 @@ def gate_index(
     def outcome(action: TagAction, decision: GateDecision, digest: str | None) -> TagOutcome:
         return TagOutcome(registry.url, repository, tag, action, decision, digest, brings=brings)
 
+    def decide(current: CurrentTag | None) -> GateDecision:
+        return decide_index(
+            current,
+            inputs,
+            repository=repository,
+            compose_id=ctx.compose_id,
+            settings=ctx.settings,
+            options=ctx.options,
+        )
+
     try:
         for attempt in itertools.count(1):
             current = read_tag(client, repository, tag)
-            decision = decide_index(
-                current,
-                inputs,
-                repository=repository,
-                compose_id=ctx.compose_id,
-                settings=ctx.settings,
-                options=ctx.options,
-            )
+            decision = decide(current)
             action = action_for(decision, dry_run=ctx.dry_run)
             if action is TagAction.WOULD_PUBLISH:
                 return outcome(action, decision, None), None
@@ -87,14 +90,7 @@ def gate_index(
                 # says (what this run pushed, what a per-arch tag or the index held): the gate
                 # holds the tag over one that is not, as over any entry it cannot read.
                 current = _with_unknown(current, wrong)
-                decision = decide_index(
-                    current,
-                    inputs,
-                    repository=repository,
-                    compose_id=ctx.compose_id,
-                    settings=ctx.settings,
-                    options=ctx.options,
-                )
+                decision = decide(current)
                 action = action_for(decision, dry_run=ctx.dry_run) or TagAction.HELD
                 return outcome(action, decision, current.digest if current.digest else None), None
             body = decision.index_body(ctx.compose_id)
