@@ -21,7 +21,7 @@ import logging
 import re
 import ssl
 import time
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import httpx
 
@@ -218,7 +218,9 @@ class RegistryClient:
             response = self._request("POST", path, what=what, headers=headers, content=data)
             self._raise_for_status(response, what)
             if response.status_code == 202:
-                location = _upload_location(response, self.registry.host, what)
+                location = _upload_location(
+                    response.headers.get("location", ""), self.registry.host, what
+                )
                 joiner = "&" if "?" in location else "?"
                 response = self._request(
                     "PUT",
@@ -252,10 +254,10 @@ class RegistryClient:
 
     def _cancel_upload(self, location: str, what: str) -> None:
         """DELETE an upload the registry opened, at its ``Location`` - on this registry only."""
-        place = urlsplit(location)
-        if not place.path.startswith("/v2/") or place.netloc not in ("", self.registry.host):
+        try:
+            path = _upload_location(location, self.registry.host, what)
+        except RegistryError:
             return
-        path = place.path + (f"?{place.query}" if place.query else "")
         with contextlib.suppress(RegistryError, RegistryUnavailable):
             self._request("DELETE", path, what=f"cancelling the upload after the {what}")
 
@@ -276,7 +278,7 @@ class RegistryClient:
                 url = httpx.URL(self._base() + path).join(location)
             except httpx.InvalidURL:
                 raise RegistryError(f"{what}: the upload Location is not a URL") from None
-            netloc = url.host if url.port is None else f"{url.host}:{url.port}"
+            netloc = _netloc(url)
             if netloc == self.registry.host:
                 self._request("DELETE", url.raw_path.decode("ascii"), what=what)
             return netloc
@@ -435,15 +437,24 @@ def _digest_header(response: httpx.Response, what: str) -> str | None:
     return header
 
 
-def _upload_location(response: httpx.Response, host: str, what: str) -> str:
+def _netloc(url: httpx.URL) -> str:
+    """``host[:port]`` of ``url``, as the registry's ``host`` setting spells it."""
+    return url.host if url.port is None else f"{url.host}:{url.port}"
+
+
+def _elsewhere(url: httpx.URL, host: str) -> bool:
+    """Whether ``url`` (a Location or Link the registry sent) leaves the registry at ``host``:
+    absolute, and another scheme than HTTP(S) or another host."""
+    return url.is_absolute_url and (url.scheme not in ("http", "https") or _netloc(url) != host)
+
+
+def _upload_location(location: str, host: str, what: str) -> str:
     """The path (and query) of an upload session's ``Location``, on the same registry."""
-    location = response.headers.get("location", "")
     try:
         url = httpx.URL(location)
     except httpx.InvalidURL:
         raise RegistryError(f"{what}: the upload Location is not a URL") from None
-    netloc = url.host if url.port is None else f"{url.host}:{url.port}"
-    if url.is_absolute_url and (url.scheme not in ("http", "https") or netloc != host):
+    if _elsewhere(url, host):
         raise RegistryError(f"{what}: the upload Location points at another host")
     if not url.raw_path.startswith(b"/v2/"):
         raise RegistryError(f"{what}: the upload Location is not on the registry API")
@@ -463,8 +474,7 @@ def _next_page(response: httpx.Response, host: str, repository_path: str) -> str
         url = httpx.URL(link)
     except httpx.InvalidURL:
         raise RegistryError(f"tag list of {host}: the next-page Link is not a URL") from None
-    netloc = url.host if url.port is None else f"{url.host}:{url.port}"
-    if url.is_absolute_url and (url.scheme not in ("http", "https") or netloc != host):
+    if _elsewhere(url, host):
         raise RegistryError(f"tag list of {host}: next page points at another host")
     path, _, _query = url.raw_path.decode("ascii").partition("?")
     if path != f"{repository_path}tags/list":
