@@ -292,6 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.kind == "reply":
             assert isinstance(fault.body, bytes)
+            proxy.record(request, fault, fault.status)
             self.send_response(fault.status)
             for name, value in fault.headers:
                 self.send_header(name, value)
@@ -299,13 +300,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(fault.body)
-            proxy.record(request, fault, fault.status)
             proxy.on_response(request, fault.status)
             return
         if fault is not None and fault.kind in ("status", "redirect"):
             body = json.dumps(
                 {"errors": [{"code": "UNAVAILABLE", "message": "injected fault", "detail": None}]}
             ).encode()
+            proxy.record(request, fault, fault.status)
             self.send_response(fault.status)
             if fault.retry_after is not None:
                 self.send_header("Retry-After", fault.retry_after)
@@ -316,7 +317,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
-            proxy.record(request, fault, fault.status)
             proxy.on_response(request, fault.status)
             return
         try:
@@ -339,6 +339,9 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.record(request, fault, status)
             self._hang_up()
             return
+        # Recorded before the answer goes out: a client that refuses it on its headers (a lie it
+        # will not decode) hangs up, and its test reads the records before a write would fail.
+        proxy.record(request, fault, status)
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
@@ -346,7 +349,6 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
         self.wfile.flush()
-        proxy.record(request, fault, status)
         proxy.on_response(request, status)
 
     def _trickle(
