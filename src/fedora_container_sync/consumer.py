@@ -64,7 +64,14 @@ from fedora_messaging.exceptions import Drop, HaltConsumer, Nack
 from . import shown_logs, shutdown
 from .bus.answers import Decision, Outcome, decide_error, decide_report, requeue_delay
 from .bus.delivery import DeliveryWatch, single_subscription
-from .bus.health import BrokerWatch, ProgressWatch, broker_address, serve, watch_broker
+from .bus.health import (
+    BROKER_LOG_INTERVAL,
+    BrokerWatch,
+    ProgressWatch,
+    broker_address,
+    serve,
+    watch_broker,
+)
 from .bus.notify import BusPublisher, announce
 from .compose.message import Envelope
 from .config.bus import check_bus_document
@@ -113,7 +120,9 @@ class Consumer:
             if shutil.which(self.settings.skopeo) is None:
                 raise ConfigError(f"skopeo not found ({self.settings.skopeo}); install skopeo")
             self._progress: ProgressWatch | None = None
-            broker = BrokerWatch(broker_address(_amqp_url()))
+            health = self.settings.health
+            interval = health.broker_log_interval if health else BROKER_LOG_INTERVAL
+            broker = BrokerWatch(broker_address(_amqp_url()), interval=interval)
             if self.settings.health is not None:
                 self._progress = ProgressWatch()
                 serve(self.settings.health, self._progress, self.settings.stuck_after, broker)

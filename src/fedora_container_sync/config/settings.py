@@ -177,6 +177,9 @@ class HealthSettings(_Model):
     #: Seconds a compose in progress may go without finishing a step before ``/live`` says
     #: the process is stuck (default: twice ``skopeo_timeout``).
     stuck_after: float | None = Field(default=None, gt=0)
+    #: Seconds between two "broker unreachable" log lines while the broker is down (the first
+    #: after this long without a connection).
+    broker_log_interval: float = Field(default=30.0, ge=1, le=86400)
 
     @field_validator("address")
     @classmethod
