@@ -3,10 +3,11 @@ whether it is a dry run, and its private work directory. Pure."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.settings import Settings
+from ..signing.tally import Tally
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class RunContext:
     dry_run: bool
     #: A private, locked directory for this run (:func:`.workdir.run_directory`).
     work: Path
+    #: The signatures the run wrote and found (its report counts them).
+    signed: Tally = field(default_factory=Tally, compare=False)
 
     @property
     def secret_env(self) -> tuple[str, ...]:

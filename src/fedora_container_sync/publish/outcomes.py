@@ -22,6 +22,7 @@ from ..compose.selection import ImageArtifact
 from ..errors import SyncError
 from ..gate.verdicts import GateDecision
 from ..oci.index import IndexEntry
+from ..signing.tally import Tally
 from .plan import ArchTagPlan, GateInputs, ImagePlan, Plan
 from .report import ArchPush, ComposeReport, TagOutcome
 
@@ -140,6 +141,8 @@ class Record:
         self.images: list[ImageStep] = []
         self.arch: dict[tuple[str, str, str], ArchOutcome] = {}
         self.indexes: list[TagOutcome] = []
+        #: the signatures the run wrote and found (its context adds them, on the workers)
+        self.signed = Tally()
         self._listener = listener
 
     # -- recording -----------------------------------------------------------------------------
@@ -257,6 +260,8 @@ class Record:
             conversions=sum(1 for s in self.images if s.stage is Stage.CONVERT and s.ok),
             seconds=seconds,
             plan=self.plan,
+            signed=self.signed.written,
+            already_signed=self.signed.present,
         )
 
     def _plan(self) -> Plan:

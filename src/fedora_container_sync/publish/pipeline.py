@@ -110,7 +110,9 @@ def publish_compose(
             else _run_directory(settings.work_dir, message.compose_id) as work
         ):
             options = options or PublishOptions()
-            ctx = RunContext(message.compose_id, settings, options, dry_run, work)
+            ctx = RunContext(
+                message.compose_id, settings, options, dry_run, work, signed=record.signed
+            )
             _publish(ctx, message.location, record, progress)
     except Interrupted as stopped:
         registries = [registry.url for registry in settings.registries]
