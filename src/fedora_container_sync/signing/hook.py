@@ -59,7 +59,9 @@ def sign_for_tag(
         if isinstance(error, TransientError):
             raise SignerUnavailable(f"signing failed: {error}") from None
         raise SigningError(f"signing failed: {error}") from None
-    ctx.signed.add(client.registry.url, repository, written=signed.written, present=signed.present)
+    if ctx.signed is not None:
+        url = client.registry.url
+        ctx.signed.add(url, repository, written=signed.written, present=signed.present)
     written = len(signed.written)
     if written:
         _log.info(
