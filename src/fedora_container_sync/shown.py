@@ -12,15 +12,19 @@ the configuration or a message, a registry's error code, a server's words in an 
   DEL, and the Unicode line separators and bidirectional overrides, each as ``\\xNN`` or
   ``\\uNNNN``.
 
-:func:`.shown_logs.install` makes every log record's message go through :func:`shown`.
+:func:`.shown_logs.install` makes every log record's message go through :func:`shown`; a bus
+message's body goes through :func:`redacted` (every string in it redacted; JSON escapes the
+rest).
 """
 
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "***"
+T = TypeVar("T")
 
 #: Query parameter names that carry a secret (whole name, or one of its ``-``/``_`` parts);
 #: ``_state`` is distribution's upload session, a capability to write the upload.
@@ -60,6 +64,18 @@ def redact_url(url: str) -> str:
 def redact(text: str) -> str:
     """Every URL in ``text`` through :func:`redact_url`."""
     return _URL.sub(lambda match: redact_url(match.group(0)), text) if "://" in text else text
+
+
+def redacted(value: T) -> T:
+    """A JSON-like value (a bus message's body) with every string in it, keys included,
+    through :func:`redact`."""
+    if isinstance(value, str):
+        return redact(value)  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return {redacted(k): redacted(v) for k, v in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list | tuple):
+        return type(value)(redacted(item) for item in value)
+    return value
 
 
 def escape(text: str) -> str:

@@ -176,10 +176,21 @@ def test_signing_an_unsigned_registry_moves_no_tag_and_a_signed_replay_writes_no
 
     enable_signing(harness, keys, monkeypatch)
     since = log_length(harness)
-    assert harness.replay(body, args=["--dry-run"]).code == 0
+    dry = harness.replay(body, args=["--dry-run"])
+    assert dry.code == 0, dry.err
     assert writes(harness, since) == [], "a dry run wrote"
+    # The dry run lists what a real run would sign: the tags hold their builds already, so
+    # each signature is for a digest the registry holds, written where missing.
+    listed = dry.out.split("would sign (identity, digest, what; a dry run signs nothing):\n")[1]
+    rows = {tuple(line.split()[:2]) for line in listed.splitlines() if line.startswith("    ")}
+    for tag in tags:
+        short = tags[tag][:19]  # sha256: and 12 hex digits, as the summary shows digests
+        assert (client.reference(tag), short) in rows, f"{tag} {short} not in:\n{dry.out}"
+    assert "signed:" not in dry.out
     result = harness.replay(body)
     assert result.code == 0, result.err
+    # Per-arch tags 2, index tags 2 x (index + 2 entries): 8 signatures, none there before.
+    assert "  signed: 8 signatures written, 0 already there" in result.out.splitlines()
     written = writes(harness, since)
     assert written, "nothing was signed"
     assert all(path.endswith(".sig") or "/blobs/" in path for path in written), (
@@ -192,8 +203,10 @@ def test_signing_an_unsigned_registry_moves_no_tag_and_a_signed_replay_writes_no
     client.accepts("latest", "--all")
 
     since = log_length(harness)
-    assert harness.replay(body).code == 0
+    again = harness.replay(body)
+    assert again.code == 0, again.err
     assert writes(harness, since) == [], "a replay of a signed compose wrote"
+    assert "  signed: 0 signatures written, 8 already there" in again.out.splitlines()
 
 
 def test_a_tampered_signature_is_refused(harness, keys, monkeypatch, tools, tmp_path):
@@ -377,14 +390,16 @@ def test_a_writer_that_overwrote_our_signatures_is_caught_and_nothing_is_lost(ha
             return digest_put
 
         client.manifest_put = racing_put  # type: ignore[method-assign]
-        written = ensure_signed(client, TOOLBOX, {digest: [ours]}, signing, compose_id=None)
+        signed = ensure_signed(client, TOOLBOX, {digest: [ours]}, signing, compose_id=None)
         assert overwrites, "the other writer did not run"
-        assert written == 2  # ours twice: once lost, once kept
+        # Ours written twice (once lost, once kept), counted once; none there before.
+        assert signed.written == {(digest, ours)} and signed.present == frozenset()
         found = read_signatures(client, TOOLBOX, digest)
         assert signed_claims(found.checked(signing.public_key), digest) == {ours, theirs}
         # And again: nothing to do.
         client.manifest_put = put  # type: ignore[method-assign]
-        assert ensure_signed(client, TOOLBOX, {digest: [ours]}, signing, compose_id=None) == 0
+        again = ensure_signed(client, TOOLBOX, {digest: [ours]}, signing, compose_id=None)
+        assert again.written == frozenset() and again.present == {(digest, ours)}
 
 
 def test_the_consumer_refuses_a_wrong_passphrase_at_start(bus, keys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def test_skopeo_s_environment_holds_nothing_of_ours(monkeypatch, tmp_path):
     assert home != tmp_path and home.stat().st_mode & 0o077 == 0
     assert not any(str(tmp_path) in value for value in env.values()), env
     assert "SECRET_PASSWORD" not in env and "REGISTRY_AUTH_FILE" not in env
-    assert Path(env["CONTAINERS_REGISTRIES_CONF"]).read_text() == ""
+    assert "CONTAINERS_REGISTRIES_CONF" not in env  # skopeo 1.9 ignores it; see below
+    assert (home / skopeo.USER_REGISTRIES_CONF).read_text() == ""
     assert not (Path(env["DOCKER_CONFIG"]) / "config.json").exists()
     # skopeo itself, run in it, finds no credentials for any registry.
     shown = subprocess.run(
@@ -146,3 +148,71 @@ def test_credentials_stay_with_the_registry_an_upload_location_names_another_hos
     errors = [line for line in result.err.splitlines() if ": ERROR: " in line]
     assert errors and "blob uploads go to another host" in errors[0], result.err
     assert basic_registry.tags(harness.repo(TOOLBOX)) == []
+
+
+#: A registries.conf (or drop-in) that containers/image refuses to parse: skopeo fails at
+#: once, naming it, if it reads one.
+_UNREADABLE = "[[registry]\nlocation = \n"
+#: A registry nobody listens on: a skopeo that read its configuration fine fails connecting.
+_NOWHERE = "docker://127.0.0.1:1/fedora/fedora-toolbox:41"
+
+
+def _inspect(env: dict[str, str], *wrapper: str) -> subprocess.CompletedProcess[str]:
+    argv = [*wrapper, "skopeo", "inspect", "--tls-verify=false", "--retry-times", "0", _NOWHERE]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_skopeo_reads_the_registries_conf_of_its_private_home(tmp_path):
+    """The registries.conf skopeo gets is the one it reads: in a copy of its home where every
+    registries.conf is unreadable, skopeo fails on it. (``$CONTAINERS_REGISTRIES_CONF``, which
+    skopeo 1.9 ignores, would leave it reading /etc/containers/registries.conf.)"""
+    env = skopeo.environment()
+    home = Path(env["HOME"])
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    for found in copy.rglob("registries.conf"):
+        found.write_text(_UNREADABLE)
+    moved = {name: value.replace(str(home), str(copy)) for name, value in env.items()}
+    done = _inspect(moved)
+    assert done.returncode != 0
+    assert str(copy / skopeo.USER_REGISTRIES_CONF) in done.stderr, done.stderr
+    assert "connection refused" not in done.stderr
+
+
+def _private_mounts() -> list[str]:
+    """A command prefix that runs a command in a mount namespace of its own (as root in a user
+    namespace when we are not root), or [] where this machine allows none."""
+    for prefix in (["unshare", "--mount"], ["unshare", "--map-root-user", "--mount"]):
+        if shutil.which("unshare") is None:
+            break
+        probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=30, check=False)
+        if probe.returncode == 0:
+            return prefix
+    return []
+
+
+def test_the_system_wide_registries_configuration_does_not_reach_skopeo(tmp_path):
+    """An unreadable drop-in in /etc/containers/registries.conf.d (and an unreadable
+    /etc/containers/registries.conf) - a directory of the test's bind-mounted over
+    /etc/containers in a mount namespace of its own: nothing on the machine changes - leaves
+    skopeo unmoved: it never reads them."""
+    prefix = _private_mounts()
+    if not prefix or not Path("/etc/containers").is_dir():
+        pytest.skip("needs /etc/containers and a mount namespace (unshare --mount) to cover it")
+    etc = tmp_path / "etc-containers"
+    (etc / "registries.conf.d").mkdir(parents=True)
+    (etc / "registries.conf.d" / "00-unreadable.conf").write_text(_UNREADABLE)
+    (etc / "registries.conf").write_text(_UNREADABLE)
+    script = 'mount --bind "$0" /etc/containers && exec "$@"'
+    env = skopeo.environment()
+    wrapper = [*prefix, "sh", "-c", script, str(etc)]
+    # The check can fail: skopeo in an ordinary environment reads both and stops on them.
+    ordinary = {**env, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / ".config")}
+    refused = _inspect(ordinary, *wrapper)
+    assert refused.returncode != 0 and "/etc/containers/registries.conf" in refused.stderr, (
+        refused.stderr
+    )
+    # In its own environment, it gets as far as the network.
+    done = _inspect(env, *wrapper)
+    assert done.returncode != 0
+    assert "connection refused" in done.stderr, done.stderr

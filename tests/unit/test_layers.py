@@ -98,6 +98,7 @@ LAYERS = {
     "signing": PURE,
     "signing.payload": PURE,
     "signing.status": PURE,
+    "signing.tally": IO,
     "signing.keys": IO,
     "signing.setup": IO,
     "signing.store": IO,

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..oci.platforms import sorted_arches
 from ..publish.report import ComposeReport, TagAction, TagOutcome
+from ..shown import redacted
 
 #: the index tag now serves this compose's index
 _SERVES_COMPOSE = frozenset({TagAction.PUBLISHED, TagAction.UNCHANGED})
@@ -102,4 +103,4 @@ def held_body(report: ComposeReport, outcome: TagOutcome) -> dict[str, Any]:
     }
     if outcome.stale and decision is not None and decision.holder:
         body["newer_compose"] = decision.holder
-    return body
+    return redacted(body)  # a reason may quote a server's words, a URL with them

@@ -3,8 +3,10 @@ whether it is a dry run, and its private work directory. Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ..config.settings import Settings
 
@@ -19,6 +21,26 @@ class PublishOptions:
     force: bool = False
 
 
+class SignatureCount(Protocol):
+    """Where a run counts the signatures it wrote and found (:class:`..signing.tally.Tally`,
+    added to by the workers, read by the report)."""
+
+    def add(
+        self,
+        registry: str,
+        repository: str,
+        *,
+        written: Iterable[tuple[str, str]] = (),
+        present: Iterable[tuple[str, str]] = (),
+    ) -> None: ...
+
+    @property
+    def written(self) -> int: ...
+
+    @property
+    def present(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class RunContext:
     """One run of one compose."""
@@ -29,6 +51,8 @@ class RunContext:
     dry_run: bool
     #: A private, locked directory for this run (:func:`.workdir.run_directory`).
     work: Path
+    #: Where the signatures the run wrote and found are counted (None: not counted).
+    signed: SignatureCount | None = None
 
     @property
     def secret_env(self) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from ..compose.selection import ImageArtifact
 from ..errors import SyncError
 from ..gate.verdicts import GateDecision
 from ..oci.index import IndexEntry
+from .context import SignatureCount
 from .plan import ArchTagPlan, GateInputs, ImagePlan, Plan
 from .report import ArchPush, ComposeReport, TagOutcome
 
@@ -129,7 +130,14 @@ class Listener(Protocol):
 class Record:
     """Everything one run did, in the order it happened."""
 
-    def __init__(self, compose_id: str, *, dry_run: bool, listener: Listener) -> None:
+    def __init__(
+        self,
+        compose_id: str,
+        *,
+        dry_run: bool,
+        listener: Listener,
+        signed: SignatureCount | None = None,
+    ) -> None:
         self.compose_id = compose_id
         self.dry_run = dry_run
         self.plan: Plan | None = None
@@ -140,6 +148,8 @@ class Record:
         self.images: list[ImageStep] = []
         self.arch: dict[tuple[str, str, str], ArchOutcome] = {}
         self.indexes: list[TagOutcome] = []
+        #: the signatures the run wrote and found (its context adds them, on the workers)
+        self.signed = signed
         self._listener = listener
 
     # -- recording -----------------------------------------------------------------------------
@@ -257,6 +267,8 @@ class Record:
             conversions=sum(1 for s in self.images if s.stage is Stage.CONVERT and s.ok),
             seconds=seconds,
             plan=self.plan,
+            signed=self.signed.written if self.signed else 0,
+            already_signed=self.signed.present if self.signed else 0,
         )
 
     def _plan(self) -> Plan:

@@ -32,6 +32,7 @@ from ..config.settings import Settings
 from ..errors import ConfigError, Interrupted
 from ..net.httpclient import new_client
 from ..net.tls import TlsContexts
+from ..signing.tally import Tally
 from .composelock import compose_lock
 from .context import PublishOptions, RunContext
 from .execute import execute
@@ -98,7 +99,8 @@ def publish_compose(
     """Publish one finished compose to every configured registry: read, decide, act, verify."""
     started = time.monotonic()
     progress = Progress(message.compose_id, view)
-    record = Record(message.compose_id, dry_run=dry_run, listener=progress)
+    signed = Tally()  # the signatures the run writes and finds, counted on the workers
+    record = Record(message.compose_id, dry_run=dry_run, listener=progress, signed=signed)
     progress.started(message.status, message.location, dry_run=dry_run)
     try:
         # A private directory per run: two runs (a redelivery and a manual replay, say) never
@@ -110,7 +112,7 @@ def publish_compose(
             else _run_directory(settings.work_dir, message.compose_id) as work
         ):
             options = options or PublishOptions()
-            ctx = RunContext(message.compose_id, settings, options, dry_run, work)
+            ctx = RunContext(message.compose_id, settings, options, dry_run, work, signed=signed)
             _publish(ctx, message.location, record, progress)
     except Interrupted as stopped:
         registries = [registry.url for registry in settings.registries]

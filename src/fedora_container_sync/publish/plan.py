@@ -10,7 +10,11 @@ written:
   ``push`` (the build goes there), ``keep`` (the tag holds this compose's build of this very
   file already; its index entry comes from the registry), ``stale`` (it holds a newer compose:
   the guard keeps it) or ``unreadable`` (it could not be read: left alone, its arch failed);
-* per registry, repository and index tag, the gate's decision if every planned push succeeds.
+* per registry, repository and index tag, the gate's decision if every planned push succeeds;
+* with signing on, the signatures each tag gets (:class:`TagSignatures`): its identity
+  ``registry/repository:tag`` for the digest it moves to and, for an index, for each of its
+  entries; nothing for a tag that does not move (held, stale, unreadable); for one that holds
+  its content already, the same signatures, written only where missing.
 
 A dry run shows the plan (it downloads nothing); a real run executes exactly it.
 Each repository's index tags are gated again from what the run recorded (:class:`GateInputs`)
@@ -30,8 +34,19 @@ from enum import StrEnum
 from ..compose.selection import ImageArtifact
 from ..config.settings import Settings
 from ..gate.tags import ReleaseTags
-from ..gate.verdicts import CurrentTag, GateDecision, Verdict, decide, decide_arch_tag, held_build
+from ..gate.verdicts import (
+    MOVING,
+    CurrentTag,
+    GateDecision,
+    Verdict,
+    decide,
+    decide_arch_tag,
+    held_build,
+)
 from ..oci.index import IndexEntry
+from ..oci.manifest import digest_of
+from ..oci.platforms import sorted_arches
+from ..signing.payload import identity
 from .context import PublishOptions
 
 
@@ -109,11 +124,36 @@ class IndexPlan:
 
 
 @dataclass(frozen=True)
+class PlannedSignature:
+    """One signature of a tag's identity: for ``digest`` (None: what this run builds, known
+    once it is built), of ``content``: ``index``, or the arch of an image (``x86_64``)."""
+
+    digest: str | None
+    content: str
+
+
+@dataclass(frozen=True)
+class TagSignatures:
+    """The signatures one tag gets with signing on, and why none when it gets none."""
+
+    registry: str
+    identity: str
+    signatures: tuple[PlannedSignature, ...]
+    #: The tag moves to what is signed (False: it holds it already; only missing signatures
+    #: are written).
+    moves: bool = True
+    #: Why nothing is signed (the tag does not move): ``held``, ``stale``, ``unreadable``.
+    unsigned: str | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     compose_id: str
     tags: ReleaseTags
     images: tuple[ImagePlan, ...]
     indexes: tuple[IndexPlan, ...]
+    #: With signing on, what each per-arch and index tag gets signed (None: signing off).
+    signing: tuple[TagSignatures, ...] | None = None
 
     def targets(self) -> Iterator[ArchTagPlan]:
         for image in self.images:
@@ -182,6 +222,7 @@ def make_plan(
     plan = Plan(compose_id, tags, tuple(images), ())
     repositories = list(dict.fromkeys(artifact.repository for artifact in artifacts))
     indexes = []
+    signing: list[TagSignatures] = []
     for state in states:
         for repository in repositories:
             inputs = planned_inputs(plan.targets_of(state.registry, repository))
@@ -198,6 +239,15 @@ def make_plan(
                         options=options,
                     )
                 indexes.append(IndexPlan(state.registry, repository, tag, decision))
+                if settings.signing.enabled:
+                    signing.append(
+                        _index_signatures(
+                            plan, state.registry, repository, tag, current, decision, settings
+                        )
+                    )
+    if settings.signing.enabled:
+        arch_tags = [_arch_signatures(target) for target in plan.targets()]
+        return Plan(compose_id, tags, plan.images, tuple(indexes), (*arch_tags, *signing))
     return Plan(compose_id, tags, tuple(images), tuple(indexes))
 
 
@@ -246,3 +296,59 @@ def _arch_tag(
         Verdict.STALE: ArchAction.STALE,
     }[decision.verdict]
     return ArchTagPlan(state.registry, artifact, tag, action, current, decision, held)
+
+
+def _arch_signatures(target: ArchTagPlan) -> TagSignatures:
+    """A per-arch tag's signature: its identity for the build it gets or holds."""
+    name = identity(target.registry, target.repository, target.tag)
+    content = target.artifact.arch
+    if target.action is ArchAction.PUSH:
+        return TagSignatures(target.registry, name, (PlannedSignature(None, content),))
+    if target.action is ArchAction.KEEP and target.held is not None:
+        signature = PlannedSignature(target.held.digest, content)
+        return TagSignatures(target.registry, name, (signature,), moves=False)
+    return TagSignatures(target.registry, name, (), unsigned=str(target.action))
+
+
+def _index_signatures(
+    plan: Plan,
+    registry: str,
+    repository: str,
+    tag: str,
+    current: TagState,
+    decision: GateDecision | None,
+    settings: Settings,
+) -> TagSignatures:
+    """An index tag's signatures: its identity for the index and for each of its entries.
+    Where this run builds an entry (or the index), its digest is known once it is built."""
+    name = identity(registry, repository, tag)
+    if decision is None or isinstance(current, Unreadable):
+        return TagSignatures(registry, name, (), unsigned="unreadable")
+    if decision.verdict is Verdict.UNCHANGED and current is not None:
+        holds = [PlannedSignature(current.digest, "index")]
+        holds += [
+            PlannedSignature(current.entries[arch].digest, arch)
+            for arch in sorted_arches(current.entries)
+        ]
+        return TagSignatures(registry, name, tuple(holds), moves=False)
+    if decision.verdict not in MOVING:
+        why = "held" if decision.verdict is Verdict.HOLD else decision.verdict.value
+        return TagSignatures(registry, name, (), unsigned=why)
+    if decision.entries:  # every entry known: the index's exact bytes are too
+        index = digest_of(decision.index_body(plan.compose_id))
+        known = [PlannedSignature(index, "index")]
+        known += [PlannedSignature(e.digest, e.arch) for e in decision.entries]
+        return TagSignatures(registry, name, tuple(known))
+    builds = {t.artifact.arch: t for t in plan.targets_of(registry, repository)}
+    expected = settings.expected_for(repository)
+    listed = decision.compose_arches if expected is None else decision.compose_arches & expected
+    signatures = [PlannedSignature(None, "index")]
+    for arch in sorted_arches(listed | decision.carried):
+        target = builds.get(arch)
+        if arch in decision.carried and current is not None:
+            signatures.append(PlannedSignature(current.entries[arch].digest, f"{arch}, kept"))
+        elif target is not None and target.held is not None:
+            signatures.append(PlannedSignature(target.held.digest, arch))
+        else:
+            signatures.append(PlannedSignature(None, arch))
+    return TagSignatures(registry, name, tuple(signatures))

@@ -5,6 +5,11 @@ registry x repository x tag - what the tag serves now, what this compose brings,
 (publish / carry / retire / unchanged / hold / stale, or failed) and the reason in words. Rows
 are grouped by registry and digests shortened, so that the table fits :data:`WIDTH` columns;
 when it still would not, each row's reason goes on a line of its own below the row.
+
+With signing on, a real run's summary counts the signatures it wrote and those it found
+already there (a free replay writes none); a dry run lists, per tag, the signatures a real
+run would make sure of - identity and digest - and says that nothing is signed for a tag that
+does not move (held, stale, unreadable).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from enum import StrEnum
 from ..errors import SyncError, TransientError
 from ..gate.verdicts import GateDecision, Verdict
 from ..oci.platforms import sorted_arches
-from .plan import Plan
+from .plan import Plan, TagSignatures
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -174,6 +179,9 @@ class ComposeReport:
     #: What the run planned and then did (None when it read no registry: nothing to publish,
     #: or a failure before).
     plan: Plan | None = None
+    #: Signatures written, and found valid already (signing on).
+    signed: int = 0
+    already_signed: int = 0
 
     @property
     def pushed(self) -> int:
@@ -245,6 +253,11 @@ def render(reports: list[ComposeReport], *, width: int = WIDTH) -> str:
         lines.extend(f"  error: {error}" for error in report.errors)
         if report.pushes or report.tags or report.downloads:
             lines.append(f"  work: {report.work()}")
+        signing = report.plan.signing if report.plan is not None else None
+        if signing is not None and report.dry_run:
+            lines.extend(signing_lines(signing, width))
+        elif signing is not None:
+            lines.append(f"  {signed_line(report)}")
         lines.append(f"  result: {_result(report)}")
     return "\n".join(lines)
 
@@ -297,3 +310,42 @@ def kept_line(report: ComposeReport) -> str:
     kept = held + stale
     parts = [f"{count} {word}" for count, word in ((held, "held"), (stale, "stale")) if count]
     return f"{kept} tag{'s' if kept != 1 else ''} not moved: {', '.join(parts)}"
+
+
+def signed_line(report: ComposeReport) -> str:
+    """``signed: 6 signatures written, 4 already there``."""
+    written = report.signed
+    return (
+        f"signed: {written} signature{'s' if written != 1 else ''} written, "
+        f"{report.already_signed} already there"
+    )
+
+
+#: A digest a dry run does not know: what the run builds (an image, or the index).
+NEW = "(once built)"
+
+
+def signing_lines(tags: tuple[TagSignatures, ...], width: int = WIDTH) -> list[str]:
+    """What a dry run would sign: one row per signature - identity, digest, what it is -
+    and a row saying nothing is signed for each tag that does not move."""
+    rows: list[tuple[str, str, str]] = []
+    for tag in tags:
+        if tag.unsigned:
+            rows.append((tag.identity, "-", f"nothing: {tag.unsigned}"))
+            continue
+        for signature in tag.signatures:
+            digest = short_digests(signature.digest) if signature.digest else NEW
+            what = signature.content if tag.moves else f"{signature.content}, if missing"
+            rows.append((tag.identity, digest, what))
+    if not rows:
+        return []
+    lines = ["  would sign (identity, digest, what; a dry run signs nothing):"]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    below = 4 + widths[0] + 2 + widths[1] + 2 + max(len(row[2]) for row in rows) > width
+    for name, digest, what in rows:
+        left = f"    {name.ljust(widths[0])}  {digest.ljust(widths[1])}"
+        if below:
+            lines.extend([left.rstrip(), f"      {what}"])
+        else:
+            lines.append(f"{left}  {what}")
+    return lines

@@ -277,18 +277,35 @@ _home_lock = threading.Lock()
 _home: Path | None = None
 
 
+#: Where containers/image looks for a user's registries.conf, under ``$HOME``: when it exists,
+#: the system's ``/etc/containers/registries.conf`` and its drop-in directory
+#: ``/etc/containers/registries.conf.d`` are not read at all, only the drop-ins beside it
+#: (containers-registries.conf.d(5)). ``$CONTAINERS_REGISTRIES_CONF`` is no way to do this:
+#: skopeo 1.9 ignores it, and a path given in its place still reads the system's drop-ins.
+USER_REGISTRIES_CONF = Path(".config/containers/registries.conf")
+#: Where containers/image looks for registries.d (signature storage) first: when it exists,
+#: ``/etc/containers/registries.d`` is not read (containers-registries.d(5)).
+USER_REGISTRIES_D = Path(".config/containers/registries.d")
+
+
 def private_home() -> Path:
-    """skopeo's own home (made once per process, 0700): empty ``registries.conf`` and
-    ``containers.conf``, no ``.docker/config.json``, no ``containers/auth.json``, and
+    """skopeo's own home (made once per process, 0700): an empty user ``registries.conf``
+    with an empty drop-in directory beside it and an empty ``registries.d`` (so nothing of
+    ``/etc/containers/registries.conf``, ``registries.conf.d`` or ``registries.d`` applies),
+    an empty ``containers.conf``, no ``.docker/config.json``, no ``containers/auth.json``, and
     ``empty-auth.json``, the auth file of a registry configured anonymous."""
     global _home
     with _home_lock:
         if _home is None or not _home.is_dir():
             home = Path(tempfile.mkdtemp(prefix="fedora-container-sync-skopeo-"))
-            for name in ("registries.conf", "containers.conf"):
-                (home / name).write_text("")
+            (home / "containers.conf").write_text("")
             for name in (".config", "run"):
                 (home / name).mkdir(mode=0o700)
+            registries = home / USER_REGISTRIES_CONF
+            registries.parent.mkdir(mode=0o700)
+            registries.write_text("")
+            (home / f"{USER_REGISTRIES_CONF}.d").mkdir(mode=0o700)
+            (home / USER_REGISTRIES_D).mkdir(mode=0o700)
             (home / "empty-auth.json").write_text('{"auths": {}}')
             atexit.register(shutil.rmtree, home, True)
             _home = home
@@ -299,8 +316,9 @@ def environment(hide: Iterable[str] = ()) -> dict[str, str]:
     """The hermetic environment every skopeo runs in: only :data:`_INHERITED` from ours, and a
     private home (:func:`private_home`) for everything skopeo would read from the user's: no
     ``$DOCKER_CONFIG``, ``$REGISTRY_AUTH_FILE``, ``~/.docker/config.json``,
-    ``$XDG_RUNTIME_DIR/containers/auth.json`` (an operator's ``podman login``) and no
-    ``registries.conf`` of the user's. ``hide`` (credential variables) never passes."""
+    ``$XDG_RUNTIME_DIR/containers/auth.json`` (an operator's ``podman login``), and no
+    ``registries.conf`` of the user's or the system's, drop-ins included. ``hide`` (credential
+    variables) never passes."""
     home = private_home()
     env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
     env.update(
@@ -308,7 +326,6 @@ def environment(hide: Iterable[str] = ()) -> dict[str, str]:
         XDG_CONFIG_HOME=str(home / ".config"),
         XDG_RUNTIME_DIR=str(home / "run"),
         DOCKER_CONFIG=str(home / ".docker"),
-        CONTAINERS_REGISTRIES_CONF=str(home / "registries.conf"),
         CONTAINERS_CONF=str(home / "containers.conf"),
     )
     for name in hide:

@@ -43,7 +43,8 @@ def sign_for_tag(
     entries: Iterable[str] = (),
 ) -> int:
     """Before ``tag`` moves to ``digest`` (an index: with ``entries``), or where it holds it:
-    make sure every signature it needs is in the registry and valid. The number written."""
+    make sure every signature it needs is in the registry and valid (the run's tally counts
+    them, written or found). The number written."""
     if ctx.dry_run:
         return 0
     signing = signing_for(ctx.settings)
@@ -53,11 +54,15 @@ def sign_for_tag(
 
     needs = needs_for_tag(client.registry.url, repository, tag, digest, entries)
     try:
-        written = ensure_signed(client, repository, needs, signing, compose_id=ctx.compose_id)
+        signed = ensure_signed(client, repository, needs, signing, compose_id=ctx.compose_id)
     except SyncError as error:
         if isinstance(error, TransientError):
             raise SignerUnavailable(f"signing failed: {error}") from None
         raise SigningError(f"signing failed: {error}") from None
+    if ctx.signed is not None:
+        url = client.registry.url
+        ctx.signed.add(url, repository, written=signed.written, present=signed.present)
+    written = len(signed.written)
     if written:
         _log.info(
             "compose %s: signed %s/%s:%s (%d signature%s)",

@@ -78,6 +78,18 @@ def read_signatures(client: RegistryClient, repository: str, digest: str) -> Fou
     return Found(layers, signatures)
 
 
+@dataclass(frozen=True)
+class Signed:
+    """What :func:`ensure_signed` did, as (digest, identity) pairs: the signatures it wrote,
+    and those it found valid before writing anything."""
+
+    written: frozenset[tuple[str, str]] = frozenset()
+    present: frozenset[tuple[str, str]] = frozenset()
+
+    def __or__(self, other: Signed) -> Signed:
+        return Signed(self.written | other.written, self.present | other.present)
+
+
 def ensure_signed(
     client: RegistryClient,
     repository: str,
@@ -85,16 +97,16 @@ def ensure_signed(
     signing: Signing,
     *,
     compose_id: str | None,
-) -> int:
-    """Make every digest of ``needs`` carry a valid signature for each of its identities;
-    the number of signatures written (0: all were there). SyncError when that fails."""
-    written = 0
+) -> Signed:
+    """Make every digest of ``needs`` carry a valid signature for each of its identities:
+    what was written (nothing: all were there) and what was there. SyncError when that fails."""
+    signed = Signed()
     for digest in sorted(needs):
         identities = sorted(set(needs[digest]))
         if identities:
             with _lock(client.registry.url, repository, digest):
-                written += _ensure_one(client, repository, digest, identities, signing, compose_id)
-    return written
+                signed |= _ensure_one(client, repository, digest, identities, signing, compose_id)
+    return signed
 
 
 def _ensure_one(
@@ -104,15 +116,18 @@ def _ensure_one(
     identities: list[str],
     signing: Signing,
     compose_id: str | None,
-) -> int:
+) -> Signed:
     name = f"{client.registry.url}/{repository}:{signature_tag(digest)}"
-    written = 0
+    written: set[tuple[str, str]] = set()
+    present: frozenset[tuple[str, str]] | None = None
     for attempt in range(1, _WRITES + 1):
         found = read_signatures(client, repository, digest)
         have = signed_claims(found.checked(signing.public_key), digest)
+        if present is None:
+            present = frozenset((digest, identity) for identity in identities if identity in have)
         missing = [identity for identity in identities if identity not in have]
         if not missing:
-            return written
+            return Signed(frozenset(written), present)
         if attempt > 1:
             _log.warning("%s: read back without %s; writing again", name, ", ".join(missing))
         added = [_sign(signing, identity, digest, compose_id) for identity in missing]
@@ -122,13 +137,13 @@ def _ensure_one(
         body, config = signature_manifest(layers)
         client.blob_put(repository, config)
         client.manifest_put(repository, signature_tag(digest), mediatype.OCI_MANIFEST, body)
-        written += len(added)
+        written.update((digest, identity) for identity in missing)
     found = read_signatures(client, repository, digest)
     have = signed_claims(found.checked(signing.public_key), digest)
     missing = [identity for identity in identities if identity not in have]
     if missing:
         raise SigningError(f"{name}: signatures for {', '.join(missing)} did not read back valid")
-    return written
+    return Signed(frozenset(written), present or frozenset())
 
 
 def _sign(
