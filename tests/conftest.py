@@ -18,6 +18,23 @@ from support.servers import FileServer, Registry, registry_binary
 
 REQUIRED_TOOLS = ("skopeo", registry_binary())
 
+#: A test module that talks to the shared RabbitMQ on 127.0.0.1:5672 (or starts a node of its
+#: own): its consumers bind the same topics as every other such module's, so under
+#: ``pytest -n`` (``make test``) they all run on one worker, one at a time, as they would
+#: without xdist. Everything else is spread over the workers.
+_BROKER = re.compile(r"support\.broker|amqp|rabbit|fedora[_-]messaging", re.IGNORECASE)
+_talks_to_the_broker: dict[Path, bool] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path
+        if path not in _talks_to_the_broker:
+            talks = "integration" in path.parts and bool(_BROKER.search(path.read_text()))
+            _talks_to_the_broker[path] = talks
+        if _talks_to_the_broker[path]:
+            item.add_marker(pytest.mark.xdist_group("broker"))
+
 
 def _require_tools() -> None:
     missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
