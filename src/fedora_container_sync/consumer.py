@@ -17,14 +17,15 @@ identical index are skipped).
 ``ContainerPublishedV1`` goes out for the index tags a run moved (see :mod:`.bus.results`),
 by the run that moved them: also when the run then failed and its message is requeued, and
 when a stop or a lost channel cut it short (the moves are announced before the ``Nack``; what
-it held, the delivery that ends the message announces). So a redelivery, which finds those
-tags already serving the compose, announces nothing again - except in the process that could
-not announce them (a send that failed, a run whose moves are unknown): its next delivery of the
-message announces every tag that already serves the compose too, so a tag may be announced
-twice then. A process killed outright (``kill -9``) between moving a tag and announcing it
-leaves that move unannounced, on any queue: ``replay --announce`` sends it (the broker's
-``x-delivery-count`` cannot tell such a kill from a lost channel, after which the run
-announced its moves itself). See docs/messages.md.
+it held, the delivery that ends the message announces). Each move is one message whose id is
+a function of the move, so a move announced again is a duplicate by id. A redelivery
+(``x-delivery-count`` above 0) announces every tag that already serves the compose too -
+unless the delivery just before it was this process's and announced its moves
+(:func:`~.bus.answers.announce_served`): an earlier delivery may have been killed (``kill
+-9``, OOM) between an index write and its announcement, and the broker cannot tell such a
+kill from a lost channel. A tag that delivery had announced goes out again under the same
+id; one it had not, for the first time. The same holds for a send that failed here (the next
+delivery here announces what serves the compose). See docs/messages.md.
 
 With ``[consumer_config.container.health]``, ``__init__`` also starts the ``/live`` and
 ``/ready`` endpoints of :mod:`.bus.health`.
@@ -57,12 +58,20 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from fedora_messaging.exceptions import Drop, HaltConsumer, Nack
 
 from . import shown_logs, shutdown
-from .bus.answers import Decision, Outcome, decide_error, decide_report, requeue_delay
+from .bus.answers import (
+    Decision,
+    Outcome,
+    announce_served,
+    decide_error,
+    decide_report,
+    previous_deliveries,
+    requeue_delay,
+)
 from .bus.delivery import DeliveryWatch, single_subscription
 from .bus.health import BrokerWatch, ProgressWatch, broker_address, serve, watch_broker
 from .bus.notify import BusPublisher, announce
@@ -79,6 +88,7 @@ if TYPE_CHECKING:
     from fedora_messaging.message import Message
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: how many messages' failure counts are remembered (the oldest is forgotten first)
 _REMEMBERED_FAILURES = 1024
@@ -129,6 +139,9 @@ class Consumer:
         #: send failed, or a run ended so that its moves are unknown): their next delivery
         #: here announces what serves them
         self._owed: OrderedDict[str, None] = OrderedDict()
+        #: per message: the ``x-delivery-count`` of its last delivery here that announced
+        #: every move it made (the next delivery, one count on, need not announce them again)
+        self._announced: OrderedDict[str, int] = OrderedDict()
         self._stopping = threading.Event()
         #: held while a message runs: one at a time in this process
         self._running = threading.Lock()
@@ -165,16 +178,18 @@ class Consumer:
             if not self._delivery.begin():
                 self._cut_short()
             try:
-                self._handle(envelope)
+                # fedora-messaging keeps the AMQP headers in Message._headers (internal).
+                self._handle(envelope, previous_deliveries(getattr(message, "_headers", None)))
             finally:
                 self._delivery.end()
         finally:
             self._clear_cut()
             self._running.release()
 
-    def _handle(self, envelope: Envelope) -> None:
+    def _handle(self, envelope: Envelope, previous: int | None) -> None:
         key = envelope.id or envelope.label
         owed = key in self._owed
+        served = announce_served(previous, self._announced.pop(key, None))
         announcing = False
         if self._progress is not None:
             self._progress.begin(envelope.label)
@@ -189,19 +204,25 @@ class Consumer:
                 report, decision = stopped.report, decide_error(stopped)
             if report is not None and self.settings.publish_amqp_messages:
                 requeued = decision.outcome is Outcome.REQUEUE
-                if owed:
+                if owed or served:
                     _log.info(
-                        "compose %s: an earlier delivery here could not announce its moves: "
-                        "announcing tags that already serve it too",
+                        "compose %s: %s: announcing the tags that already serve it too, "
+                        "under the ids of their moves",
                         envelope.label,
+                        "an earlier delivery here could not announce its moves"
+                        if owed
+                        else f"delivered before ({previous if previous is not None else '?'}), "
+                        "not announced here",
                     )
                 # A requeued or cut run announces its moves now: the redelivery finds those
                 # tags already serving the compose and would never announce them. What it
                 # held, the delivery that ends the message announces.
                 ends = not requeued and not self._cut.is_set()
                 announcing = True
-                announce(report, self._publisher, unchanged=owed, held=ends)
+                announce(report, self._publisher, unchanged=owed or served, held=ends)
                 self._owed.pop(key, None)
+            if previous is not None:  # every move of this delivery announced (or none made)
+                self._remember(self._announced, key, previous)
         except Exception as error:
             decision = decide_error(error)
             if announcing or self._cut.is_set() or self._stopping.is_set():
@@ -222,10 +243,15 @@ class Consumer:
         self._answer(decision, envelope)
 
     def _owe(self, key: str) -> None:
-        self._owed.pop(key, None)
-        self._owed[key] = None
-        while len(self._owed) > _REMEMBERED_FAILURES:
-            self._owed.popitem(last=False)
+        self._remember(self._owed, key, None)
+
+    @staticmethod
+    def _remember(memory: OrderedDict[str, T], key: str, value: T) -> None:
+        """``memory[key] = value``, newest last; the oldest is forgotten past the bound."""
+        memory.pop(key, None)
+        memory[key] = value
+        while len(memory) > _REMEMBERED_FAILURES:
+            memory.popitem(last=False)
 
     def _stop(self) -> None:
         """fedora-messaging is shutting down: end the run in progress now (see the module)."""

@@ -7,8 +7,10 @@ from fedora_messaging.exceptions import HaltConsumer
 
 from fedora_container_sync.bus.answers import (
     Outcome,
+    announce_served,
     decide_error,
     decide_report,
+    previous_deliveries,
     requeue_delay,
 )
 from fedora_container_sync.config.settings import RequeueSettings, Settings
@@ -145,3 +147,37 @@ def test_unusable_config_halts_before_consuming(tmp_path):
     assert isinstance(halt, HaltConsumer) and isinstance(halt, SystemExit)
     assert halt.exit_code == halt.code == 2
     assert str(halt).startswith(f"fedora-container-sync cannot start: work_dir {blocker}/work")
+
+
+@pytest.mark.parametrize(
+    ("headers", "count"),
+    [
+        (None, 0),  # no headers at all
+        ({}, 0),  # a classic queue, or a first delivery
+        ({"x-delivery-count": 0}, 0),
+        ({"x-delivery-count": 3}, 3),
+        ({"x-delivery-count": "3"}, None),  # not a count: unknown
+        ({"x-delivery-count": -1}, None),
+        ({"x-delivery-count": True}, None),
+    ],
+)
+def test_previous_deliveries_reads_the_quorum_queue_count(headers, count):
+    assert previous_deliveries(headers) == count
+
+
+@pytest.mark.parametrize(
+    ("previous", "announced_here", "again"),
+    [
+        (0, None, False),  # a first delivery: nothing before it to announce
+        (1, 0, False),  # requeued by this process, which announced its moves
+        (3, 2, False),
+        (1, None, True),  # the delivery before was elsewhere (killed, cut off, stopped)
+        (2, 0, True),  # this process announced, then another delivery came between
+        (5, 5, True),  # a stale record, not the delivery just before
+        (None, 3, True),  # an unreadable count
+    ],
+)
+def test_a_redelivery_announces_what_serves_the_compose_unless_the_last_one_here_did(
+    previous, announced_here, again
+):
+    assert announce_served(previous, announced_here) is again
