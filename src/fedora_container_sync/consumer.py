@@ -20,12 +20,12 @@ when a stop or a lost channel cut it short (the moves are announced before the `
 it held, the delivery that ends the message announces). Each move is one message whose id is
 a function of the move, so a move announced again is a duplicate by id. A redelivery
 (``x-delivery-count`` above 0) announces every tag that already serves the compose too -
-unless the delivery just before it was this process's and announced its moves
-(:func:`~.bus.answers.announce_served`): an earlier delivery may have been killed (``kill
--9``, OOM) between an index write and its announcement, and the broker cannot tell such a
-kill from a lost channel. A tag that delivery had announced goes out again under the same
-id; one it had not, for the first time. The same holds for a send that failed here (the next
-delivery here announces what serves the compose). See docs/messages.md.
+unless the delivery just before it was this process's and owed nothing (:mod:`.bus.ledger`):
+an earlier delivery may have been killed (``kill -9``, OOM) between an index write and its
+announcement, and the broker cannot tell such a kill from a lost channel. A tag that delivery
+had announced goes out again under the same id; one it had not, for the first time. The same
+holds for a send that failed here (the next delivery here announces what serves the compose).
+See docs/messages.md.
 
 With ``[consumer_config.container.health]``, ``__init__`` also starts the ``/live`` and
 ``/ready`` endpoints of :mod:`.bus.health`.
@@ -58,22 +58,15 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, cast
 
 from fedora_messaging.exceptions import Drop, HaltConsumer, Nack
 
 from . import shown_logs, shutdown
-from .bus.answers import (
-    Decision,
-    Outcome,
-    announce_served,
-    decide_error,
-    decide_report,
-    previous_deliveries,
-    requeue_delay,
-)
+from .bus.answers import Decision, Outcome, decide_error, decide_report, requeue_delay
 from .bus.delivery import DeliveryWatch, single_subscription
 from .bus.health import BrokerWatch, ProgressWatch, broker_address, serve, watch_broker
+from .bus.ledger import AnnounceLedger, previous_deliveries
 from .bus.notify import BusPublisher, announce
 from .compose.message import Envelope
 from .config.bus import check_bus_document
@@ -88,7 +81,6 @@ if TYPE_CHECKING:
     from fedora_messaging.message import Message
 
 _log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: how many messages' failure counts are remembered (the oldest is forgotten first)
 _REMEMBERED_FAILURES = 1024
@@ -135,13 +127,8 @@ class Consumer:
             raise ConsumerHalt(EXIT_USAGE, reason) from None
         self._publisher = BusPublisher()
         self._failures: OrderedDict[str, int] = OrderedDict()
-        #: messages whose last delivery here may have moved tags it did not announce (the
-        #: send failed, or a run ended so that its moves are unknown): their next delivery
-        #: here announces what serves them
-        self._owed: OrderedDict[str, None] = OrderedDict()
-        #: per message: the ``x-delivery-count`` of its last delivery here that announced
-        #: every move it made (the next delivery, one count on, need not announce them again)
-        self._announced: OrderedDict[str, int] = OrderedDict()
+        #: which deliveries announce the tags that already serve their compose
+        self._ledger = AnnounceLedger(_REMEMBERED_FAILURES)
         self._stopping = threading.Event()
         #: held while a message runs: one at a time in this process
         self._running = threading.Lock()
@@ -188,8 +175,8 @@ class Consumer:
 
     def _handle(self, envelope: Envelope, previous: int | None) -> None:
         key = envelope.id or envelope.label
-        owed = key in self._owed
-        served = announce_served(previous, self._announced.pop(key, None))
+        owed = self._ledger.owed(key)
+        repeat = self._ledger.repeat(key, previous)
         announcing = False
         if self._progress is not None:
             self._progress.begin(envelope.label)
@@ -204,7 +191,7 @@ class Consumer:
                 report, decision = stopped.report, decide_error(stopped)
             if report is not None and self.settings.publish_amqp_messages:
                 requeued = decision.outcome is Outcome.REQUEUE
-                if owed or served:
+                if repeat:
                     _log.info(
                         "compose %s: %s: announcing the tags that already serve it too, "
                         "under the ids of their moves",
@@ -219,14 +206,15 @@ class Consumer:
                 # held, the delivery that ends the message announces.
                 ends = not requeued and not self._cut.is_set()
                 announcing = True
-                announce(report, self._publisher, unchanged=owed or served, held=ends)
-                self._owed.pop(key, None)
-            if previous is not None:  # every move of this delivery announced (or none made)
-                self._remember(self._announced, key, previous)
+                announce(report, self._publisher, unchanged=repeat, held=ends)
+                self._ledger.sent(key, previous, repeated=repeat, ended=ends)
+            else:
+                self._ledger.not_sent(key, previous, repeat=repeat)
         except Exception as error:
             decision = decide_error(error)
-            if announcing or self._cut.is_set() or self._stopping.is_set():
-                self._owe(key)  # a failed send, or a run cut short whose moves are unknown
+            # a failed send, or a run cut short whose moves are unknown
+            owe = announcing or self._cut.is_set() or self._stopping.is_set()
+            self._ledger.unsure(key, owe=owe)
             if not isinstance(error, SyncError):
                 _log.debug("traceback of the unexpected error", exc_info=True)
         finally:
@@ -241,17 +229,6 @@ class Consumer:
             )
             raise Nack()  # the answer goes nowhere; fedora-messaging needs one
         self._answer(decision, envelope)
-
-    def _owe(self, key: str) -> None:
-        self._remember(self._owed, key, None)
-
-    @staticmethod
-    def _remember(memory: OrderedDict[str, T], key: str, value: T) -> None:
-        """``memory[key] = value``, newest last; the oldest is forgotten past the bound."""
-        memory.pop(key, None)
-        memory[key] = value
-        while len(memory) > _REMEMBERED_FAILURES:
-            memory.popitem(last=False)
 
     def _stop(self) -> None:
         """fedora-messaging is shutting down: end the run in progress now (see the module)."""
@@ -288,7 +265,7 @@ class Consumer:
         key = envelope.id or envelope.label
         reason = about_compose(envelope.label, decision.reason)
         if decision.outcome is not Outcome.REQUEUE:
-            self._owed.pop(key, None)
+            self._ledger.ended(key)
         if decision.outcome is Outcome.ACK:
             self._failures.pop(key, None)
             if decision.reason != "nothing to do":

@@ -62,30 +62,6 @@ def decide_error(error: Exception) -> Decision:
     return Decision(Outcome.REQUEUE, f"unexpected {type(error).__name__}: {one_line(error)}")
 
 
-def previous_deliveries(headers: object) -> int | None:
-    """How often the broker delivered this message before: quorum queues' ``x-delivery-count``
-    header (0 when absent: a first delivery, or a queue that does not count). None when the
-    header is there but not a count. Pure."""
-    if not isinstance(headers, dict) or "x-delivery-count" not in headers:
-        return 0
-    count = headers["x-delivery-count"]
-    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
-        return count
-    return None
-
-
-def announce_served(previous: int | None, announced_here: int | None) -> bool:
-    """Announce the tags that already serve the compose too (under the ids of their first
-    announcement, see :mod:`.results`)? Yes on a redelivery, unless the delivery just before
-    this one was this process's and announced every move it made (``announced_here``: the
-    ``previous`` count that delivery came with): any other earlier delivery may have been
-    killed between an index write and its announcement. An unreadable count is taken as yes:
-    a duplicate by id costs nothing, a move never announced is lost. Pure."""
-    if previous is None:
-        return True
-    return previous > 0 and announced_here != previous - 1
-
-
 def requeue_delay(failures: int, policy: RequeueSettings) -> float:
     """Seconds to wait before handing a message back after its ``failures``-th failure. Pure."""
     exponent = min(max(failures, 1) - 1, 62)
