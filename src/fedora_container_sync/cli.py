@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--announce",
         action="store_true",
-        help="send the published message also for repositories whose tags already served the "
-        "compose (by default only a repository whose tags this run moved is announced)",
+        help="send the published message also for tags that already served the compose, under "
+        "the ids of their moves (by default only the tags this run moved are announced)",
     )
     replay.add_argument("-v", "--verbose", action="store_true", help="log every step")
     replay.add_argument("message_file", metavar="MESSAGE_FILE", help="message file, or - for stdin")

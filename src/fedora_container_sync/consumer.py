@@ -17,14 +17,15 @@ identical index are skipped).
 ``ContainerPublishedV1`` goes out for the index tags a run moved (see :mod:`.bus.results`),
 by the run that moved them: also when the run then failed and its message is requeued, and
 when a stop or a lost channel cut it short (the moves are announced before the ``Nack``; what
-it held, the delivery that ends the message announces). So a redelivery, which finds those
-tags already serving the compose, announces nothing again - except in the process that could
-not announce them (a send that failed, a run whose moves are unknown): its next delivery of the
-message announces every tag that already serves the compose too, so a tag may be announced
-twice then. A process killed outright (``kill -9``) between moving a tag and announcing it
-leaves that move unannounced, on any queue: ``replay --announce`` sends it (the broker's
-``x-delivery-count`` cannot tell such a kill from a lost channel, after which the run
-announced its moves itself). See docs/messages.md.
+it held, the delivery that ends the message announces). Each move is one message whose id is
+a function of the move, so a move announced again is a duplicate by id. A redelivery
+(``x-delivery-count`` above 0) announces every tag that already serves the compose too -
+unless the delivery just before it was this process's and owed nothing (:mod:`.bus.ledger`):
+an earlier delivery may have been killed (``kill -9``, OOM) between an index write and its
+announcement, and the broker cannot tell such a kill from a lost channel. A tag that delivery
+had announced goes out again under the same id; one it had not, for the first time. The same
+holds for a send that failed here (the next delivery here announces what serves the compose).
+See docs/messages.md.
 
 With ``[consumer_config.container.health]``, ``__init__`` also starts the ``/live`` and
 ``/ready`` endpoints of :mod:`.bus.health`.
@@ -72,6 +73,7 @@ from .bus.health import (
     serve,
     watch_broker,
 )
+from .bus.ledger import AnnounceLedger, previous_deliveries
 from .bus.notify import BusPublisher, announce
 from .compose.message import Envelope
 from .config.bus import check_bus_document
@@ -134,10 +136,8 @@ class Consumer:
             raise ConsumerHalt(EXIT_USAGE, reason) from None
         self._publisher = BusPublisher()
         self._failures: OrderedDict[str, int] = OrderedDict()
-        #: messages whose last delivery here may have moved tags it did not announce (the
-        #: send failed, or a run ended so that its moves are unknown): their next delivery
-        #: here announces what serves them
-        self._owed: OrderedDict[str, None] = OrderedDict()
+        #: which deliveries announce the tags that already serve their compose
+        self._ledger = AnnounceLedger(_REMEMBERED_FAILURES)
         self._stopping = threading.Event()
         #: held while a message runs: one at a time in this process
         self._running = threading.Lock()
@@ -174,16 +174,18 @@ class Consumer:
             if not self._delivery.begin():
                 self._cut_short()
             try:
-                self._handle(envelope)
+                # fedora-messaging keeps the AMQP headers in Message._headers (internal).
+                self._handle(envelope, previous_deliveries(getattr(message, "_headers", None)))
             finally:
                 self._delivery.end()
         finally:
             self._clear_cut()
             self._running.release()
 
-    def _handle(self, envelope: Envelope) -> None:
+    def _handle(self, envelope: Envelope, previous: int | None) -> None:
         key = envelope.id or envelope.label
-        owed = key in self._owed
+        owed = self._ledger.owed(key)
+        repeat = self._ledger.repeat(key, previous)
         announcing = False
         if self._progress is not None:
             self._progress.begin(envelope.label)
@@ -198,23 +200,30 @@ class Consumer:
                 report, decision = stopped.report, decide_error(stopped)
             if report is not None and self.settings.publish_amqp_messages:
                 requeued = decision.outcome is Outcome.REQUEUE
-                if owed:
+                if repeat:
                     _log.info(
-                        "compose %s: an earlier delivery here could not announce its moves: "
-                        "announcing tags that already serve it too",
+                        "compose %s: %s: announcing the tags that already serve it too, "
+                        "under the ids of their moves",
                         envelope.label,
+                        "an earlier delivery here could not announce its moves"
+                        if owed
+                        else f"delivered before ({previous if previous is not None else '?'}), "
+                        "not announced here",
                     )
                 # A requeued or cut run announces its moves now: the redelivery finds those
                 # tags already serving the compose and would never announce them. What it
                 # held, the delivery that ends the message announces.
                 ends = not requeued and not self._cut.is_set()
                 announcing = True
-                announce(report, self._publisher, unchanged=owed, held=ends)
-                self._owed.pop(key, None)
+                announce(report, self._publisher, unchanged=repeat, held=ends)
+                self._ledger.sent(key, previous, repeated=repeat, ended=ends)
+            else:
+                self._ledger.not_sent(key, previous, repeat=repeat)
         except Exception as error:
             decision = decide_error(error)
-            if announcing or self._cut.is_set() or self._stopping.is_set():
-                self._owe(key)  # a failed send, or a run cut short whose moves are unknown
+            # a failed send, or a run cut short whose moves are unknown
+            owe = announcing or self._cut.is_set() or self._stopping.is_set()
+            self._ledger.unsure(key, owe=owe)
             if not isinstance(error, SyncError):
                 _log.debug("traceback of the unexpected error", exc_info=True)
         finally:
@@ -229,12 +238,6 @@ class Consumer:
             )
             raise Nack()  # the answer goes nowhere; fedora-messaging needs one
         self._answer(decision, envelope)
-
-    def _owe(self, key: str) -> None:
-        self._owed.pop(key, None)
-        self._owed[key] = None
-        while len(self._owed) > _REMEMBERED_FAILURES:
-            self._owed.popitem(last=False)
 
     def _stop(self) -> None:
         """fedora-messaging is shutting down: end the run in progress now (see the module)."""
@@ -271,7 +274,7 @@ class Consumer:
         key = envelope.id or envelope.label
         reason = about_compose(envelope.label, decision.reason)
         if decision.outcome is not Outcome.REQUEUE:
-            self._owed.pop(key, None)
+            self._ledger.ended(key)
         if decision.outcome is Outcome.ACK:
             self._failures.pop(key, None)
             if decision.reason != "nothing to do":

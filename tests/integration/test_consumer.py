@@ -48,17 +48,18 @@ def test_consumer_publishes_announces_and_acks_foreign_messages(bus):
 
     assert harness.arches(TOOLBOX, "41") == set(ARCHES)
     assert harness.digest(TOOLBOX, "latest") == harness.digest(TOOLBOX, "41")
-    (published,) = bus.results(1)
-    assert isinstance(published, ContainerPublishedV1)
-    assert published.topic == f"{bus.topic_prefix}.fedora_image_uploader.published.v1.container"
-    assert published.body == {
-        "architectures": ["x86_64", "aarch64", "ppc64le", "s390x"],
-        "compose_id": OLD,
-        "registries": [f"{harness.registries[0].host}/{harness.namespace}"],
-        "release": 41,
-        "repository": TOOLBOX,
-        "tags": ["41", "latest"],
-    }
+    published = bus.results(2)  # one message per moved tag
+    for message, tag in zip(published, ("41", "latest"), strict=True):
+        assert isinstance(message, ContainerPublishedV1)
+        assert message.topic == f"{bus.topic_prefix}.fedora_image_uploader.published.v1.container"
+        assert message.body == {
+            "architectures": ["x86_64", "aarch64", "ppc64le", "s390x"],
+            "compose_id": OLD,
+            "registries": [f"{harness.registries[0].host}/{harness.namespace}"],
+            "release": 41,
+            "repository": TOOLBOX,
+            "tags": [tag],
+        }
     # The foreign message was decoded with its own schema and acknowledged without work.
     assert consumer.lines(rf"ignoring \S+: topic {bus.topic_prefix}\.hotness\.update\.drop")
     assert not consumer.lines("not in the schema registry|Traceback")
@@ -84,10 +85,10 @@ def test_held_tags_are_announced_with_this_projects_schema(bus):
     consumer.wait_stats(processed=2)
 
     assert harness.index(TOOLBOX, "41")["annotations"][COMPOSE_ID] == OLD
-    results = bus.results(3)
-    assert [type(m) for m in results] == [ContainerPublishedV1, TagHeldV1, TagHeldV1]
+    results = bus.results(4)
+    assert [type(m) for m in results] == [ContainerPublishedV1] * 2 + [TagHeldV1] * 2
     registry = f"{harness.registries[0].host}/{harness.namespace}"
-    for held, tag in zip(results[1:], ("41", "latest"), strict=True):
+    for held, tag in zip(results[2:], ("41", "latest"), strict=True):
         assert held.topic == f"{bus.topic_prefix}.fedora_container_sync.tag.held.v1"
         assert held.body == {
             "compose_id": NEW,
@@ -154,8 +155,11 @@ def test_killed_mid_publish_a_fresh_consumer_completes_the_redelivered_message(b
     for arch in ("x86_64", "aarch64"):
         assert harness.digest(TOOLBOX, f"41-{arch}") == before[arch]
         assert second.lines(rf"tag \S+:41-{arch}, verdict unchanged")
-    (published,) = bus.results(1)
-    assert (published.body["compose_id"], published.body["tags"]) == (OLD, ["41", "latest"])
+    published = bus.results(2)
+    assert [(m.body["compose_id"], m.body["tags"]) for m in published] == [
+        (OLD, ["41"]),
+        (OLD, ["latest"]),
+    ]
     assert bus.broker.count(bus.queue) == 0
 
 
@@ -246,10 +250,10 @@ def test_replay_sends_the_same_result_messages(bus, tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    (published,) = bus.results(1)
-    assert isinstance(published, ContainerPublishedV1)
-    assert published.topic == f"{bus.topic_prefix}.fedora_image_uploader.published.v1.container"
-    assert published.body["compose_id"] == OLD
+    published = bus.results(2)
+    assert all(isinstance(m, ContainerPublishedV1) for m in published)
+    assert published[0].topic == f"{bus.topic_prefix}.fedora_image_uploader.published.v1.container"
+    assert [m.body["compose_id"] for m in published] == [OLD, OLD]
 
 
 def test_stale_tags_are_announced_as_stale_not_held(bus):
@@ -261,8 +265,10 @@ def test_stale_tags_are_announced_as_stale_not_held(bus):
     consumer.wait_stats(processed=2)
 
     assert harness.index(TOOLBOX, "41")["annotations"][COMPOSE_ID] == NEW
-    published, *kept = bus.results(3)
-    assert isinstance(published, ContainerPublishedV1) and published.body["compose_id"] == NEW
+    *published, kept_41, kept_latest = bus.results(4)
+    kept = [kept_41, kept_latest]
+    assert [type(m) for m in published] == [ContainerPublishedV1] * 2
+    assert [m.body["compose_id"] for m in published] == [NEW, NEW]
     registry = f"{harness.registries[0].host}/{harness.namespace}"
     assert [type(m) for m in kept] == [TagHeldV1, TagHeldV1]
     for message, tag in zip(kept, ("41", "latest"), strict=True):
@@ -292,15 +298,18 @@ def test_a_compose_is_announced_once_however_often_it_is_handled(bus, tmp_path):
     consumer = bus.consumer(bus.config(settings=PUBLISH))
     consumer.wait_stats(processed=2)
     assert consumer.stop() == 0
-    (published,) = bus.results(1)
-    assert published.body["compose_id"] == OLD
+    published = bus.results(2)
+    assert [(m.body["compose_id"], m.body["tags"]) for m in published] == [
+        (OLD, ["41"]),
+        (OLD, ["latest"]),
+    ]
     assert len(consumer.lines(rf"compose {OLD}: acknowledged: done$")) == 2
 
     # A replay that moves nothing announces nothing; --announce asks for it.
     messages = write_messages(tmp_path / "saved.jsonl", [bus.pungi(finished)])
     config = bus.config(settings=PUBLISH, name="replay")
     replay = [str(BIN / "fedora-container-sync"), "replay", "--config", str(config)]
-    for extra, expected in (([], 0), (["--announce"], 1)):
+    for extra, expected in (([], 0), (["--announce"], 2)):
         result = subprocess.run(
             [*replay, *extra, str(messages)],
             capture_output=True,
@@ -312,3 +321,5 @@ def test_a_compose_is_announced_once_however_often_it_is_handled(bus, tmp_path):
         # replay returns after the broker confirmed each message: routed by then, if sent.
         sent = bus.broker.take(bus.results_queue)
         assert [m.body["compose_id"] for m in sent] == [OLD] * expected, extra
+        if expected:  # announced again under the ids of the consumer's announcements
+            assert {m.id for m in sent} == {m.id for m in published}

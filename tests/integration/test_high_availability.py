@@ -204,9 +204,11 @@ def test_a_kill_9_of_the_active_consumer_hands_the_queue_to_the_standby(
         assert seen == sorted(seen) and seen[-1] == COMPOSES[2], tag
     assert harness.arches(TOOLBOX, "41") == set(ARCHES)
     # Each compose announced once: the redelivered one by the consumer that finished it.
-    published = bus.results(3)
+    published = bus.results(6)  # 41 and latest of each
     assert all(isinstance(message, ContainerPublishedV1) for message in published)
-    assert sorted(message.body["compose_id"] for message in published) == list(COMPOSES)
+    assert sorted((m.body["compose_id"], *m.body["tags"]) for m in published) == [
+        (compose_id, tag) for compose_id in COMPOSES for tag in ("41", "latest")
+    ]
     assert bus.broker.take(bus.results_queue) == []
     # The queues end empty, nothing dead-lettered.
     assert bus.broker.count(bus.queue) == 0
@@ -281,5 +283,5 @@ def test_a_message_that_kills_its_consumer_ends_in_the_dead_letter_queue(
     )
     assert replay.returncode == 0, replay.stderr
     assert harness.index(TOOLBOX, "41")["annotations"][COMPOSE_ID] == poison_id
-    (published,) = bus.results(1)
-    assert published.body["compose_id"] == poison_id
+    published = bus.results(2)
+    assert [m.body["compose_id"] for m in published] == [poison_id, poison_id]

@@ -51,6 +51,7 @@ PURE_IMPORTS = frozenset(
         "typing",
         "unicodedata",
         "urllib.parse",
+        "uuid",  # only RESTRICTED["uuid"]
         "zlib",
         "pydantic",
         "productmd.composeinfo",
@@ -58,10 +59,11 @@ PURE_IMPORTS = frozenset(
     }
 )
 #: The only names a pure module may use of these modules: the machine's CPU count (a default
-#: setting), and path arithmetic on strings.
+#: setting), path arithmetic on strings, and name-based UUIDs (uuid5; not uuid1/uuid4).
 RESTRICTED = {
     "os": frozenset({"cpu_count", "PathLike"}),
     "posixpath": frozenset({"normpath", "join", "split", "basename", "dirname", "splitext"}),
+    "uuid": frozenset({"UUID", "uuid5"}),
 }
 IO_BUILTINS = frozenset({"open", "print", "input", "breakpoint", "exec", "eval", "__import__"})
 IO_METHODS = frozenset(

@@ -267,14 +267,25 @@ def logged_moves(log: str) -> set[tuple[str, str, str]]:
 
 def killed_before_announcing(
     moves: Iterable[tuple[str, str, str]],
-    in_flight: Iterable[str],
+    killed: Iterable[Run],
+    runs: Iterable[Run],
     logged_by_survivors: Iterable[tuple[str, str, str]],
 ) -> set[tuple[str, str, str]]:
-    """The moves that a process killed outright (``kill -9``) may have made and not announced:
-    of a compose whose run was ``in_flight`` at the kill, and that no surviving process logged
-    making (its own log may end before the move's line). docs/messages.md lets such a move go
-    unannounced (``replay --announce`` sends it)."""
-    composes = set(in_flight)
+    """The moves that a process killed outright (``kill -9``) may have made and that nothing
+    announces: of the compose of a run that was ``killed``, whose message never ran again after
+    the kill (the kill was its last delivery), and that no surviving process logged making (its
+    own log may end before the move's line). A redelivery of the killed message announces every
+    tag that already serves the compose (docs/messages.md), so a move whose message ran again
+    is owed its announcement like any other."""
+    later = [(run.message_id, run.start) for run in runs]
+    composes = {
+        run.compose
+        for run in killed
+        if run.compose is not None
+        and not any(
+            message_id == run.message_id and start >= run.end for message_id, start in later
+        )
+    }
     survivors = set(logged_by_survivors)
     return {move for move in moves if move[2] in composes and move not in survivors}
 
@@ -287,8 +298,9 @@ def move_problems(
 ) -> list[str]:
     """``announced``: one (repository, tag, compose) per tag named in each result message;
     ``moves``: the (repository, tag, compose) each tag served, from the registry's record.
-    Every move must be announced exactly once, and nothing that did not move - except that a
-    move in ``killed`` (:func:`killed_before_announcing`) may go unannounced, never twice."""
+    Every move must be announced exactly once (the caller counts copies with one message id
+    once), and nothing that did not move - except that a move in ``killed``
+    (:func:`killed_before_announcing`) may go unannounced, never twice."""
     counts = Counter(announced)
     moved = set(moves) - (set(killed) - set(counts))
     problems = [

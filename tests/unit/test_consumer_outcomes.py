@@ -1,4 +1,5 @@
-"""How a run's result or error becomes the broker's answer, and the requeue delay."""
+"""How a run's result or error becomes the broker's answer, the requeue delay, and which
+deliveries announce the tags that already serve their compose."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from fedora_container_sync.bus.answers import (
     decide_error,
     decide_report,
     requeue_delay,
+)
+from fedora_container_sync.bus.ledger import (
+    AnnounceLedger,
+    announce_served,
+    previous_deliveries,
 )
 from fedora_container_sync.config.settings import RequeueSettings, Settings
 from fedora_container_sync.consumer import Consumer, ConsumerHalt
@@ -145,3 +151,91 @@ def test_unusable_config_halts_before_consuming(tmp_path):
     assert isinstance(halt, HaltConsumer) and isinstance(halt, SystemExit)
     assert halt.exit_code == halt.code == 2
     assert str(halt).startswith(f"fedora-container-sync cannot start: work_dir {blocker}/work")
+
+
+# -- which deliveries announce what already serves the compose (bus.ledger) ------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "count"),
+    [
+        (None, 0),  # no headers at all
+        ({}, 0),  # a classic queue, or a first delivery
+        ({"x-delivery-count": 0}, 0),
+        ({"x-delivery-count": 3}, 3),
+        ({"x-delivery-count": "3"}, None),  # not a count: unknown
+        ({"x-delivery-count": -1}, None),
+        ({"x-delivery-count": True}, None),
+    ],
+)
+def test_previous_deliveries_reads_the_quorum_queue_count(headers, count):
+    assert previous_deliveries(headers) == count
+
+
+@pytest.mark.parametrize(
+    ("previous", "announced_here", "again"),
+    [
+        (0, None, False),  # a first delivery: nothing before it to announce
+        (1, 0, False),  # requeued by this process, which announced its moves
+        (3, 2, False),
+        (1, None, True),  # the delivery before was elsewhere (killed, cut off, stopped)
+        (2, 0, True),  # this process announced, then another delivery came between
+        (5, 5, True),  # a stale record, not the delivery just before
+        (None, 3, True),  # an unreadable count
+    ],
+)
+def test_a_redelivery_announces_what_serves_the_compose_unless_the_last_one_here_did(
+    previous, announced_here, again
+):
+    assert announce_served(previous, announced_here) is again
+
+
+def test_a_requeue_here_repeats_nothing():
+    ledger = AnnounceLedger()
+    assert not ledger.repeat("m", 0)
+    ledger.sent("m", 0, repeated=False, ended=False)  # requeued, its moves announced
+    assert not ledger.repeat("m", 1)
+    ledger.sent("m", 1, repeated=False, ended=True)
+    ledger.ended("m")
+    assert not ledger.repeat("other", 0)
+
+
+def test_after_a_kill_elsewhere_the_debt_carries_until_a_delivery_ends_the_message():
+    ledger = AnnounceLedger()
+    # Delivery 0 ran on a replica killed after an index PUT: this one gets delivery 1.
+    assert ledger.repeat("m", 1)
+    # It announced what served the compose, but an arch failed and held the killed one's
+    # tag: requeued, so the next delivery here announces what serves the compose again.
+    ledger.sent("m", 1, repeated=True, ended=False)
+    assert ledger.repeat("m", 2)
+    ledger.sent("m", 2, repeated=True, ended=True)
+    ledger.ended("m")
+    assert not ledger.repeat("m", 0)
+
+
+def test_a_delivery_that_announced_nothing_keeps_what_it_owed():
+    ledger = AnnounceLedger()
+    assert ledger.repeat("m", 1)
+    ledger.not_sent("m", 1, repeat=True)  # stopped before it read a registry
+    assert ledger.repeat("m", 2)
+    ledger.not_sent("m", 2, repeat=False)
+    assert not ledger.repeat("m", 3)
+
+
+def test_a_failed_send_is_owed_also_on_a_queue_that_counts_nothing():
+    ledger = AnnounceLedger()
+    ledger.unsure("m", owe=True)
+    assert ledger.owed("m") and ledger.repeat("m", 0)
+    ledger.sent("m", 0, repeated=True, ended=False)  # requeued again: still owed
+    assert ledger.repeat("m", 0)
+    ledger.unsure("m", owe=False)  # a failure before any work leaves the debt as it was
+    assert ledger.repeat("m", 0)
+    ledger.sent("m", 0, repeated=True, ended=True)
+    assert not ledger.repeat("m", 0)
+
+
+def test_the_ledger_is_bounded():
+    ledger = AnnounceLedger(bound=2)
+    for key in ("a", "b", "c"):
+        ledger.unsure(key, owe=True)
+    assert [ledger.owed(key) for key in ("a", "b", "c")] == [False, True, True]

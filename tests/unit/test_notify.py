@@ -10,7 +10,7 @@ from fedora_image_uploader_messages import ContainerPublishedV1
 from fedora_messaging import message as fm_message
 
 from fedora_container_sync.bus.notify import result_messages
-from fedora_container_sync.bus.results import held_body, published_repositories
+from fedora_container_sync.bus.results import held_body, published_moves
 from fedora_container_sync.bus.schemas import TagHeldV1
 from fedora_container_sync.errors import ComposeError
 from fedora_container_sync.gate import verdicts as gate
@@ -43,48 +43,65 @@ def run(*outcomes, release=41, dry_run=False) -> ComposeReport:
     return report
 
 
-def test_one_message_per_repository_for_every_registry_and_tag():
-    report = run(
-        outcome(FEDORA, "fedora", "41", TagAction.PUBLISHED),
-        outcome(FEDORA, "fedora", "latest", TagAction.PUBLISHED),
-        outcome(QUAY, "fedora", "41", TagAction.PUBLISHED),
-        outcome(QUAY, "fedora", "latest", TagAction.PUBLISHED),
-        outcome(FEDORA, "fedora-toolbox", "41", TagAction.PUBLISHED, compose={"x86_64"}),
-        outcome(QUAY, "fedora-toolbox", "41", TagAction.PUBLISHED, compose={"x86_64"}),
-    )
-    assert [entry.body() for entry in published_repositories(report)] == [
-        {
-            "architectures": ["x86_64", "aarch64", "ppc64le", "s390x"],
-            "compose_id": CID,
-            "registries": [FEDORA, QUAY],
-            "release": 41,
-            "repository": "fedora",
-            "tags": ["41", "latest"],
-        },
-        {
-            "architectures": ["x86_64"],
-            "compose_id": CID,
-            "registries": [FEDORA, QUAY],
-            "release": 41,
-            "repository": "fedora-toolbox",
-            "tags": ["41"],
-        },
-    ]
-
-
-def test_registries_with_different_tags_get_separate_messages():
-    # quay's "latest" was held: a single message would claim quay.io/fedora/fedora:latest.
+def test_one_message_per_move():
     report = run(
         outcome(FEDORA, "fedora", "41", TagAction.PUBLISHED),
         outcome(FEDORA, "fedora", "latest", TagAction.PUBLISHED),
         outcome(QUAY, "fedora", "41", TagAction.PUBLISHED),
         outcome(QUAY, "fedora", "latest", TagAction.HELD, current=ALL, compose={"x86_64"}),
+        outcome(QUAY, "fedora-toolbox", "41", TagAction.PUBLISHED, compose={"x86_64"}),
     )
-    entries = published_repositories(report)
-    assert [(e.registries, e.tags) for e in entries] == [
-        ((FEDORA,), ("41", "latest")),
-        ((QUAY,), ("41",)),
+    entries = published_moves(report)
+    assert entries[0].body() == {
+        "architectures": ["x86_64", "aarch64", "ppc64le", "s390x"],
+        "compose_id": CID,
+        "registries": [FEDORA],
+        "release": 41,
+        "repository": "fedora",
+        "tags": ["41"],
+    }
+    # quay's "latest" was held: no message claims quay.io/fedora/fedora:latest.
+    assert [(e.registries, e.repository, e.tags, e.architectures) for e in entries] == [
+        ((FEDORA,), "fedora", ("41",), ("x86_64", "aarch64", "ppc64le", "s390x")),
+        ((FEDORA,), "fedora", ("latest",), ("x86_64", "aarch64", "ppc64le", "s390x")),
+        ((QUAY,), "fedora", ("41",), ("x86_64", "aarch64", "ppc64le", "s390x")),
+        ((QUAY,), "fedora-toolbox", ("41",), ("x86_64",)),
     ]
+    assert len({entry.message_id for entry in entries}) == 4
+
+
+def test_a_move_announced_again_carries_the_id_it_was_first_announced_with():
+    # A delivery moved fedora:41 and fedora:latest and was killed before announcing; the
+    # redelivery moved quay's and finds fedora's already at the compose. What it announces
+    # again is what the first delivery would have sent, under the same ids.
+    first = run(
+        outcome(FEDORA, "fedora", "41", TagAction.PUBLISHED),
+        outcome(FEDORA, "fedora", "latest", TagAction.PUBLISHED),
+    )
+    again = run(
+        outcome(FEDORA, "fedora", "41", TagAction.UNCHANGED),
+        outcome(FEDORA, "fedora", "latest", TagAction.UNCHANGED),
+        outcome(QUAY, "fedora", "41", TagAction.PUBLISHED),
+    )
+    sent_first = {m.id: m.body for m in result_messages(first)}
+    sent_again = {m.id: m.body for m in result_messages(again, unchanged=True)}
+    assert len(sent_first) == 2 and len(sent_again) == 3
+    assert {i: sent_again[i] for i in sent_first} == sent_first
+    # The id depends on the move only: another compose, tag, registry or arch set differs.
+    (one,) = published_moves(first)[:1]
+    others = [
+        run(outcome(FEDORA, "fedora", "41", TagAction.PUBLISHED, compose={"x86_64"})),
+        run(outcome(QUAY, "fedora", "41", TagAction.PUBLISHED)),
+        run(outcome(FEDORA, "fedora", "41", TagAction.PUBLISHED), release=42),
+    ]
+    assert one.message_id not in {published_moves(other)[0].message_id for other in others}
+
+
+def test_the_message_id_is_fixed_for_good():
+    # Moves announced by an older version and again by a newer one must keep their ids: the
+    # namespace and the canonical body are part of the contract.
+    (entry,) = published_moves(run(outcome(FEDORA, "fedora", "41", TagAction.PUBLISHED)))
+    assert entry.message_id == "e71a1d82-f4b5-5c46-9280-72e935a323e3"
 
 
 @pytest.mark.parametrize(
@@ -98,7 +115,7 @@ def test_registries_with_different_tags_get_separate_messages():
     ids=["dry-run", "failed", "held", "nothing"],
 )
 def test_nothing_published_nothing_announced(report):
-    assert published_repositories(report) == []
+    assert published_moves(report) == []
 
 
 def test_a_run_that_moved_nothing_announces_nothing_unless_asked():
@@ -107,10 +124,13 @@ def test_a_run_that_moved_nothing_announces_nothing_unless_asked():
         outcome(FEDORA, "fedora", "41", TagAction.UNCHANGED),
         outcome(FEDORA, "fedora", "latest", TagAction.UNCHANGED),
     )
-    assert published_repositories(report) == []
+    assert published_moves(report) == []
     assert result_messages(report) == []
-    (again,) = published_repositories(report, unchanged=True)  # replay --announce
-    assert (again.registries, again.tags) == ((FEDORA,), ("41", "latest"))
+    again = published_moves(report, unchanged=True)  # replay --announce
+    assert [(e.registries, e.tags) for e in again] == [
+        ((FEDORA,), ("41",)),
+        ((FEDORA,), ("latest",)),
+    ]
 
 
 def test_tags_an_earlier_delivery_moved_are_not_announced_again():
@@ -123,15 +143,19 @@ def test_tags_an_earlier_delivery_moved_are_not_announced_again():
         outcome(QUAY, "fedora", "latest", TagAction.PUBLISHED),
         outcome(FEDORA, "fedora-toolbox", "41", TagAction.UNCHANGED),
     )
-    assert [(e.repository, e.registries, e.tags) for e in published_repositories(report)] == [
+    assert [(e.repository, e.registries, e.tags) for e in published_moves(report)] == [
         ("fedora", (FEDORA,), ("latest",)),
-        ("fedora", (QUAY,), ("41", "latest")),
+        ("fedora", (QUAY,), ("41",)),
+        ("fedora", (QUAY,), ("latest",)),
     ]
     # A redelivery after one that died unanswered announces what already served it, too.
     assert [
-        (e.repository, e.registries, e.tags) for e in published_repositories(report, unchanged=True)
+        (e.repository, e.registries, e.tags) for e in published_moves(report, unchanged=True)
     ] == [
-        ("fedora", (FEDORA, QUAY), ("41", "latest")),
+        ("fedora", (FEDORA,), ("41",)),
+        ("fedora", (FEDORA,), ("latest",)),
+        ("fedora", (QUAY,), ("41",)),
+        ("fedora", (QUAY,), ("latest",)),
         ("fedora-toolbox", (FEDORA,), ("41",)),
     ]
 

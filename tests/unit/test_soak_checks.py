@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from support.soak_checks import (
     Read,
+    Run,
     concurrent_runs,
     killed_before_announcing,
     logged_moves,
@@ -142,9 +143,19 @@ def test_moves_a_killed_process_may_not_have_announced():
     )
     assert logged_moves(text) == {("fedora", "41", OLD), ("fedora", "latest", OLD)}
     moves = [("fedora", "41", OLD), ("fedora", "latest", OLD), ("fedora", "41", NEW)]
-    # OLD was in flight at the kill; a survivor logged moving fedora:latest (its to announce).
+    killed = Run("a", "m1", OLD, 1.0, 2.0)
+    # OLD's message never ran again after the kill; a survivor logged moving fedora:latest.
     survivors = {("fedora", "latest", OLD)}
-    assert killed_before_announcing(moves, [OLD], survivors) == {("fedora", "41", OLD)}
+    assert killed_before_announcing(moves, [killed], [killed], survivors) == {("fedora", "41", OLD)}
+    # Its message ran again (the redelivery announces what serves the compose): nothing is
+    # excused. Another message of the same compose (Pungi sending it twice) excuses nothing.
+    again = Run("b", "m1", OLD, 2.5, 4.0)
+    assert killed_before_announcing(moves, [killed], [killed, again], survivors) == set()
+    duplicate = Run("b", "m2", OLD, 2.5, 4.0)
+    assert killed_before_announcing(moves, [killed], [killed, duplicate], set()) == {
+        ("fedora", "41", OLD),
+        ("fedora", "latest", OLD),
+    }
 
 
 def test_a_message_neither_acknowledged_nor_dead_lettered_is_lost():

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, PermanentError, TransientError, one_line
 from ..publish.report import ComposeReport
-from .results import held_body, held_tags, published_repositories
+from .results import held_body, held_tags, published_moves
 
 if TYPE_CHECKING:
     from fedora_messaging.message import Message
@@ -33,10 +33,11 @@ _log = logging.getLogger(__name__)
 def result_messages(
     report: ComposeReport, *, unchanged: bool = False, held: bool = True
 ) -> list[Message]:
-    """The messages a finished run announces: published repositories, then held and stale
-    tags (see :mod:`.results` for ``unchanged``). ``held=False``: the moves only (a run that
-    is requeued announces its moves now; what it held, the delivery that ends it does)."""
-    published = published_repositories(report, unchanged=unchanged)
+    """The messages a finished run announces: its moves (one message each, its id a function
+    of the move), then held and stale tags (see :mod:`.results` for ``unchanged``).
+    ``held=False``: the moves only (a run that is requeued announces its moves now; what it
+    held, the delivery that ends it does)."""
+    published = published_moves(report, unchanged=unchanged)
     kept = report.dry_run or report.release is None or not held
     held_outcomes = [] if kept else held_tags(report)
     if not published and not held_outcomes:
@@ -46,7 +47,11 @@ def result_messages(
 
     from .schemas import TagHeldV1
 
-    messages: list[Message] = [ContainerPublishedV1(body=entry.body()) for entry in published]
+    messages: list[Message] = []
+    for entry in published:
+        moved = ContainerPublishedV1(body=entry.body())
+        moved.id = entry.message_id  # the same move announced again: the same id
+        messages.append(moved)
     for outcome in held_outcomes:
         # A stale tag is the normal end of a late older compose: news, not a warning.
         severity = INFO if outcome.stale else None

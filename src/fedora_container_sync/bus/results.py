@@ -1,22 +1,32 @@
 """What a finished run announces on the bus, decided from its report. Pure.
 
-* For every repository of which this run moved an index tag: one ``ContainerPublishedV1`` body
-  (:class:`PublishedRepository`) listing the registries and tags this run moved; registries
-  where the same tags and arches moved share one message. Every move is announced by the run
-  that made it - also a run that then failed and is requeued, or was cut short (the consumer) -
-  and a tag an earlier delivery moved is not listed again, so downstream acts once per move.
-  A run that moved nothing (a redelivery after the work was done, a no-op replay) announces
-  nothing - unless ``unchanged`` asks for every tag that already serves the compose too (``replay
-  --announce``, or the next delivery in a consumer whose send failed; see the consumer).
+* For every index tag this run moved: one ``ContainerPublishedV1`` body
+  (:class:`PublishedRepository`) naming that one registry, repository and tag, whose message
+  id is a pure function of the body (:attr:`PublishedRepository.message_id`, a uuid5). Every
+  move is announced by the run that made it - also a run that then failed and is requeued, or
+  was cut short (the consumer) - and a tag an earlier delivery moved is not listed again, so
+  downstream acts once per move. A run that moved nothing (a redelivery after the work was
+  done, a no-op replay) announces nothing - unless ``unchanged`` asks for every tag that
+  already serves the compose too (``replay --announce``, or a redelivery that cannot know
+  whether the delivery before it announced its moves; see the consumer). Such a tag goes out
+  with the very id its move was first announced with: a duplicate by id, which the bus's
+  consumers (datanommer keys on the id) take as one message.
 * For every index tag a guard did not move: a ``TagHeldV1`` body, ``verdict`` "held" (the
   gate: an arch would have been lost, or failed in this run) or "stale" (the rollback guard:
   the tag serves a newer compose).
+
+Why one message per move, not per repository: the id must come out the same in the delivery
+that moved a tag and in a later one that finds it already moved, and a run split across
+deliveries (a requeue, a kill -9 after some index writes) groups its moves differently in
+each; only a single move is the same in both. See docs/messages.md.
 
 Sending them is :mod:`.notify`'s.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +39,15 @@ _SERVES_COMPOSE = frozenset({TagAction.PUBLISHED, TagAction.UNCHANGED})
 #: ``TagHeldV1`` verdicts: the gate held the tag, or the rollback guard kept a newer compose
 HELD = "held"
 STALE = "stale"
+#: the namespace of the ``ContainerPublishedV1`` message ids (uuid5 of the body in it): fixed
+#: for good - a new one would give every move announced again a new id
+ANNOUNCEMENT_IDS = uuid.UUID("35a76382-397d-4431-a8b3-fe3a5bd63780")
 
 
 @dataclass(frozen=True)
 class PublishedRepository:
-    """The body of one ``ContainerPublishedV1``: every registry x every tag holds the index."""
+    """The body of one ``ContainerPublishedV1``: every registry x every tag holds the index
+    (one of each: one move)."""
 
     compose_id: str
     release: int
@@ -52,33 +66,36 @@ class PublishedRepository:
             "tags": list(self.tags),
         }
 
+    @property
+    def message_id(self) -> str:
+        """The message's id: a uuid5 of the body, so that announcing the same move again gives
+        the same id (and one id never names two different bodies)."""
+        canonical = json.dumps(self.body(), sort_keys=True, separators=(",", ":"))
+        return str(uuid.uuid5(ANNOUNCEMENT_IDS, canonical))
 
-def published_repositories(
-    report: ComposeReport, *, unchanged: bool = False
-) -> list[PublishedRepository]:
-    """One entry per repository and distinct (tags, arches) set, in the order of the run:
-    the index tags this run moved (``unchanged``: also those that already served the
-    compose)."""
+
+def published_moves(report: ComposeReport, *, unchanged: bool = False) -> list[PublishedRepository]:
+    """One entry per index tag this run moved, in the order of the run (``unchanged``: also
+    per tag that already served the compose). Each names one registry, repository and tag, and
+    the arches the compose brought to it: what a later delivery that finds the tag unchanged
+    computes alike, so that the entry (and its id) come out the same."""
     if report.dry_run or report.release is None:
         return []
     announced = _SERVES_COMPOSE if unchanged else frozenset({TagAction.PUBLISHED})
-    served: dict[tuple[str, str], tuple[list[str], set[str]]] = {}
+    entries: dict[str, PublishedRepository] = {}
     for outcome in report.tags:
         if outcome.action not in announced or outcome.decision is None:
             continue
-        tags, arches = served.setdefault((outcome.repository, outcome.registry), ([], set()))
-        tags.append(outcome.tag)
-        arches.update(outcome.decision.compose_arches)
-    grouped: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[str]] = {}
-    for (repository, registry), (tags, arches) in served.items():
-        key = (repository, tuple(tags), tuple(sorted_arches(arches)))
-        grouped.setdefault(key, []).append(registry)
-    return [
-        PublishedRepository(
-            report.compose_id, report.release, repository, tags, tuple(registries), arches
+        entry = PublishedRepository(
+            report.compose_id,
+            report.release,
+            outcome.repository,
+            (outcome.tag,),
+            (outcome.registry,),
+            tuple(sorted_arches(outcome.decision.compose_arches)),
         )
-        for (repository, tags, arches), registries in grouped.items()
-    ]
+        entries.setdefault(entry.message_id, entry)
+    return list(entries.values())
 
 
 def held_tags(report: ComposeReport) -> list[TagOutcome]:
