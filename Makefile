@@ -29,8 +29,12 @@ demo: system-deps venv
 screenshot: system-deps venv
 	$(BIN)/python demo/demo.py --screenshot docs/audit-page.png
 
+# One pytest worker per CPU (pytest-xdist); the modules that talk to RabbitMQ share one worker
+# (tests/conftest.py), as their consumers bind the same topics. PYTEST_ARGS="-n 0" runs it in
+# one process.
+PYTEST_ARGS ?= -n auto --dist loadgroup
 test: system-deps venv sigstore-tools
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Debian 13's skopeo and cosign for the signing tests (Debian 12's skopeo has sigstore patched
 # out): fetched once from Debian's archive into .cache/debian13, nothing installed system-wide.
