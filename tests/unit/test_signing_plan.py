@@ -195,3 +195,18 @@ def test_the_tally_counts_each_signature_once_and_what_was_there_apart():
     tally.add("r", "fedora", written=[("d1", "r/fedora:41")], present=[("d1", "r/fedora:41")])
     tally.add("q", "fedora", present=[("d2", "q/fedora:41")])
     assert (tally.written, tally.present) == (1, 2)
+
+
+def test_the_runs_log_line_counts_signatures_too(caplog):
+    """The consumer has no summary on a terminal: its "done" line carries the count."""
+    import logging
+
+    from fedora_container_sync.publish.progress import RUN, Progress
+
+    plan = plan_for({})
+    with caplog.at_level(logging.INFO, logger=RUN):
+        Progress(CID).finished(ComposeReport(CID, plan=plan, signed=6, already_signed=4))
+        Progress(CID).finished(ComposeReport(CID, plan=plan_for({}, signing=False)))
+    signed, unsigned = (record.getMessage() for record in caplog.records)
+    assert signed.endswith("; 0 errors; signed: 6 signatures written, 4 already there")
+    assert unsigned.endswith("; 0 errors")

@@ -28,7 +28,7 @@ from ..compose.selection import ImageArtifact
 from ..errors import SyncError, about_compose
 from .outcomes import ArchOutcome, ImageStep, Stage
 from .plan import ImagePlan
-from .report import ComposeReport, TagAction, TagOutcome
+from .report import ComposeReport, TagAction, TagOutcome, signed_line
 
 #: The logger of the per-step lines.
 STEPS = "fedora_container_sync.steps"
@@ -215,9 +215,10 @@ class Progress:
         self.count(done, total)
 
     def finished(self, report: ComposeReport) -> None:
+        signing = report.plan is not None and report.plan.signing is not None
         self._run.info(
             "compose %s: done: %s; %d index tags published, %d held, %d stale; "
-            "%d stale per-arch tags; %d errors",
+            "%d stale per-arch tags; %d errors%s",
             self.compose_id,
             report.work(),
             sum(1 for t in report.tags if t.action is TagAction.PUBLISHED),
@@ -225,6 +226,7 @@ class Progress:
             len(report.stale_tags),
             len(report.stale_pushes),
             len(report.errors),
+            f"; {signed_line(report)}" if signing and not report.dry_run else "",
         )
 
     def ended(self) -> None:
