@@ -182,7 +182,8 @@ def bare_copy(images: list[Image], registries: list[Any]) -> None:
 
 class WorkDirSampler:
     """Samples a work dir every ``every`` seconds: the largest ratio of its allocated bytes to
-    the archive bytes of the images it holds (downloads, unpacked archives, layouts)."""
+    the archive bytes of the images it holds (downloads - archives, or OCI archives unpacked as
+    they arrive -, unpacked archives, layouts)."""
 
     def __init__(self, work: Path, image_bytes: int, every: float = 0.05) -> None:
         self.work, self.image_bytes, self.every = work, image_bytes, every
@@ -206,6 +207,8 @@ class WorkDirSampler:
                 parent = Path(directory).parent.name
                 if parent in ("unpacked", "layouts"):
                     images.add(name)
+                elif parent == "downloads":  # an OCI archive unpacked as it is downloaded
+                    images.add(name.split(".", 1)[0])
                 for file in files:
                     try:
                         used += os.lstat(os.path.join(directory, file)).st_blocks * 512

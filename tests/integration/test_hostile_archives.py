@@ -61,8 +61,16 @@ def climb(levels: int) -> list[Member]:
     return members
 
 
-def replace_image(harness: Harness, body: dict, arch: str, build: Callable[[Path], object]) -> Path:
-    """Rebuild the toolbox image file of ``arch`` with ``build(path)``; images.json follows."""
+def replace_image(
+    harness: Harness,
+    body: dict,
+    arch: str,
+    build: Callable[[Path], object],
+    *,
+    listed_as: str | None = None,
+) -> Path:
+    """Rebuild the toolbox image file of ``arch`` with ``build(path)``; images.json follows
+    (its ``format`` becomes ``listed_as``, if given)."""
     compose_dir = harness.compose_dir(body)
     metadata = compose_dir / "metadata" / "images.json"
     document = json.loads(metadata.read_text())
@@ -75,6 +83,8 @@ def replace_image(harness: Harness, body: dict, arch: str, build: Callable[[Path
     build(path)
     entry["size"] = path.stat().st_size
     entry["checksums"] = {"sha256": sha256_file(path)}
+    if listed_as is not None:
+        entry["format"] = listed_as
     metadata.write_text(json.dumps(document, indent=4))
     return path
 
@@ -143,6 +153,33 @@ def test_a_hostile_archive_is_refused_and_nothing_lands_outside(harness, case):
     assert list(harness.tmp.rglob("loot")) == []
     for repository in REPOS.values():
         assert harness.registries[0].tags(harness.repo(repository)) == []
+
+
+def test_a_hostile_oci_archive_unpacked_as_it_arrives_is_refused_and_nothing_lands_outside(
+    harness,
+):
+    """An OCI archive listed as ``ociarchive`` is unpacked as it is downloaded (issue 21), each
+    member judged before it is written: the same refusal, nothing written through the chain."""
+    _, extra, error = HOSTILE["a-climbing-chain-written-through"]
+    body = harness.compose(COMPOSE, arches=("x86_64",), fmt="oci")
+    replace_image(
+        harness,
+        body,
+        "x86_64",
+        lambda path: build_image_archive_with(
+            path, extra, arch="x86_64", fmt="oci", build_id="hostile", compression="none"
+        ),
+        listed_as="ociarchive",
+    )
+
+    result = harness.replay(body)
+
+    assert result.code == 1, result.err
+    (line,) = error_lines(result.err)
+    assert error in line and "Container/x86_64/images/" in line
+    assert "Traceback" not in result.err + result.out
+    assert list(harness.tmp.rglob("loot")) == []
+    assert harness.registries[0].tags(harness.repo(TOOLBOX)) == []
 
 
 def test_the_other_arches_go_on_and_the_index_is_held(harness):

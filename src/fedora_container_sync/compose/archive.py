@@ -4,7 +4,8 @@ The transport is detected from the tar's members, never from the file name, and 
 is judged first by :class:`~.members.MemberCheck`. skopeo reads a docker-archive in place and
 never extracts it; an OCI archive it would extract with its own tar reader, so
 :func:`unpack_oci_archive` unpacks it instead, without ever following a link, and skopeo gets
-the directory.
+the directory. :func:`unpack_oci_stream` does the same from a stream, as the archive is
+downloaded: the archive is then never written whole.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from ..errors import ComposeError
 from .decompress import PIECE
@@ -37,6 +40,17 @@ _EXTENDED = (
 )
 
 
+class Stream(Protocol):
+    """A tar read once, in order (a download as it arrives); ``seek`` goes forward, or back
+    within the last tar block."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+
 class _BoundedTarInfo(tarfile.TarInfo):
     """Refuses an oversized pax header or GNU long name before tarfile reads it into memory."""
 
@@ -54,10 +68,15 @@ class _HeaderTooLarge(Exception):
 
 
 @contextlib.contextmanager
-def _members(tar_path: Path, *, where: str) -> Iterator[tuple[tarfile.TarFile, MemberCheck]]:
-    """Open ``tar_path`` for reading its members in order, each judged by a fresh check."""
+def _members(source: Path | Stream, *, where: str) -> Iterator[tuple[tarfile.TarFile, MemberCheck]]:
+    """Open the tar ``source`` (a file, or a stream read once in order) for reading its members
+    in order, each judged by a fresh check."""
     try:
-        with tarfile.open(tar_path, mode="r:", tarinfo=_BoundedTarInfo) as archive:
+        if isinstance(source, Path):
+            opened = tarfile.open(source, mode="r:", tarinfo=_BoundedTarInfo)
+        else:  # reading, tarfile only reads, seeks and tells (the stubs ask for a whole file)
+            opened = tarfile.open(fileobj=source, mode="r:", tarinfo=_BoundedTarInfo)  # type: ignore[call-overload]
+        with opened as archive:
             yield archive, MemberCheck(where=where)
             _check_end(archive, where)
     except _HeaderTooLarge as error:
@@ -131,15 +150,74 @@ def unpack_oci_archive(tar_path: Path, dest: Path, *, where: str, consume: bool 
             if release is not None:
                 stack.callback(release.close)
             archive, check = stack.enter_context(_members(tar_path, where=where))
+            fileobj = archive.fileobj
+            if fileobj is None:  # pragma: no cover - an open archive has one
+                raise ComposeError(f"{where}: not a tar archive")
+            source = fileobj.fileno()  # type: ignore[attr-defined]
+            copy = functools.partial(_copy_member, source, release)
             for member in archive:
                 parts = check.add(member)
                 if parts:
-                    _unpack(archive, member, parts, root, release)
+                    _unpack(member, parts, root, copy)
                 if release is not None:
                     release.upto(member.offset_data + member.size)
             check.finish()
     finally:
         os.close(root)
+
+
+def unpack_oci_stream(stream: Stream, dest: Path, *, where: str) -> None:
+    """Unpack the OCI archive read from ``stream`` into ``dest`` (created here), as it comes.
+
+    ``stream`` is read once, in order (it may step back within the last tar block, as tarfile
+    does at the end): a download as it arrives, so the archive is never written whole and its
+    bytes are written once, into the files they belong to. Each member is judged before it is
+    written, as :func:`unpack_oci_archive` does, with the same kernel guarantees (nothing is ever
+    written through a link); once every member is known, every symbolic link is judged again,
+    and the archive must hold an OCI layout (``oci-layout`` and ``index.json``). A
+    :class:`ComposeError` or an OSError propagates; the caller removes ``dest`` (and, since the
+    archive's checksum is known only at its end, whatever came from an archive that does not
+    match it).
+    """
+    dest.mkdir(mode=0o700)
+    root = os.open(dest, _NOFOLLOW_DIR)
+    try:
+        with _members(stream, where=where) as (archive, check):
+            copy = functools.partial(_write_member, stream)
+            for member in archive:
+                parts = check.add(member)
+                if parts:
+                    _unpack(member, parts, root, copy)
+            check.finish()
+    finally:
+        os.close(root)
+    if not {"oci-layout", "index.json"} <= check.names:
+        raise ComposeError(f"{where}: not an OCI archive (no oci-layout and index.json in it)")
+
+
+#: The bytes :func:`_write_member` reads and writes at a time: about what the network gives at
+#: a time, still in the CPU's cache (pieces of megabytes are copied from memory again, slower).
+_WRITE = 1 << 16
+
+
+def _write_member(stream: Stream, target: int, member: tarfile.TarInfo) -> None:
+    """A regular member's bytes, read from ``stream`` in pieces, written to ``target``."""
+    stream.seek(member.offset_data)
+    left = member.size
+    while left:
+        data = stream.read(min(left, _WRITE))
+        if not data:
+            raise tarfile.ReadError("unexpected end of data")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(target, view) :]
+        left -= len(data)
+
+
+def _copy_member(
+    source: int, release: _Release | None, target: int, member: tarfile.TarInfo
+) -> None:
+    _copy_range(source, target, member.offset_data, member.size, release)
 
 
 class _Release:
@@ -181,12 +259,12 @@ def _fallocate() -> Callable[[int, int, int, int], int] | None:
 
 
 def _unpack(
-    archive: tarfile.TarFile,
     member: tarfile.TarInfo,
     parts: list[str],
     root: int,
-    release: _Release | None = None,
+    copy: Callable[[int, tarfile.TarInfo], None],
 ) -> None:
+    """Create one judged member under ``root``; ``copy`` writes a regular file's bytes."""
     if member.isdir():
         os.close(_open_dir(root, parts))
         return
@@ -208,13 +286,9 @@ def _unpack(
             finally:
                 os.close(source)
         else:
-            fileobj = archive.fileobj
-            if fileobj is None:  # pragma: no cover - an open archive has one
-                raise ComposeError(f"archive member {member.name!r} has no data")
             out = os.open(parts[-1], _NEW_FILE, 0o600, dir_fd=parent)
             try:
-                source = fileobj.fileno()  # type: ignore[attr-defined]
-                _copy_range(source, out, member.offset_data, member.size, release)
+                copy(out, member)
             finally:
                 os.close(out)
     finally:

@@ -17,6 +17,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +37,12 @@ from ..errors import ComposeError, TransientError, one_line
 from ..net.httpclient import request_limits
 from ..net.retry import call_with_retry, retry_after_seconds, transient_status
 from . import urls
-from .archive import detect_transport
+from .archive import OCI_ARCHIVE, detect_transport, unpack_oci_stream
 from .decompress import (
     DEFAULT_MAX_RATIO,
     DEFAULT_MAX_SIZE,
     MAGIC_LENGTH,
+    PIECE,
     Decoder,
     LimitExceeded,
     decoder_for,
@@ -54,19 +57,24 @@ _log = logging.getLogger(__name__)
 _MAX_REDIRECTS = 5
 #: Image files come as they are: the checksum in images.json is of these very bytes.
 _IDENTITY = {"Accept-Encoding": "identity"}
+#: The images.json ``format`` of an uncompressed OCI archive (bootable containers): unpacked as
+#: it is downloaded (:func:`.archive.unpack_oci_stream`), never written whole.
+UNPACKED_FORMAT = "ociarchive"
 
 
 @dataclass(frozen=True)
 class LocalImage:
-    """A downloaded, verified, uncompressed image archive and its skopeo transport."""
+    """A downloaded, verified image: an uncompressed archive and its skopeo transport, or, when
+    ``unpacked``, the OCI layout unpacked from an OCI archive as it was downloaded."""
 
     artifact: ImageArtifact
     path: Path
     transport: str
+    unpacked: bool = False
 
     @property
     def reference(self) -> str:
-        return f"{self.transport}:{self.path}"
+        return f"oci:{self.path}" if self.unpacked else f"{self.transport}:{self.path}"
 
 
 class ComposeFetcher:
@@ -116,14 +124,18 @@ class ComposeFetcher:
     ) -> LocalImage:
         """Stream one image file to ``dest_dir``, decompressing it and verifying size and sha256.
 
-        The result is a plain tar named after the archive's checksum. Decompression stops at
+        The result is a plain tar named after the archive's checksum; for an OCI archive listed
+        as such (``format`` ``ociarchive``), the directory it unpacks to, unpacked as it arrives
+        (it must hold an OCI layout). Nothing of a file that does not match its size and sha256
+        is kept (a directory unpacked from it is removed). Decompression stops at
         ``max_decompressed_ratio`` times the file's size (at least 1 MiB, at most
         ``max_decompressed_size``): the rest is only checksummed, and the image is refused.
         ``on_bytes``, if given, is called after each chunk with the bytes of the file received
         so far (from 0 again on a retry); for a display, so it must be cheap.
         """
         dest_dir.mkdir(parents=True, exist_ok=True)
-        final = dest_dir / f"{artifact.work_name}.tar"
+        unpack = artifact.format == UNPACKED_FORMAT
+        final = dest_dir / f"{artifact.work_name}.{'oci' if unpack else 'tar'}"
         where = f"{self._compose_id}: {artifact.path}"
         seconds = self._deadline + artifact.size / self._min_download_rate
         deadline = (
@@ -131,10 +143,14 @@ class ComposeFetcher:
             f"{artifact.size} bytes at min_download_rate {self._min_download_rate} bytes/s)"
         )
         call_with_retry(
-            lambda: self._download_once(artifact, final, where, seconds, deadline, on_bytes),
+            lambda: self._download_once(
+                artifact, final, where, seconds, deadline, on_bytes, unpack=unpack
+            ),
             what=f"compose {self._compose_id}: download of {artifact.path}",
             policy=self._retry,
         )
+        if unpack:
+            return LocalImage(artifact, final, OCI_ARCHIVE, unpacked=True)
         return LocalImage(artifact, final, detect_transport(final, where=where))
 
     def _download_once(
@@ -145,68 +161,43 @@ class ComposeFetcher:
         seconds: float,
         deadline: str,
         on_bytes: Callable[[int], None] | None,
+        *,
+        unpack: bool,
     ) -> None:
         partial = final.with_name(final.name + ".part")
         cap = decompressed_limit(artifact.size, ratio=self._max_ratio, maximum=self._max_size)
-        hasher = hashlib.sha256()
-        size = 0
-        decoder: Decoder | None = None
-        decode_error: str | None = None
-        head = b""
+        body = _Body(
+            size=artifact.size,
+            where=where,
+            cap=cap,
+            too_large=self._too_large(artifact, cap),
+            on_bytes=on_bytes,
+        )
+        refused: str | None = None
         try:
-            with (
-                self._stream(
-                    artifact.path, headers=_IDENTITY, deadline=seconds, limit=deadline
-                ) as response,
-                partial.open("wb") as out,
-            ):
-                for chunk in _body(response):
-                    hasher.update(chunk)
-                    size += len(chunk)
-                    if on_bytes is not None:
-                        on_bytes(size)
-                    if size > artifact.size:
-                        raise ComposeError(
-                            f"{where}: larger than the {artifact.size} bytes images.json lists"
-                        )
-                    if decode_error:
-                        continue
-                    if decoder is None:
-                        head += chunk
-                        if len(head) < MAGIC_LENGTH:
-                            continue
-                        decoder, chunk, head = decoder_for(head, limit=cap), head, b""
+            with self._stream(
+                artifact.path, headers=_IDENTITY, deadline=seconds, limit=deadline
+            ) as response:
+                body.receive(_body(response))
+                if unpack:
                     try:
-                        out.writelines(decoder.feed(chunk))
-                    except LimitExceeded:
-                        decode_error = self._too_large(artifact, cap)
-                    except ValueError as error:
-                        decode_error = str(error)
-                if not decode_error:
-                    try:
-                        if decoder is None:
-                            decoder = decoder_for(head, limit=cap)
-                            out.writelines(decoder.feed(head))
-                        out.write(decoder.finish())
-                    except LimitExceeded:
-                        decode_error = self._too_large(artifact, cap)
-                    except ValueError as error:
-                        decode_error = str(error)
-            if size != artifact.size:
-                raise ComposeError(
-                    f"{where}: size mismatch: images.json lists {artifact.size} bytes, got {size}"
-                )
-            actual = hasher.hexdigest()
-            if actual != artifact.sha256:
-                raise ComposeError(
-                    f"{where}: sha256 mismatch: images.json lists {artifact.sha256}, got {actual}"
-                )
-            if decode_error:
-                raise ComposeError(f"{where}: {decode_error}")
+                        unpack_oci_stream(body, partial, where=where)
+                    except _Oversize:
+                        raise
+                    except ComposeError as error:
+                        refused = str(error)  # said once the file is known to be the one listed
+                    body.drain()
+                else:
+                    with partial.open("wb") as out:
+                        out.writelines(body.pieces())
+            body.check(artifact)
+            if refused is not None:
+                raise ComposeError(refused)
+            if unpack:
+                shutil.rmtree(final, ignore_errors=True)
             os.replace(partial, final)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                partial.unlink()
+            _remove(partial)
 
     def _too_large(self, artifact: ImageArtifact, limit: int) -> str:
         return (
@@ -363,6 +354,146 @@ def _shown(url: str | httpx.URL) -> str:
     credentials or signatures)."""
     parts = urlsplit(str(url))
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+class _Oversize(ComposeError):
+    """More bytes came than images.json lists."""
+
+
+class _Body:
+    """One image file as it arrives: each chunk counted (never more than images.json lists),
+    hashed and decoded (never more than ``cap`` bytes). The decoded bytes are read once, in
+    order: all at once (:meth:`pieces`), or as a file that reads forward and steps back only
+    within the last tar block (:meth:`read`, :meth:`seek`, :meth:`tell`), for a tar reader.
+    What does not decode is only counted and hashed from there on (:attr:`error` says why)."""
+
+    #: How far back :meth:`seek` may go: tarfile reads the block after the last member again.
+    _BACK = 2 * tarfile.BLOCKSIZE
+
+    def __init__(
+        self,
+        *,
+        size: int,
+        where: str,
+        cap: int,
+        too_large: str,
+        on_bytes: Callable[[int], None] | None,
+    ) -> None:
+        self._expected, self._where, self._cap, self._too_large = size, where, cap, too_large
+        self._on_bytes = on_bytes
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        self.error: str | None = None
+        self._pieces: Iterator[bytes] = iter(())
+        #: decoded bytes from position ``_start`` on: a little behind ``_position``, the rest ahead
+        self._buffer = bytearray()
+        self._start = 0
+        self._position = 0
+
+    def receive(self, chunks: Iterable[bytes]) -> None:
+        self._pieces = self._decoded(chunks)
+
+    def pieces(self) -> Iterator[bytes]:
+        return self._pieces
+
+    def drain(self) -> None:
+        """Count, hash and decode what was not read, to the end of the file."""
+        for _ in self._pieces:
+            pass
+
+    def check(self, artifact: ImageArtifact) -> None:
+        """The whole file came: refuse it unless it is the one images.json lists, and decodes."""
+        where = self._where
+        if self.size != artifact.size:
+            raise ComposeError(
+                f"{where}: size mismatch: images.json lists {artifact.size} bytes, got {self.size}"
+            )
+        actual = self.hasher.hexdigest()
+        if actual != artifact.sha256:
+            raise ComposeError(
+                f"{where}: sha256 mismatch: images.json lists {artifact.sha256}, got {actual}"
+            )
+        if self.error:
+            raise ComposeError(f"{where}: {self.error}")
+
+    def _decoded(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        decoder: Decoder | None = None
+        head = b""
+        for chunk in chunks:
+            self.hasher.update(chunk)
+            self.size += len(chunk)
+            if self._on_bytes is not None:
+                self._on_bytes(self.size)
+            if self.size > self._expected:
+                raise _Oversize(
+                    f"{self._where}: larger than the {self._expected} bytes images.json lists"
+                )
+            if self.error:
+                continue
+            if decoder is None:
+                head += chunk
+                if len(head) < MAGIC_LENGTH:
+                    continue
+                decoder, chunk, head = decoder_for(head, limit=self._cap), head, b""
+            try:
+                yield from decoder.feed(chunk)
+            except LimitExceeded:
+                self.error = self._too_large
+            except ValueError as error:
+                self.error = str(error)
+        if self.error:
+            return
+        try:
+            if decoder is None:
+                decoder = decoder_for(head, limit=self._cap)
+                yield from decoder.feed(head)
+            tail = decoder.finish()
+            if tail:
+                yield tail
+        except LimitExceeded:
+            self.error = self._too_large
+        except ValueError as error:
+            self.error = str(error)
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            raise tarfile.ReadError("an unbounded read of the archive")
+        begin = self._position - self._start
+        end = begin + size
+        while len(self._buffer) < end:
+            piece = next(self._pieces, None)
+            if piece is None:
+                break
+            self._buffer += piece
+        with memoryview(self._buffer) as view:
+            data = bytes(view[begin:end])
+        self._position += len(data)
+        behind = self._position - self._start - self._BACK
+        if behind >= PIECE:  # forget what lies behind, a few MiB at a time
+            del self._buffer[:behind]
+            self._start += behind
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET or offset < self._start:
+            raise tarfile.ReadError("the archive cannot be read in order")
+        if offset <= self._position:
+            self._position = offset
+        while self._position < offset and self.read(min(offset - self._position, PIECE)):
+            pass
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+
+def _remove(path: Path) -> None:
+    """A file, or a directory this process created (never through a link)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _body(response: httpx.Response) -> Iterator[bytes]:

@@ -67,7 +67,7 @@ def download(
 
 def discard(local: LocalImage) -> None:
     """A dry run's verified download: not needed any more."""
-    local.path.unlink(missing_ok=True)
+    _remove(local)
 
 
 def convert(ctx: RunContext, local: LocalImage) -> PreparedImage:
@@ -85,10 +85,13 @@ def convert(ctx: RunContext, local: LocalImage) -> PreparedImage:
             layout.parent.mkdir(parents=True, exist_ok=True)
             (ctx.work / "tmp").mkdir(parents=True, exist_ok=True)
             adopted = False
-            if local.transport == OCI_ARCHIVE:
+            if local.unpacked:  # unpacked as it was downloaded
+                unpacked = local.path
+            elif local.transport == OCI_ARCHIVE:
                 unpacked.parent.mkdir(parents=True, exist_ok=True)
                 unpack_oci_archive(local.path, unpacked, where=where, consume=True)
                 local.path.unlink()
+            if local.transport == OCI_ARCHIVE:
                 verify_layout(unpacked, where=where)  # skopeo fetches nothing from elsewhere
                 source = f"oci:{unpacked}"
                 # Compressed OCI layers skopeo would copy unchanged: the unpacked directory
@@ -115,7 +118,7 @@ def convert(ctx: RunContext, local: LocalImage) -> PreparedImage:
             raise
         finally:
             # The work dir holds only what is still needed: at most a few images at a time.
-            local.path.unlink(missing_ok=True)
+            _remove(local)
             shutil.rmtree(unpacked, ignore_errors=True)
     manifest = read_layout(layout, where=where)
     built_for = fedora_arch(
@@ -126,6 +129,13 @@ def convert(ctx: RunContext, local: LocalImage) -> PreparedImage:
             f"{where}: listed as {artifact.arch} but the image is built for {built_for}"
         )
     return PreparedImage(local, layout, manifest)
+
+
+def _remove(local: LocalImage) -> None:
+    if local.unpacked:
+        shutil.rmtree(local.path, ignore_errors=True)
+    else:
+        local.path.unlink(missing_ok=True)
 
 
 def remove(image: PreparedImage) -> None:
