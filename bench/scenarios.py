@@ -110,8 +110,8 @@ class Round:
 
 @dataclass(frozen=True)
 class Usage:
-    """Peak RSS of fedora-container-sync's own process and of its largest child (skopeo), and
-    the CPU seconds of its own process."""
+    """Peak RSS of fedora-container-sync's own process (VmHWM) and of its largest child
+    (skopeo; an upper bound, see USAGE_CODE), and the CPU seconds of its own process."""
 
     rss_mb: float
     children_rss_mb: float
@@ -291,19 +291,29 @@ Scenario = Callable[[Compose, FileServer, list[Registry], Path], None]
 SCENARIOS: dict[str, Scenario] = {"a": legacy, "d": disk_floor, "e": fetch_floor}
 
 
+#: Run as ``python -c`` after a line that defines ``main``: ``main(argv[2:])``, then its usage
+#: written to ``argv[1]`` (see :func:`usage`). The process's own peak RSS is VmHWM, the
+#: high-water mark of its memory since its exec: ``ru_maxrss`` also counts the high-water mark
+#: of the process that spawned it (Linux carries it over the exec), so it reported the
+#: benchmark's own 138 MB, not the CLI's. The largest child's ``ru_maxrss`` has the same flaw
+#: (it counts fedora-container-sync's RSS when that child started): an upper bound for skopeo.
+USAGE_CODE = (
+    "import resource, sys\n"
+    "rc = main(sys.argv[2:])\n"
+    "with open('/proc/self/status') as status:\n"
+    "    hwm = next(int(l.split()[1]) for l in status if l.startswith('VmHWM:'))\n"
+    "me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, "
+    "resource.RUSAGE_CHILDREN))\n"
+    "usage = [hwm, kids.ru_maxrss, me.ru_utime + me.ru_stime]\n"
+    "open(sys.argv[1], 'w').write(' '.join(map(str, usage)))\n"
+    "sys.exit(rc)\n"
+)
+
+
 def ours(config: Path, message: Path, rss_file: Path) -> None:
     """Run the real CLI in a child process that reports its own peak RSS and CPU seconds, and
     its largest child's peak RSS."""
-    code = (
-        "import resource, sys\n"
-        "from fedora_container_sync.cli import main\n"
-        "rc = main(sys.argv[2:])\n"
-        "me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, "
-        "resource.RUSAGE_CHILDREN))\n"
-        "usage = [me.ru_maxrss, kids.ru_maxrss, me.ru_utime + me.ru_stime]\n"
-        "open(sys.argv[1], 'w').write(' '.join(map(str, usage)))\n"
-        "sys.exit(rc)\n"
-    )
+    code = "from fedora_container_sync.cli import main\n" + USAGE_CODE
     result = subprocess.run(
         [sys.executable, "-c", code, str(rss_file), "replay", "--config", str(config),
          str(message)],

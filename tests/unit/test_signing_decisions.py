@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import sys
 
 import pytest
@@ -279,6 +280,29 @@ def test_signing_is_off_by_default_and_needs_a_public_key_when_on():
     assert settings.signing.enabled is False
     with pytest.raises(ValueError, match="public_key is required"):
         Settings.model_validate({**settings.model_dump(mode="json"), "signing": {"enabled": True}})
+
+
+def test_with_signing_off_a_run_never_imports_cryptography():
+    """cryptography costs about 7 MB of a replay's peak RSS: a run with signing off, the
+    default, must not load it. In a fresh interpreter, as this test module has loaded it."""
+    code = """
+import sys
+from fedora_container_sync import cli, consumer
+from fedora_container_sync.config.settings import Settings
+from fedora_container_sync.publish import execute, indexes, pipeline, push
+from fedora_container_sync.signing.hook import sign_for_tag
+from fedora_container_sync.signing.setup import check_signing, signing_for
+settings = Settings.model_validate({
+    "repos": {"Container_Base": "fedora"},
+    "registries": [{"url": "r.example"}],
+    "compose_url_allowlist": ["https://kojipkgs.example/compose/"],
+})
+check_signing(settings)
+assert signing_for(settings) is None
+print(sorted(name for name in sys.modules if name.split(".")[0] in ("cryptography", "nacl")))
+"""
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == "[]", ran.stdout
 
 
 def test_the_key_is_checked_against_public_key_at_start(tmp_path):

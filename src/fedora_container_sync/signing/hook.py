@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from ..errors import SyncError, TransientError
 from ..publish.context import RunContext
 from ..registry.client import RegistryClient
-from .keys import SignerUnavailable, SigningError
 from .payload import identity
 from .setup import signing_for
 
@@ -50,6 +49,7 @@ def sign_for_tag(
     signing = signing_for(ctx.settings)
     if signing is None:
         return 0
+    from .keys import SignerUnavailable, SigningError  # cryptography: only when signing is on
     from .store import ensure_signed
 
     needs = needs_for_tag(client.registry.url, repository, tag, digest, entries)

@@ -4,6 +4,9 @@ credentials (or the command signer's self-test), and whether they match.
 :func:`check_signing` runs before a replay or the consumer does anything: a bad key, a wrong
 passphrase or a key that is not ``public_key``'s is a :class:`ConfigError` (exit 2). The
 decrypted key is kept in memory for the process (:func:`signing_for`), never written anywhere.
+
+With signing off nothing here imports ``cryptography`` (keys.py): about 7 MB of a replay's
+peak RSS, for nothing.
 """
 
 from __future__ import annotations
@@ -12,23 +15,17 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config.load import read_credential
 from ..config.settings import Settings, SigningSettings
 from ..errors import ConfigError, SyncError
-from .keys import (
-    CommandSigner,
-    KeyProblem,
-    KeySigner,
-    Signer,
-    load_private_key,
-    load_public_key,
-    same_key,
-    verify,
-)
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from .keys import Signer
 
 SECTION = "consumer_config.container.signing"
 #: What the command signer's self-test signs at start.
@@ -47,6 +44,8 @@ class Signing:
 
 def public_key_of(settings: SigningSettings) -> ec.EllipticCurvePublicKey:
     """The configured ``public_key``, or a ConfigError naming the file and what is wrong."""
+    from .keys import KeyProblem, load_public_key
+
     if settings.public_key is None:
         raise ConfigError(f"{SECTION}: public_key is not set")
     where = f"{SECTION}: public_key {settings.public_key}"
@@ -68,6 +67,8 @@ def secret_names(settings: Settings) -> tuple[str, ...]:
 
 def load_signing(settings: Settings, environ: Mapping[str, str] | None = None) -> Signing:
     """Build the signer and check it against ``public_key``; ConfigError on any problem."""
+    from .keys import CommandSigner, KeyProblem, KeySigner, load_private_key, same_key, verify
+
     config = settings.signing
     env = os.environ if environ is None else environ
     public = public_key_of(config)
