@@ -48,6 +48,22 @@ def close_connections_of(app: str) -> int:
     return closed
 
 
+def consumer_behind(bus, registry, proxy: FaultProxy):
+    """A consumer (announcing, timed log) that reaches ``registry`` through ``proxy`` and names
+    itself to the broker by an app name of its own, which :func:`close_connections_of` finds:
+    the consumer and that name."""
+    harness = bus.harness
+    harness.registry_entries[registry.host] = (
+        f'url = "{proxy.host}/{harness.namespace}"\ntls_verify = false\n'
+    )
+    config = bus.config(settings="publish_amqp_messages = true\n", log_format=TIMED)
+    app = f"fcs-test-{bus.env}"
+    config.write_text(
+        config.read_text().replace('app = "fedora-container-sync tests"', f'app = "{app}"')
+    )
+    return bus.consumer(config), app
+
+
 def runs(output: str) -> list[tuple[str, float, float]]:
     """(compose, start, end) of every run in a timed consumer log."""
     intervals, open_since = [], {}
@@ -77,15 +93,7 @@ def test_a_dropped_connection_stops_the_run_and_it_runs_once_at_a_time(bus, regi
         return None
 
     with FaultProxy(upstream=f"http://{registry.host}", rule=hold_first_push) as proxy:
-        harness.registry_entries[registry.host] = (
-            f'url = "{proxy.host}/{harness.namespace}"\ntls_verify = false\n'
-        )
-        config = bus.config(settings="publish_amqp_messages = true\n", log_format=TIMED)
-        app = f"fcs-test-{bus.env}"
-        config.write_text(
-            config.read_text().replace('app = "fedora-container-sync tests"', f'app = "{app}"')
-        )
-        consumer = bus.consumer(config)
+        consumer, app = consumer_behind(bus, registry, proxy)
         try:
             consumer.wait_log("Successfully registered AMQP consumer")
             bus.publish(bus.pungi(harness.compose(OLD)))
@@ -150,15 +158,7 @@ def test_the_moves_of_a_run_cut_short_by_a_lost_connection_are_announced_once(bu
         return None
 
     with FaultProxy(upstream=f"http://{registry.host}", rule=rule) as proxy:
-        harness.registry_entries[registry.host] = (
-            f'url = "{proxy.host}/{harness.namespace}"\ntls_verify = false\n'
-        )
-        config = bus.config(settings="publish_amqp_messages = true\n", log_format=TIMED)
-        app = f"fcs-test-{bus.env}"
-        config.write_text(
-            config.read_text().replace('app = "fedora-container-sync tests"', f'app = "{app}"')
-        )
-        consumer = bus.consumer(config)
+        consumer, app = consumer_behind(bus, registry, proxy)
         try:
             consumer.wait_log("Successfully registered AMQP consumer")
             body = harness.compose(
