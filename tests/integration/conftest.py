@@ -7,11 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from fedora_container_sync.compose import bodhi
 from fedora_container_sync.config.settings import Credentials
 from fedora_container_sync.registry.auth import RegistryAuth
 from support.auth import PASSWORD, USER
+from support.bodhi import BodhiServer
 from support.broker import Bus, rabbitmq_listening
 from support.harness import Harness
+from support.proxy import FaultProxy
 from support.servers import Registry, write_htpasswd
 from support.tokens import TokenServer
 
@@ -60,3 +63,24 @@ def token_registry(token_server: TokenServer) -> Iterator[Registry]:
     auth = RegistryAuth(Credentials(USER, PASSWORD), registry="test", allow_http_realm=True)
     with Registry(token_auth=token_server.registry_auth_config(), http_auth=auth) as registry:
         yield registry
+
+
+# Bodhi (release numbers), with the process's cache of its answers cleared before and after.
+
+
+@pytest.fixture
+def bodhi_server() -> Iterator[BodhiServer]:
+    bodhi.clear_cache()
+    server = BodhiServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        bodhi.clear_cache()
+
+
+@pytest.fixture
+def bodhi_proxy(bodhi_server: BodhiServer) -> Iterator[FaultProxy]:
+    """A fault proxy in front of ``bodhi_server``."""
+    with FaultProxy(bodhi_server.url) as proxy:
+        yield proxy

@@ -36,7 +36,6 @@ from fedora_container_sync.net.httpclient import new_client, request_limits
 from fedora_container_sync.registry.auth import RegistryAuth
 from fedora_container_sync.registry.client import RegistryClient
 from support.auth import PASSWORD, USER
-from support.bodhi import BodhiServer
 from support.proxy import Fault, FaultProxy, ProxyRequest, inflating_body
 from support.servers import Registry
 from support.tokens import TokenServer
@@ -245,18 +244,6 @@ def test_a_token_answer_that_inflates_is_refused_without_the_memory(lying_tokens
 
 
 # --- Bodhi --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def bodhi_proxy() -> Iterator[FaultProxy]:
-    bodhi.clear_cache()
-    server = BodhiServer().start()
-    try:
-        with FaultProxy(server.url) as proxy:
-            yield proxy
-    finally:
-        server.stop()
-        bodhi.clear_cache()
 
 
 @pytest.mark.parametrize("lie", ["gzip, gzip bomb", "gzip bomb, one layer", "unknown encoding"])

@@ -9,9 +9,7 @@ import subprocess
 
 import pytest
 
-from fedora_container_sync.compose import bodhi
 from fedora_container_sync.oci.manifest import ARCH, COMPOSE_ID
-from support.bodhi import BodhiServer
 from support.harness import ARCHES, report_rows
 from support.images import build_image_archive
 
@@ -222,15 +220,6 @@ def test_a_test_compose_publishes_nothing(harness):
 
 
 # -- release numbers from Bodhi -----------------------------------------------------------------
-
-
-@pytest.fixture
-def bodhi_server():
-    bodhi.clear_cache()
-    server = BodhiServer().start()
-    yield server
-    server.stop()
-    bodhi.clear_cache()
 
 
 def test_release_numbers_come_from_bodhi_when_not_configured(harness, bodhi_server):

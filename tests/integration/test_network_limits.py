@@ -14,7 +14,6 @@ from fedora_container_sync.compose import bodhi
 from fedora_container_sync.config.settings import BodhiSettings, RetrySettings
 from fedora_container_sync.errors import ReleaseLookupError, TransientError
 from fedora_container_sync.net.httpclient import MAX_API_ANSWER_BYTES, new_client, request_limits
-from support.bodhi import BodhiServer
 from support.harness import REPOS, Harness
 from support.proxy import Fault, FaultProxy, ProxyRequest
 from support.servers import Registry
@@ -174,18 +173,6 @@ def test_a_hostile_registry_is_reported_and_left_unchanged(
 
 
 # --- Bodhi -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def bodhi_proxy() -> Iterator[FaultProxy]:
-    bodhi.clear_cache()
-    server = BodhiServer().start()
-    try:
-        with FaultProxy(server.url) as proxy:
-            yield proxy
-    finally:
-        server.stop()
-        bodhi.clear_cache()
 
 
 @pytest.mark.parametrize(
