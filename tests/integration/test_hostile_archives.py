@@ -93,6 +93,18 @@ def error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if ": ERROR: " in line]
 
 
+def assert_refused_with_nothing_outside(harness, result, error: str) -> None:
+    """The run failed with one line naming ``error`` and the x86_64 image, no traceback,
+    nothing written outside the work dir (no ``loot``), no tag pushed to any repository."""
+    assert result.code == 1, result.err
+    (line,) = error_lines(result.err)
+    assert error in line and "Container/x86_64/images/" in line
+    assert "Traceback" not in result.err + result.out
+    assert list(harness.tmp.rglob("loot")) == []
+    for repository in REPOS.values():
+        assert harness.registries[0].tags(harness.repo(repository)) == []
+
+
 # -- class: members judged by where they lead --------------------------------------------------
 
 HOSTILE = {
@@ -146,13 +158,7 @@ def test_a_hostile_archive_is_refused_and_nothing_lands_outside(harness, case):
 
     result = harness.replay(body)
 
-    assert result.code == 1, result.err
-    (line,) = error_lines(result.err)
-    assert error in line and "Container/x86_64/images/" in line
-    assert "Traceback" not in result.err + result.out
-    assert list(harness.tmp.rglob("loot")) == []
-    for repository in REPOS.values():
-        assert harness.registries[0].tags(harness.repo(repository)) == []
+    assert_refused_with_nothing_outside(harness, result, error)
 
 
 def test_a_hostile_oci_archive_unpacked_as_it_arrives_is_refused_and_nothing_lands_outside(
@@ -174,12 +180,7 @@ def test_a_hostile_oci_archive_unpacked_as_it_arrives_is_refused_and_nothing_lan
 
     result = harness.replay(body)
 
-    assert result.code == 1, result.err
-    (line,) = error_lines(result.err)
-    assert error in line and "Container/x86_64/images/" in line
-    assert "Traceback" not in result.err + result.out
-    assert list(harness.tmp.rglob("loot")) == []
-    assert harness.registries[0].tags(harness.repo(TOOLBOX)) == []
+    assert_refused_with_nothing_outside(harness, result, error)
 
 
 def test_the_other_arches_go_on_and_the_index_is_held(harness):
